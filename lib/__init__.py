@@ -1,0 +1,1 @@
+"""Kernels for the research book: one module per concern (see ../STYLE in shared)."""
