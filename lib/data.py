@@ -1,0 +1,350 @@
+"""Shipped text corpora, tokenizers (GPT-2 and a locally trained byte-level BPE), LM windows and planted repeats."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import io
+import itertools
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Int
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib import artifacts
+from lib.config import DataConfig
+
+DATA_ENV_VAR = "DATA_DIR"
+DATA_DIR: Path = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent.parent / "data")
+EOS = "<|endoftext|>"
+PLANT_SEED = 1234  # planting is part of the data, not of a training run: the same for every training seed
+
+# name -> (path under the data dir, columns the file must have)
+FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dbpedia14_train": ("dbpedia14/train.csv.gz", ("label", "title", "text")),
+    "dbpedia14_test": ("dbpedia14/test.csv.gz", ("label", "title", "text")),
+    "dbpedia14_extra": ("dbpedia14/extra_untitled.csv.gz", ("label", "title", "text")),
+    "dbpedia_l2": ("dbpedia_l2/dbpedia_l2.csv.gz", ("label", "text")),
+    "toxic": ("comments/toxic.csv.gz", ("label", "text")),
+    "wikitext2_test": ("wikitext2_raw/wiki.test.raw.gz", ()),
+}
+CORPUS_NAMES = ("dbpedia14_train", "dbpedia14_extra", "dbpedia_l2")  # allowed LM training corpora
+COLUMNS = ["label", "title", "text"]
+_WIKI_TITLE = re.compile(r"^ = ([^=].*?) = $")  # top-level heading only; sub-headings read " = = X = = "
+
+
+class DataError(FileNotFoundError, ValueError):
+    """A shipped data file is missing or unreadable (catchable as FileNotFoundError or ValueError)."""
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def data_dir() -> Path:
+    """The data folder: $DATA_DIR if set now, else DATA_DIR."""
+    return Path(os.environ.get(DATA_ENV_VAR) or DATA_DIR)
+
+
+def _restore_hint(rel: str) -> str:
+    return f"copy it from ../shared/data/{rel} or `git checkout data/`"
+
+
+def _data_file(rel: str, directory: str | Path | None = None) -> Path:
+    """Absolute path of a shipped file (under directory, default data_dir()); DataError if it is missing."""
+    p = Path(directory or data_dir()) / rel
+    if not p.is_file():
+        raise DataError(f"data file {p} is missing; {_restore_hint(rel)}")
+    return p
+
+
+def _read_csv(p: Path, rel: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a shipped csv.gz as strings ("" stays ""), check its columns, fill a missing title with ""."""
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_filter=False, compression="gzip")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"data file {p} is corrupt ({type(e).__name__}: {e}); {_restore_hint(rel)}") from e
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"data file {p} lacks columns {missing} (has {list(df.columns)}); {_restore_hint(rel)}")
+    if "title" not in df.columns:
+        df["title"] = ""
+    return df[COLUMNS].reset_index(drop=True)
+
+
+def _split_wikitext(text: str) -> pd.DataFrame:
+    """WikiText raw -> one row per top-level ' = Title = ' article (label "", stripped body lines joined by \\n)."""
+    rows: list[dict[str, str]] = []
+    for line in text.split("\n"):
+        m = _WIKI_TITLE.match(line)
+        if m:
+            rows.append({"label": "", "title": m.group(1), "text": []})
+        elif rows and line.strip():
+            rows[-1]["text"].append(line.strip())
+    return pd.DataFrame([{**r, "text": "\n".join(r["text"])} for r in rows], columns=COLUMNS)
+
+
+def _read_wikitext(p: Path, rel: str) -> pd.DataFrame:
+    """Read the gzipped WikiText raw file and split it into articles."""
+    try:
+        with gzip.open(p, "rb") as f:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="").read().replace("\r\n", "\n")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise DataError(f"data file {p} is corrupt ({type(e).__name__}: {e}); {_restore_hint(rel)}") from e
+    df = _split_wikitext(text)
+    if df.empty:
+        raise DataError(f"data file {p} has no ' = Title = ' article headings; {_restore_hint(rel)}")
+    return df
+
+
+@functools.lru_cache(maxsize=None)
+def _load_cached(name: str, directory: str) -> pd.DataFrame:
+    rel, required = FILES[name]
+    p = _data_file(rel, directory)
+    return _read_wikitext(p, rel) if name == "wikitext2_test" else _read_csv(p, rel, required)
+
+
+def load_articles(name: str) -> pd.DataFrame:
+    """One shipped dataset as a DataFrame with str columns label, title, text (a copy; files are read once)."""
+    if name not in FILES:
+        raise ValueError(f"unknown dataset name={name!r}; allowed: {', '.join(FILES)}")
+    return _load_cached(name, str(data_dir())).copy()
+
+
+def topic_texts(split: str = "test") -> pd.DataFrame:
+    """DBpedia-14 'train' or 'test' articles with columns label, title, text."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} is not allowed: 'train' or 'test'")
+    return load_articles(f"dbpedia14_{split}")
+
+
+def corpus_texts(cfg: DataConfig) -> list[str]:
+    """Texts of the training corpora in cfg.corpus, in cfg.corpus order then file order."""
+    bad = [c for c in cfg.corpus if c not in CORPUS_NAMES]
+    if bad or not cfg.corpus or len(set(cfg.corpus)) != len(cfg.corpus):
+        raise ValueError(f"corpus={cfg.corpus!r} is not allowed: a non-empty tuple of distinct names from "
+                         f"{CORPUS_NAMES} (dbpedia14_test is held out)")
+    return [t for name in cfg.corpus for t in load_articles(name)["text"].tolist()]
+
+
+# ------------------------------------------------------------------------------------------ tokenizers
+
+
+class Tokenizer:
+    """Thin wrapper around a Hugging Face byte-level BPE `tokenizers.Tokenizer` (no special tokens added on encode)."""
+
+    def __init__(self, hf: HFTokenizer) -> None:
+        eos_id = hf.token_to_id(EOS)
+        if eos_id is None:
+            raise ValueError(f"tokenizer has no {EOS!r} token; it is required as the end-of-text id")
+        self.hf = hf
+        self.vocab_size: int = hf.get_vocab_size()
+        self.eos_id: int = eos_id
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, eos_id={self.eos_id})"
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text."""
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of many texts (parallel in Rust)."""
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        """Text of a sequence of ids (list or 1-d tensor); special tokens are kept."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def id_to_token(self, i: int) -> str:
+        """Readable text of one token, e.g. ' the' (a partial UTF-8 byte shows as U+FFFD)."""
+        i = int(i)
+        if not 0 <= i < self.vocab_size:
+            raise ValueError(f"token id i={i} is out of range: 0 <= i < vocab_size={self.vocab_size}")
+        return self.hf.decode([i], skip_special_tokens=False)
+
+    def save(self, dest: Path) -> Path:
+        """Atomically write tokenizer.json."""
+        return artifacts.write_text(dest, self.hf.to_str())
+
+
+def _byte_level(hf: HFTokenizer) -> HFTokenizer:
+    """Attach GPT-2's byte-level pre-tokenizer (no prefix space) and decoder."""
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    return hf
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt2_cached(directory: str) -> Tokenizer:
+    vocab, merges = (_data_file(f"gpt2_tokenizer/{f}", directory) for f in ("vocab.json", "merges.txt"))
+    try:
+        hf = _byte_level(HFTokenizer(models.BPE.from_file(str(vocab), str(merges))))
+    except Exception as e:  # the Rust loader raises a bare Exception on malformed files
+        raise DataError(f"GPT-2 tokenizer files in {vocab.parent} are corrupt ({e}); "
+                        f"{_restore_hint('gpt2_tokenizer/')}") from e
+    hf.add_special_tokens([EOS])  # already id 50256 in vocab.json; this only marks it special
+    return Tokenizer(hf)
+
+
+def gpt2_tokenizer() -> Tokenizer:
+    """GPT-2's byte-level BPE from data/gpt2_tokenizer (vocab 50257, eos 50256)."""
+    return _gpt2_cached(str(data_dir()))
+
+
+def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+    """Byte-level BPE trained on texts: 256 byte tokens, '<|endoftext|>', merges up to vocab_size (deterministic)."""
+    if not isinstance(vocab_size, int) or vocab_size < 257:
+        raise ValueError(f"vocab_size={vocab_size!r} is not allowed: an integer >= 257 (256 bytes plus {EOS!r})")
+    hf = _byte_level(HFTokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return Tokenizer(hf)
+
+
+def bpe_path(cfg: DataConfig) -> Path:
+    """Artifact file of the BPE tokenizer trained for cfg (depends on vocab_size and corpus only)."""
+    key = {"vocab_size": cfg.vocab_size, "corpus": list(cfg.corpus)}
+    return artifacts.path("tokenizers", "bpe", key) / "tokenizer.json"
+
+
+def get_tokenizer(cfg: DataConfig) -> Tokenizer:
+    """cfg's tokenizer: GPT-2's, or a BPE trained on cfg.corpus (never the test split), cached as an artifact."""
+    if cfg.tokenizer == "gpt2":
+        return gpt2_tokenizer()
+    dest = bpe_path(cfg)
+    if dest.is_file():
+        return Tokenizer(HFTokenizer.from_file(str(dest)))
+    tok = train_bpe(corpus_texts(cfg), cfg.vocab_size)
+    tok.save(dest)
+    return tok
+
+
+# --------------------------------------------------------------------------------------- token tensors
+
+
+def lm_windows(token_lists: list[list[int]], n_ctx: int, eos_id: int) -> Int[Tensor, "n n_ctx"]:
+    """Articles each followed by eos, concatenated and cut into non-overlapping n_ctx windows (remainder dropped)."""
+    if not isinstance(n_ctx, int) or n_ctx < 1:
+        raise ValueError(f"n_ctx={n_ctx!r} is not allowed: a positive integer")
+    flat = torch.tensor(list(itertools.chain.from_iterable(t + [eos_id] for t in token_lists)), dtype=torch.long)
+    n = flat.numel() // n_ctx
+    return flat[: n * n_ctx].reshape(n, n_ctx)
+
+
+def beginnings(token_lists: list[list[int]], n_tokens: int) -> Int[Tensor, "n n_tokens"]:
+    """First n_tokens of every article that has at least n_tokens tokens (shorter ones are dropped)."""
+    if not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens={n_tokens!r} is not allowed: a positive integer")
+    rows = [t[:n_tokens] for t in token_lists if len(t) >= n_tokens]
+    return torch.tensor(rows, dtype=torch.long) if rows else torch.empty((0, n_tokens), dtype=torch.long)
+
+
+def _check_plant_args(n_ctx: int, frac: float, min_len: int, max_len: int) -> None:
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"frac={frac!r} is not allowed: a float in [0, 1]")
+    if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
+        raise ValueError(f"min_len={min_len!r}, max_len={max_len!r} are not allowed: "
+                         "integers with 1 <= min_len <= max_len")
+    if 2 * max_len > n_ctx:
+        raise ValueError(f"max_len={max_len} is not allowed: at most n_ctx/2={n_ctx / 2} so a span and its copy fit")
+
+
+def plant_repeats(
+    windows: Int[Tensor, "n n_ctx"], frac: float, min_len: int, max_len: int, generator: torch.Generator
+) -> tuple[Int[Tensor, "n n_ctx"], Bool[Tensor, " n"], Int[Tensor, "n 3"]]:
+    """Repeat a span of round(frac*n) windows right after itself -> (windows, planted, (start, len, copy_start) or -1)."""
+    n, n_ctx = windows.shape
+    _check_plant_args(n_ctx, frac, min_len, max_len)
+    k = round(frac * n)
+    rows = torch.randperm(n, generator=generator)[:k]
+    length = torch.randint(min_len, max_len + 1, (k,), generator=generator)
+    n_starts = n_ctx - 2 * length + 1  # s in [0, n_ctx - 2L]
+    start = (torch.rand(k, generator=generator) * n_starts).long().clamp(max=n_starts - 1)
+    spans = torch.full((n, 3), -1, dtype=torch.long)
+    spans[rows] = torch.stack([start, length, start + length], dim=1)
+    pos = torch.arange(n_ctx).expand(k, n_ctx)
+    in_copy = (pos >= (start + length)[:, None]) & (pos < (start + 2 * length)[:, None])
+    src = torch.where(in_copy, pos - length[:, None], pos)  # copy region reads from the span one length back
+    out = windows.clone()
+    out[rows] = windows[rows].gather(1, src)
+    planted = torch.zeros(n, dtype=torch.bool)
+    planted[rows] = True
+    return out, planted, spans
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Token tensors for one DataConfig: train samples (+ planting record), held-out val, and article beginnings."""
+
+    train: Int[Tensor, "n_train n_ctx"]
+    planted: Bool[Tensor, " n_train"]
+    spans: Int[Tensor, "n_train 3"]
+    val: Int[Tensor, "n_val n_ctx"]
+    val_beginnings: Int[Tensor, "n_val_b beginning_tokens"]
+    train_beginnings: Int[Tensor, "n_train_b beginning_tokens"]
+    vocab_size: int
+    eos_id: int
+
+    @property
+    def n_train_tokens(self) -> int:
+        """Number of tokens in the training samples."""
+        return self.train.numel()
+
+
+def tokens_path(cfg: DataConfig) -> Path:
+    """Artifact file of the token tensors for cfg (keyed by the whole DataConfig)."""
+    return artifacts.path("data", "tokens", dataclasses.asdict(cfg)) / "tokens.safetensors"
+
+
+def _encode(tok: Tokenizer, texts: list[str], desc: str, progress: bool, chunk: int = 4096) -> list[list[int]]:
+    """encode_batch in chunks so a progress bar can move."""
+    out: list[list[int]] = []
+    for i in tqdm(range(0, len(texts), chunk), desc=desc, disable=not progress):
+        out.extend(tok.encode_batch(texts[i : i + chunk]))
+    return out
+
+
+def _build(cfg: DataConfig, progress: bool) -> dict[str, Tensor]:
+    """Tokenize the corpus and the test split and build every tensor of TokenData."""
+    tok = get_tokenizer(cfg)
+    train_ids = _encode(tok, corpus_texts(cfg), "tokenize train", progress)
+    test_ids = _encode(tok, load_articles("dbpedia14_test")["text"].tolist(), "tokenize val", progress)
+    if cfg.task == "beginnings":
+        train, val = beginnings(train_ids, cfg.n_ctx), beginnings(test_ids, cfg.n_ctx)
+    else:
+        train, val = lm_windows(train_ids, cfg.n_ctx, tok.eos_id), lm_windows(test_ids, cfg.n_ctx, tok.eos_id)
+    planted, spans = torch.zeros(len(train), dtype=torch.bool), torch.full((len(train), 3), -1, dtype=torch.long)
+    if cfg.task == "windows" and cfg.plant_frac > 0:
+        gen = torch.Generator().manual_seed(PLANT_SEED)
+        train, planted, spans = plant_repeats(train, cfg.plant_frac, cfg.plant_min, cfg.plant_max, gen)
+    return {"train": train, "planted": planted, "spans": spans, "val": val,
+            "val_beginnings": beginnings(test_ids, cfg.beginning_tokens),
+            "train_beginnings": beginnings(train_ids, cfg.beginning_tokens),
+            "vocab_size": torch.tensor(tok.vocab_size), "eos_id": torch.tensor(tok.eos_id)}
+
+
+def load_token_data(cfg: DataConfig, progress: bool = False) -> TokenData:
+    """TokenData for cfg, loaded from its artifact or built (tokenizer trained if needed) and saved atomically."""
+    dest = tokens_path(cfg)
+    if dest.is_file():
+        tensors = artifacts.load_tensors(dest)
+    else:
+        tensors = _build(cfg, progress)
+        artifacts.write_json(dest.parent / "config.json", dataclasses.asdict(cfg))
+        # int32 on disk halves the file (ids < 2**31); everything is long again in memory
+        artifacts.save_tensors(dest, {k: v.int() if v.dtype == torch.long else v for k, v in tensors.items()})
+    tensors = {k: v.long() if v.dtype == torch.int32 else v for k, v in tensors.items()}
+    fields = {k: (int(v.item()) if k in ("vocab_size", "eos_id") else v) for k, v in tensors.items()}
+    return TokenData(**fields)

@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: seeding, and a temporary ARTIFACTS_DIR."""
+
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Seed torch before every test."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def artifacts_tmp(tmp_path_factory):
+    """Point ARTIFACTS_DIR at a session tmp dir; restore the previous value afterwards."""
+    old = os.environ.get("ARTIFACTS_DIR")
+    tmp = tmp_path_factory.mktemp("artifacts")
+    os.environ["ARTIFACTS_DIR"] = str(tmp)
+    yield tmp
+    if old is None:
+        os.environ.pop("ARTIFACTS_DIR", None)
+    else:
+        os.environ["ARTIFACTS_DIR"] = old

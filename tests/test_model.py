@@ -1,0 +1,104 @@
+"""Our transformer: equivalence with TransformerLens, KV cache, pretrained loading from local weights."""
+
+import pytest
+import torch
+
+from lib.config import ModelConfig
+from lib.model import Transformer, generate, load_pretrained, to_hooked
+
+
+def _model(attention_only: bool, seed: int = 0) -> Transformer:
+    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_vocab=50, n_ctx=24, attention_only=attention_only)
+    model = Transformer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # large random weights (not the small init) so that every component matters
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.dim() > 1 else 0.2))
+    return model.eval()
+
+
+@pytest.mark.parametrize("attention_only", [True, False])
+def test_to_hooked_identical_logits(attention_only):
+    model = _model(attention_only)
+    hooked = to_hooked(model)
+    tokens = torch.randint(0, 50, (4, 24))
+    ours, theirs = model(tokens), hooked(tokens)
+    assert ours.shape == (4, 24, 50)
+    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert ours.std() > 0.5  # not trivially zero
+
+
+@pytest.mark.parametrize("attention_only", [True, False])
+def test_to_hooked_runs_hooks_and_removes_them(attention_only):
+    hooked = to_hooked(_model(attention_only))
+    tokens = torch.randint(0, 50, (2, 10))
+    clean = hooked(tokens)
+    zeroed = hooked.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_attn_out", lambda t, hook: t * 0)])
+    assert not torch.allclose(clean, zeroed)
+    assert all(len(hp.fwd_hooks) == 0 for hp in hooked.hook_dict.values())
+    assert torch.equal(hooked(tokens), clean)
+
+
+@pytest.mark.parametrize("attention_only", [True, False])
+def test_kv_cache_generation_equals_recomputation(attention_only):
+    model = _model(attention_only)
+    prompt = torch.randint(0, 50, (3, 5))
+    assert torch.equal(generate(model, prompt, 15), generate(model, prompt, 15, use_cache=False))
+    a = generate(model, prompt, 15, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    b = generate(model, prompt, 15, temperature=1.0, generator=torch.Generator().manual_seed(1), use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_kv_cache_multi_token_chunk():
+    model = _model(False)
+    tokens = torch.randint(0, 50, (2, 20))
+    _, cache = model(tokens[:, :8], return_cache=True)
+    chunk = model(tokens[:, 8:20], past=cache)
+    assert torch.allclose(chunk, model(tokens)[:, 8:20], atol=1e-5)
+
+
+def test_context_overflow_is_a_clear_error():
+    model = _model(True)
+    with pytest.raises(ValueError, match="n_ctx=24"):
+        model(torch.zeros(1, 25, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, torch.zeros(1, 20, dtype=torch.long), 10)
+
+
+def test_bad_config_names_value():
+    with pytest.raises(ValueError, match="n_heads=0"):
+        ModelConfig(n_heads=0)
+    with pytest.raises(ValueError, match="act_fn='swish'"):
+        ModelConfig(act_fn="swish")
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A tiny random GPT-2 saved locally with transformers (no hub)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    hf = GPT2LMHeadModel(cfg).eval()
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    hf.save_pretrained(path)
+    return hf, path
+
+
+@pytest.mark.parametrize("fold_ln", [True, False])
+def test_load_pretrained_matches_hf(tiny_gpt2, fold_ln):
+    hf, path = tiny_gpt2
+    hooked = load_pretrained(path, fold_ln=fold_ln)
+    tokens = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(tokens).logits, -1)
+    ours = torch.log_softmax(hooked(tokens), -1)
+    assert (ref - ours).abs().max().item() < 1e-4
+    assert hooked.to_tokens("Hello world", prepend_bos=False).tolist() == [[15496, 995]]
+
+
+def test_load_pretrained_without_weights_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        load_pretrained("distilgpt2-not-here")
