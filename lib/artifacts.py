@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,8 +23,13 @@ def root() -> Path:
 
 
 def config_hash(obj: Any, n: int = 10) -> str:
-    """Short sha256 of a config's canonical JSON (dataclass with to_json, dict, or str)."""
-    text = obj.to_json() if hasattr(obj, "to_json") else (obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True))
+    """Short sha256 of a config's canonical JSON (RunConfig, any dataclass, dict, or str)."""
+    if hasattr(obj, "to_json"):
+        text = obj.to_json()
+    elif dataclasses.is_dataclass(obj):
+        text = json.dumps(dataclasses.asdict(obj), sort_keys=True)
+    else:
+        text = obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 

@@ -167,7 +167,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   warmup_steps=5, eval_every=10, eval_batches=2, checkpoint_every=10, dropout=0.0,
                   corpus=("dbpedia14_train",)),
     "cpu": dict(n_layers=2, n_heads=4, d_model=128, d_mlp=512, tokenizer="bpe", vocab_size=1024, task="windows",
-                n_ctx=64, plant_frac=0.5, plant_min=16, plant_max=32, batch_size=32, max_steps=1800,
+                n_ctx=64, plant_frac=0.5, plant_min=16, plant_max=32, batch_size=32, max_steps=3000,
                 lr=3e-3, warmup_steps=100, eval_every=150, eval_batches=8, checkpoint_every=300, dropout=0.0),
     "gpu": dict(n_layers=2, n_heads=12, d_model=768, d_head=64, d_mlp=3072, tokenizer="gpt2", task="beginnings",
                 n_ctx=20, plant_frac=0.0, plant_min=4, plant_max=8, batch_size=64, max_steps=20000, lr=6e-4,
@@ -212,3 +212,26 @@ def resolve(preset: str = "cpu", **overrides: Any) -> RunConfig:
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return _apply(RunConfig(), values)
+
+
+# Notebook-level knobs per preset (what a notebook does besides training its base models).
+NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_build_transformer": {
+        "smoke": dict(bench_layers=(1, 2), bench_seeds=(0, 1), bench_steps=10, n_induction_seqs=16, n_samples=2),
+        "cpu": dict(bench_layers=(1, 2, 3), bench_seeds=(0, 1), bench_steps=300, n_induction_seqs=200, n_samples=3),
+        "gpu": dict(bench_layers=(1, 2, 3), bench_seeds=(0, 1, 2), bench_steps=3000, n_induction_seqs=500,
+                    n_samples=3),
+    },
+}
+
+
+def notebook_params(notebook: str, preset: str, **overrides: Any) -> dict[str, Any]:
+    """A notebook's own knobs for a preset, with every non-None override applied (unknown names rejected)."""
+    _check(notebook in NOTEBOOK_PRESETS, "notebook", notebook, f"one of {sorted(NOTEBOOK_PRESETS)}")
+    _check(preset in PRESETS, "preset", preset, f"one of {PRESET_NAMES}")
+    values = dict(NOTEBOOK_PRESETS[notebook][preset])
+    for key, value in overrides.items():
+        _check(key in values, "parameter", key, f"one of {sorted(values)}")
+        if value is not None:
+            values[key] = value
+    return values

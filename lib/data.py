@@ -264,7 +264,7 @@ def _check_plant_args(n_ctx: int, frac: float, min_len: int, max_len: int) -> No
 def plant_repeats(
     windows: Int[Tensor, "n n_ctx"], frac: float, min_len: int, max_len: int, generator: torch.Generator
 ) -> tuple[Int[Tensor, "n n_ctx"], Bool[Tensor, " n"], Int[Tensor, "n 3"]]:
-    """Repeat a span of round(frac*n) windows right after itself -> (windows, planted, (start, len, copy_start) or -1)."""
+    """Repeat a span in round(frac*n) windows right after itself -> (windows, planted, spans (s, L, s+L) or -1)."""
     n, n_ctx = windows.shape
     _check_plant_args(n_ctx, frac, min_len, max_len)
     k = round(frac * n)
@@ -305,7 +305,7 @@ class TokenData:
 
 def tokens_path(cfg: DataConfig) -> Path:
     """Artifact file of the token tensors for cfg (keyed by the whole DataConfig)."""
-    return artifacts.path("data", "tokens", dataclasses.asdict(cfg)) / "tokens.safetensors"
+    return artifacts.path("data", "tokens", cfg) / "tokens.safetensors"
 
 
 def _encode(tok: Tokenizer, texts: list[str], desc: str, progress: bool, chunk: int = 4096) -> list[list[int]]:

@@ -33,18 +33,29 @@ def attention_patterns(hooked, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor
     return torch.stack([cache[n] for n in names])
 
 
-def _diag_score(patterns: Tensor, offset: int, start: int) -> Float[Tensor, "layer head"]:
-    """Mean attention from query i to key i - offset, over queries i >= start."""
+def _diag_score(patterns: Tensor, offset: int, start: int) -> Float[Tensor, "layer batch head"]:
+    """Mean attention from query i to key i - offset over queries i >= start, per sequence."""
     q = torch.arange(start, patterns.shape[-2])
-    return patterns[..., q, q - offset].mean(dim=(1, 3))
+    return patterns[..., q, q - offset].mean(dim=-1)
 
 
 @torch.no_grad()
-def head_scores(hooked, tokens: Int[Tensor, "batch two_half"]) -> dict[str, Float[Tensor, "layer head"]]:
-    """Induction score (attention from i to i-half+1 in the repeat) and previous-token score per head."""
+def head_scores(
+    hooked, tokens: Int[Tensor, "batch two_half"], per_sequence: bool = False
+) -> dict[str, Float[Tensor, "layer head"]]:
+    """Induction score (attention from i to i-half+1 in the repeat) and previous-token score per head.
+
+    With per_sequence the scores keep a batch axis: [batch, layer, head].
+    """
     half = tokens.shape[1] // 2
     pat = attention_patterns(hooked, tokens)
-    return {"induction": _diag_score(pat, half - 1, half), "prev_token": _diag_score(pat, 1, 1)}
+    out = {"induction": _diag_score(pat, half - 1, half), "prev_token": _diag_score(pat, 1, 1)}
+    return {k: v.transpose(0, 1) if per_sequence else v.mean(dim=1) for k, v in out.items()}
+
+
+def repeat_of(windows: Int[Tensor, "n pos"], half: int) -> Int[Tensor, "n two_half"]:
+    """[r; r] where r is the first `half` tokens of each window (repeated natural text)."""
+    return torch.cat([windows[:, :half], windows[:, :half]], dim=1)
 
 
 @torch.no_grad()

@@ -41,8 +41,23 @@ class Attention(nn.Module):
         if past is not None and t > 1:  # several new queries after a cache: causal mask offset by the cache length
             mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
         p = self.cfg.dropout if self.training else 0.0
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        z = _attend(q, k, v, mask, causal, p)
         return self.out(z.transpose(1, 2).reshape(b, t, h * dh)), (k, v)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d_head)) v with a causal or boolean mask -> (B, nh, T, hs)."""
+    if not (q.dtype == torch.bfloat16 and q.device.type == "cpu"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+    # PyTorch's bf16 SDPA on CPU runs several times slower than its fp32 kernel (its backward worst):
+    # spell it out with bf16 matmuls and an fp32 softmax instead.
+    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5  # (B, nh, T, S)
+    if causal:
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = F.dropout(scores.softmax(-1), p)
+    return probs.to(v.dtype) @ v
 
 
 class MLP(nn.Module):
@@ -125,7 +140,10 @@ class Transformer(nn.Module):
 
 def loss_fn(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Tensor:
     """Mean next-token cross-entropy (logits at position i predict token i+1)."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+    # Shift the targets, not the logits: slicing logits[:, :-1] copies them forward and scatters their
+    # gradient into a zeroed full-size tensor backward; the last position is ignored instead.
+    targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 @torch.no_grad()

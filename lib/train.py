@@ -277,3 +277,17 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True) -> pd.DataFrame:
+    """Train (or load) one model per override dict in `grid`; one row per run with its final held-out metrics."""
+    rows = []
+    for overrides in tqdm(grid, desc="sweep", disable=not progress):
+        cfg = base.replace(**overrides)
+        _, history, directory = artifacts.get_or_train(cfg, name=name, progress=False)
+        last = history.iloc[-1]
+        rows.append({**overrides, "n_params": cfg.model.n_params, "val_loss": last["val_loss"],
+                     "val_accuracy": last["val_accuracy"], "val_beginnings_loss": last["val_beginnings_loss"],
+                     "val_beginnings_accuracy": last["val_beginnings_accuracy"], "seconds": last["seconds"],
+                     "init_val_loss": history["val_loss"].iloc[0], "path": str(directory)})
+    return pd.DataFrame(rows)

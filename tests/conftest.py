@@ -12,9 +12,9 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def artifacts_tmp(tmp_path_factory):
-    """Point ARTIFACTS_DIR at a session tmp dir; restore the previous value afterwards."""
+    """Point ARTIFACTS_DIR at a session tmp dir for every test (never the repo's artifacts/); restore it afterwards."""
     old = os.environ.get("ARTIFACTS_DIR")
     tmp = tmp_path_factory.mktemp("artifacts")
     os.environ["ARTIFACTS_DIR"] = str(tmp)

@@ -100,3 +100,11 @@ def test_unigram_baseline_and_bad_order():
     assert res["accuracy"] == 1.0
     with pytest.raises(ValueError, match="order=3"):
         ngram_baseline(train, train, 3, order=3)
+
+
+def test_per_sequence_scores_average_to_the_pooled_scores():
+    tokens = repeated_tokens(6, 8, torch.arange(40), torch.Generator().manual_seed(1))
+    model = _attn_model()
+    pooled, per = head_scores(model, tokens), head_scores(model, tokens, per_sequence=True)
+    assert per["induction"].shape == (6, 2, 2)
+    assert torch.allclose(per["induction"].mean(0), pooled["induction"])

@@ -1,0 +1,385 @@
+"""Findings ledger: each headline claim recorded as data next to its control, one JSON file per notebook and preset."""
+
+from __future__ import annotations
+
+import html
+import math
+import numbers
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lib import artifacts
+from lib.config import PRESET_NAMES
+
+KIND = "findings"  # artifacts.root() / KIND / f"{notebook}-{preset}.json"
+CONTROL_KINDS = ("init", "seeds", "random")
+NONE_PREFIX = "none: "
+VERDICTS = ("supported", "not supported", "inconclusive")
+NO_VERDICT = "no verdict"
+COLUMNS = ("notebook", "preset", "order", "name", "value", "unit", "ci_low", "ci_high",
+           "control", "control_value", "verdict", "figure")
+ALLOWED_CONTROLS = "one of 'init', 'seeds', 'random', or 'none: <why>' with a non-empty reason"
+_FINITE = "a finite real number (int, float, or a numpy/torch scalar); not a bool, NaN or inf"
+
+_current: "Ledger | None" = None  # the running notebook's ledger, set by start()
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _fail(label: str, value: Any, allowed: str, finding: str | None = None) -> None:
+    """Raise ValueError naming the finding, the bad value and what is allowed."""
+    where = f"finding {finding!r}: " if finding else ""
+    raise ValueError(f"{where}{label}={value!r} is not allowed: {allowed}")
+
+
+def _finite(label: str, x: Any, finding: str | None = None) -> float:
+    """x as a float if it is a finite real number (numpy/torch scalars converted), else ValueError."""
+    y = x
+    if hasattr(y, "item") and not isinstance(y, numbers.Number):  # torch tensor, numpy 0-d array, np.bool_
+        try:
+            y = y.item()
+        except (ValueError, RuntimeError):
+            _fail(label, x, _FINITE, finding)
+    if isinstance(y, bool) or not isinstance(y, numbers.Real) or not math.isfinite(y):
+        _fail(label, x, _FINITE, finding)
+    return float(y)
+
+
+def _ci(ci: Any, finding: str | None = None) -> tuple[float | None, float | None]:
+    """(low, high) floats from None or a pair of finite numbers with low <= high, else ValueError."""
+    if ci is None:
+        return None, None
+    allowed = "None or a (low, high) pair of finite numbers with low <= high"
+    try:
+        is_pair = not isinstance(ci, (str, bytes)) and len(ci) == 2
+    except TypeError:
+        is_pair = False
+    if not is_pair:
+        _fail("ci", ci, allowed, finding)
+    try:
+        low, high = (_finite("ci", v) for v in ci)
+    except ValueError:
+        _fail("ci", ci, allowed, finding)
+    if low > high:
+        _fail("ci", ci, allowed, finding)
+    return low, high
+
+
+def is_valid_control(control: Any) -> bool:
+    """True for 'init', 'seeds', 'random', or 'none: <why>' with a non-empty reason."""
+    if not isinstance(control, str):
+        return False
+    return control in CONTROL_KINDS or (control.startswith(NONE_PREFIX) and bool(control[len(NONE_PREFIX):].strip()))
+
+
+def _control(control: Any, control_value: Any, finding: str) -> tuple[str, float | None]:
+    """Validated (control, control_value): a measured control needs a value, 'none: <why>' takes none."""
+    if control is None:
+        raise ValueError(f"finding {finding!r}: control=None is not allowed: every finding needs a control; "
+                         f"use {ALLOWED_CONTROLS}")
+    if not is_valid_control(control):
+        _fail("control", control, ALLOWED_CONTROLS, finding)
+    if control.startswith(NONE_PREFIX):
+        if control_value is not None:
+            _fail("control_value", control_value, f"None when control={control!r} (there is no control to measure)",
+                  finding)
+        return control, None
+    if control_value is None:
+        _fail("control_value", None, f"a finite number: the metric measured under control={control!r}", finding)
+    return control, _finite("control_value", control_value, finding)
+
+
+def _optional_text(label: str, x: Any, finding: str) -> str | None:
+    """x if None or a non-empty string, else ValueError."""
+    if x is not None and not (isinstance(x, str) and x.strip()):
+        _fail(label, x, "None or a non-empty string", finding)
+    return x
+
+
+def _file_name(label: str, x: Any) -> str:
+    """x if it is a non-empty name usable in a file name, else ValueError."""
+    if not isinstance(x, str) or not x or "/" in x or "\\" in x or x.startswith("."):
+        _fail(label, x, "a non-empty name without '/' or a leading '.' (e.g. '01_build_transformer')")
+    return x
+
+
+def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
+                control_value: Any = None, verdict: str | None = None, figure: str | None = None) -> dict:
+    """One validated finding as a plain dict (no notebook, preset or order yet)."""
+    if not isinstance(name, str) or not name.strip():
+        _fail("name", name, "a non-empty string naming the finding")
+    value = _finite("value", value, name)
+    ci_low, ci_high = _ci(ci, name)
+    control, control_value = _control(control, control_value, name)
+    if verdict is not None and verdict not in VERDICTS:
+        _fail("verdict", verdict, f"None or one of {VERDICTS} (compute it, e.g. with verdict_from)", name)
+    return dict(name=name, value=value, unit=_optional_text("unit", unit, name), ci_low=ci_low, ci_high=ci_high,
+                control=control, control_value=control_value, verdict=verdict,
+                figure=_optional_text("figure", figure, name))
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+def ledger_path(notebook: str, preset: str) -> Path:
+    """`root/findings/<notebook>-<preset>.json` (not created)."""
+    return artifacts.root() / KIND / f"{notebook}-{preset}.json"
+
+
+def _notebook_name(notebook: str | Path) -> str:
+    """A notebook's name from its name or path ('notebooks/01_x.py' -> '01_x')."""
+    return Path(notebook).stem if isinstance(notebook, Path) or "/" in str(notebook) else notebook
+
+
+@dataclass
+class Ledger:
+    """The findings of one notebook run (notebook, preset), in order, saved atomically after every change."""
+
+    notebook: str
+    preset: str
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        """Where this ledger lives on disk."""
+        return ledger_path(self.notebook, self.preset)
+
+    @classmethod
+    def load(cls, notebook: str, preset: str) -> "Ledger":
+        """The ledger on disk for (notebook, preset), or an empty one if there is none."""
+        path = ledger_path(notebook, preset)
+        records = artifacts.read_json(path)["findings"] if path.exists() else []
+        return cls(notebook, preset, records)
+
+    def add(self, rec: dict) -> dict:
+        """Insert a record (replacing one of the same name, in its place), save, and return it."""
+        names = [r["name"] for r in self.records]
+        if rec["name"] in names:
+            i = names.index(rec["name"])
+            rec = dict(rec, notebook=self.notebook, preset=self.preset, order=self.records[i]["order"])
+            self.records[i] = rec
+        else:
+            order = max((r["order"] for r in self.records), default=-1) + 1
+            rec = dict(rec, notebook=self.notebook, preset=self.preset, order=order)
+            self.records.append(rec)
+        self.save()
+        return dict(rec)
+
+    def save(self) -> Path:
+        """Atomically write the ledger as JSON."""
+        return artifacts.write_json(self.path, {"notebook": self.notebook, "preset": self.preset,
+                                                "findings": self.records})
+
+
+def start(notebook: str, preset: str) -> Ledger:
+    """Make (notebook, preset) the current ledger and replace any earlier one on disk with an empty ledger."""
+    global _current
+    if preset not in PRESET_NAMES:
+        _fail("preset", preset, f"one of {PRESET_NAMES}")
+    _current = Ledger(_file_name("notebook", notebook), preset)
+    _current.save()
+    return _current
+
+
+def current() -> Ledger:
+    """The ledger set by start(), else RuntimeError."""
+    if _current is None:
+        raise RuntimeError("no current findings ledger: call lib.findings.start(notebook, preset) after the "
+                           "parameters cell")
+    return _current
+
+
+def record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
+           control_value: Any = None, verdict: str | None = None, figure: str | None = None,
+           notebook: str | None = None) -> dict:
+    """Append one finding (ci: a 95% interval) to the current ledger, or to `notebook`'s ledger for its preset."""
+    rec = make_record(name, value, unit=unit, ci=ci, control=control, control_value=control_value,
+                      verdict=verdict, figure=figure)
+    ledger = current()
+    if notebook is not None and notebook != ledger.notebook:
+        ledger = Ledger.load(_file_name("notebook", notebook), ledger.preset)
+    return ledger.add(rec)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _frame(records: Sequence[dict]) -> pd.DataFrame:
+    """Records as a DataFrame with exactly COLUMNS, sorted by notebook, preset, order."""
+    df = pd.DataFrame(list(records), columns=list(COLUMNS))
+    for col in ("value", "ci_low", "ci_high", "control_value"):
+        df[col] = df[col].astype(float)
+    df["order"] = df["order"].astype(int)
+    return df.sort_values(["notebook", "preset", "order"], kind="stable").reset_index(drop=True)
+
+
+def load(notebook: str, preset: str) -> pd.DataFrame:
+    """One notebook's findings for a preset (empty with COLUMNS if it has no ledger)."""
+    return _frame(Ledger.load(_file_name("notebook", _notebook_name(notebook)), preset).records)
+
+
+def load_all(preset: str | None = None) -> pd.DataFrame:
+    """Every notebook's findings under root/findings (one preset, or all), in notebook order."""
+    records = []
+    for path in sorted((artifacts.root() / KIND).glob("*.json")):
+        try:
+            records += artifacts.read_json(path)["findings"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"findings ledger {path} is not a ledger written by lib.findings ({e})") from e
+    return _frame([r for r in records if preset is None or r.get("preset") == preset])
+
+
+def check_ledgers(notebooks: Sequence[str | Path], preset: str) -> list[str]:
+    """Problems with the notebooks' ledgers (missing, no finding, a finding without a control); [] = OK."""
+    problems = []
+    for nb in map(_notebook_name, notebooks):
+        path = ledger_path(nb, preset)
+        if not path.exists():
+            problems.append(f"{nb}: no findings ledger for preset {preset!r} at {path} "
+                            "(call lib.findings.start, then record)")
+            continue
+        records = Ledger.load(nb, preset).records
+        if not records:
+            problems.append(f"{nb}: recorded no finding for preset {preset!r} (call lib.findings.record)")
+        for rec in records:
+            if not is_valid_control(rec.get("control")):
+                problems.append(f"{nb}: finding {rec.get('name')!r} has control={rec.get('control')!r}; "
+                                f"needs {ALLOWED_CONTROLS}")
+    return problems
+
+
+# ---------------------------------------------------------------- numbers to verdicts
+
+
+def verdict_from(value: Any, control_value: Any, ci: Any = None, *, higher_is_better: bool = True,
+                 margin: float = 0.0) -> str:
+    """'supported' if value beats control by > margin with the CI excluding it; 'not supported' if the CI (without
+    one, the value) is not past the control; else 'inconclusive'."""
+    v, c = _finite("value", value), _finite("control_value", control_value)
+    low, high = _ci(ci)
+    if _finite("margin", margin) < 0:
+        _fail("margin", margin, "a finite number >= 0")
+    sign = 1.0 if higher_is_better else -1.0
+    gain = sign * (v - c)
+    if ci is None:
+        return "supported" if gain > margin else ("not supported" if gain <= 0 else "inconclusive")
+    worst, best = sorted((sign * (low - c), sign * (high - c)))  # gain at each end of the CI
+    if gain > margin and worst > 0:
+        return "supported"
+    return "not supported" if best <= 0 else "inconclusive"
+
+
+def bootstrap_ci(samples: Any, stat: Callable[[np.ndarray], Any] = np.mean, n_boot: int = 1000,
+                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of stat over 1-D samples: (low, high), deterministic for seed."""
+    if hasattr(samples, "detach"):  # a torch tensor
+        samples = samples.detach().cpu().numpy()
+    x = np.asarray(samples, dtype=float)
+    if x.ndim != 1 or x.size < 2 or not np.isfinite(x).all():
+        _fail("samples", samples, "a 1-D sequence of at least 2 finite numbers")
+    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
+        _fail("n_boot", n_boot, "a positive integer")
+    if not 0.0 < alpha < 1.0:
+        _fail("alpha", alpha, "a float in (0, 1)")
+    rng = np.random.default_rng(seed)
+    stats = np.array([stat(x[rng.integers(0, x.size, x.size)]) for _ in range(n_boot)], dtype=float)
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------- display
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """x with `digits` significant figures (whole numbers as integers; scientific only below 1e-3 or from 1e6)."""
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e6:
+        return f"{int(x):,}"
+    if 1e-3 <= abs(x) < 1e6:
+        return f"{x:,.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
+    return f"{x:.{digits}g}"
+
+
+def _missing(x: Any) -> bool:
+    """True for None or NaN (pandas may hold either)."""
+    return x is None or (not isinstance(x, str) and bool(pd.isna(x)))
+
+
+def _control_text(rec: dict) -> str:
+    """'seeds = 0.12', or the 'none: <why>' string itself."""
+    return rec["control"] if _missing(rec["control_value"]) else f"{rec['control']} = {fmt(rec['control_value'])}"
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """Display-ready findings: one row per finding with value [95% CI], unit, control = its value, verdict, figure."""
+    rows = []
+    for rec in df.to_dict("records"):
+        ci = "" if _missing(rec["ci_low"]) else f" [{fmt(rec['ci_low'])}, {fmt(rec['ci_high'])}]"
+        rows.append({"finding": rec["name"], "value [95% CI]": fmt(rec["value"]) + ci,
+                     "unit": "" if _missing(rec["unit"]) else rec["unit"], "control": _control_text(rec),
+                     "verdict": NO_VERDICT if _missing(rec["verdict"]) else rec["verdict"],
+                     "figure": "" if _missing(rec["figure"]) else rec["figure"]})
+    return pd.DataFrame(rows, columns=["finding", "value [95% CI]", "unit", "control", "verdict", "figure"])
+
+
+def summary(df: pd.DataFrame) -> dict[str, int]:
+    """Number of findings per verdict, 'no verdict' included (every key present)."""
+    verdicts = [NO_VERDICT if _missing(v) else v for v in df["verdict"]]
+    return {k: verdicts.count(k) for k in (*VERDICTS, NO_VERDICT)}
+
+
+def sentence(rec: dict) -> str:
+    """'**name**: value unit (95% CI lo–hi) vs control → verdict (figure)' as Markdown."""
+    unit = "" if _missing(rec["unit"]) else f" {rec['unit']}"
+    ci = "" if _missing(rec["ci_low"]) else f" (95% CI {fmt(rec['ci_low'])}–{fmt(rec['ci_high'])})"
+    control = (f"no control ({rec['control'][len(NONE_PREFIX):]})" if _missing(rec["control_value"])
+               else f"{rec['control']} control {fmt(rec['control_value'])}{unit}")
+    verdict = NO_VERDICT if _missing(rec["verdict"]) else rec["verdict"]
+    figure = "" if _missing(rec["figure"]) else f" (see {rec['figure']})"
+    return f"**{rec['name']}**: {fmt(rec['value'])}{unit}{ci} vs {control} → {verdict}{figure}"
+
+
+@dataclass(repr=False)
+class Conclusion:
+    """A notebook's findings rendered as one sentence per finding plus a table (HTML and Markdown reprs)."""
+
+    df: pd.DataFrame
+    title: str
+
+    def sentences(self) -> list[str]:
+        """One Markdown sentence per finding."""
+        return [sentence(rec) for rec in self.df.to_dict("records")]
+
+    def _repr_markdown_(self) -> str:
+        if self.df.empty:
+            return f"No findings recorded for {self.title}."
+        shown = table(self.df).astype(str).map(lambda s: s.replace("|", "\\|"))
+        header = list(shown.columns)
+        lines = ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *shown.values.tolist()]]
+        return "\n".join([*(f"- {s}" for s in self.sentences()), "", *lines])
+
+    def _repr_html_(self) -> str:
+        if self.df.empty:
+            return f"<p>No findings recorded for {html.escape(self.title)}.</p>"
+        items = [re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(s)) for s in self.sentences()]
+        bullets = "<ul>" + "".join(f"<li>{s}</li>" for s in items) + "</ul>"
+        return bullets + table(self.df).to_html(index=False, border=0)
+
+    def __str__(self) -> str:
+        return "\n".join(self.sentences()) or f"No findings recorded for {self.title}."
+
+    __repr__ = __str__  # the text/plain fallback in a notebook
+
+
+def conclusion(notebook: str | None = None, preset: str | None = None) -> Conclusion:
+    """The findings of `notebook` (default: the current ledger's) as sentences plus a table, for `## Conclusion`."""
+    if notebook is None or preset is None:
+        ledger = current()
+        notebook, preset = notebook or ledger.notebook, preset or ledger.preset
+    return Conclusion(load(notebook, preset), f"{notebook} (preset {preset!r})")

@@ -1,0 +1,231 @@
+"""lib.findings: recording, reloading, reruns, rejection of bad input, verdicts, bootstrap CIs, ledger checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib import findings
+
+
+@pytest.fixture(autouse=True)
+def ledger_dir(tmp_path, monkeypatch):
+    """A fresh artifacts root and no current ledger for each test."""
+    monkeypatch.setenv("ARTIFACTS_DIR", str(tmp_path))
+    monkeypatch.setattr(findings, "_current", None)
+    return tmp_path / findings.KIND
+
+
+def _record_two() -> None:
+    findings.record("induction score", 0.42, unit="score", ci=(0.40, 0.45), control="init", control_value=0.01,
+                    verdict=findings.verdict_from(0.42, 0.01, (0.40, 0.45)), figure="fig-induction")
+    findings.record("loss bump", 3.1, control="none: no baseline exists for a training curve")
+
+
+def test_record_and_reload(ledger_dir):
+    findings.start("01_build_transformer", "smoke")
+    _record_two()
+    df = findings.load("01_build_transformer", "smoke")
+    assert list(df.columns) == list(findings.COLUMNS)
+    assert list(df["name"]) == ["induction score", "loss bump"]
+    assert list(df["order"]) == [0, 1]
+    first = df.iloc[0]
+    assert (first["value"], first["ci_low"], first["ci_high"]) == (0.42, 0.40, 0.45)
+    assert (first["control"], first["control_value"], first["verdict"]) == ("init", 0.01, "supported")
+    assert math.isnan(df.iloc[1]["control_value"])
+    assert (ledger_dir / "01_build_transformer-smoke.json").exists()
+
+
+def test_record_returns_the_stored_record():
+    findings.start("01_build_transformer", "smoke")
+    rec = findings.record("x", np.float32(2.5), control="seeds", control_value=torch.tensor(1.5))
+    assert rec["value"] == 2.5 and rec["control_value"] == 1.5 and isinstance(rec["control_value"], float)
+    assert (rec["notebook"], rec["preset"], rec["order"]) == ("01_build_transformer", "smoke", 0)
+
+
+def test_rerun_replaces_rather_than_duplicates():
+    for _ in range(2):
+        findings.start("02_compression_infovae", "smoke")
+        _record_two()
+    df = findings.load_all()
+    assert len(df) == 2 and df["name"].is_unique
+
+
+def test_rerun_that_records_less_drops_old_records():
+    findings.start("02_compression_infovae", "smoke")
+    _record_two()
+    findings.start("02_compression_infovae", "smoke")
+    assert findings.load("02_compression_infovae", "smoke").empty
+
+
+def test_same_name_twice_replaces_in_place():
+    findings.start("03_neuron_impairment", "smoke")
+    _record_two()
+    findings.record("induction score", 0.5, control="random", control_value=0.3)
+    df = findings.load("03_neuron_impairment", "smoke")
+    assert list(df["name"]) == ["induction score", "loss bump"]
+    assert (df.iloc[0]["value"], df.iloc[0]["control"]) == (0.5, "random")
+
+
+def test_presets_and_notebooks_are_kept_apart():
+    findings.start("01_build_transformer", "smoke")
+    findings.record("a", 1.0, control="init", control_value=0.0)
+    findings.start("01_build_transformer", "cpu")
+    findings.record("b", 2.0, control="init", control_value=0.0)
+    findings.start("02_compression_infovae", "smoke")
+    findings.record("c", 3.0, control="init", control_value=0.0)
+    assert len(findings.load_all()) == 3
+    smoke = findings.load_all("smoke")
+    assert list(smoke["notebook"]) == ["01_build_transformer", "02_compression_infovae"]
+    assert list(smoke["name"]) == ["a", "c"]
+
+
+def test_record_into_another_notebook_uses_current_preset():
+    findings.start("01_build_transformer", "smoke")
+    findings.record("a", 1.0, control="init", control_value=0.0, notebook="07_submodel_tool")
+    assert list(findings.load("07_submodel_tool", "smoke")["name"]) == ["a"]
+    assert findings.load("01_build_transformer", "smoke").empty
+
+
+def test_record_without_start_says_how_to_start():
+    with pytest.raises(RuntimeError, match=r"findings.start"):
+        findings.record("a", 1.0, control="init", control_value=0.0)
+
+
+GOOD = dict(name="a", value=1.0, control="seeds", control_value=0.5)
+
+
+@pytest.mark.parametrize("override, bad, allowed", [
+    (dict(control="baseline"), "control='baseline'", "'none: <why>'"),
+    (dict(control="none"), "control='none'", "'init', 'seeds', 'random'"),
+    (dict(control="none:  ", control_value=None), "control='none:  '", "non-empty reason"),
+    (dict(control=None), "control=None", "every finding needs a control"),
+    (dict(value=float("nan")), "value=nan", "finite real number"),
+    (dict(value=float("inf")), "value=inf", "finite real number"),
+    (dict(value=torch.tensor(float("nan"))), "value=tensor(nan)", "finite real number"),
+    (dict(value=True), "value=True", "not a bool"),
+    (dict(value=np.bool_(True)), "value=np.True_", "not a bool"),
+    (dict(value="0.5"), "value='0.5'", "finite real number"),
+    (dict(value=torch.ones(3)), "value=tensor([1., 1., 1.])", "finite real number"),
+    (dict(name=""), "name=''", "non-empty string"),
+    (dict(name=None), "name=None", "non-empty string"),
+    (dict(control_value=None), "control_value=None", "control='seeds'"),
+    (dict(control_value=float("nan")), "control_value=nan", "finite real number"),
+    (dict(control="none: untrained baseline is meaningless"), "control_value=0.5", "None when control="),
+    (dict(ci=(0.9, 0.1)), "ci=(0.9, 0.1)", "low <= high"),
+    (dict(ci=(0.1, float("nan"))), "ci=(0.1, nan)", "pair of finite numbers"),
+    (dict(ci=0.1), "ci=0.1", "(low, high) pair"),
+    (dict(ci=(0.1, 0.2, 0.3)), "ci=(0.1, 0.2, 0.3)", "(low, high) pair"),
+    (dict(verdict="true"), "verdict='true'", "'supported', 'not supported', 'inconclusive'"),
+    (dict(unit=""), "unit=''", "None or a non-empty string"),
+])
+def test_bad_input_names_the_value_and_what_is_allowed(override, bad, allowed):
+    findings.start("01_build_transformer", "smoke")
+    args = {**GOOD, **override}
+    with pytest.raises(ValueError) as err:
+        findings.record(args.pop("name"), args.pop("value"), **args)
+    assert bad in str(err.value) and allowed in str(err.value) and "is not allowed" in str(err.value)
+    assert findings.load("01_build_transformer", "smoke").empty  # nothing half-recorded
+
+
+@pytest.mark.parametrize("notebook, preset", [("", "smoke"), ("../x", "smoke"), ("01_x", "tiny")])
+def test_start_rejects_bad_names(notebook, preset):
+    with pytest.raises(ValueError, match="is not allowed"):
+        findings.start(notebook, preset)
+
+
+@pytest.mark.parametrize("value, control, ci, kwargs, expected", [
+    (0.9, 0.1, None, {}, "supported"),
+    (0.9, 0.1, (0.8, 1.0), {}, "supported"),
+    (0.9, 0.1, (0.0, 1.0), {}, "inconclusive"),            # CI straddles the control
+    (0.05, 0.1, None, {}, "not supported"),
+    (0.05, 0.1, (0.0, 0.09), {}, "not supported"),         # CI entirely on the wrong side
+    (0.15, 0.1, None, dict(margin=0.1), "inconclusive"),   # better, but not by the margin
+    (2.0, 3.0, (1.5, 2.5), dict(higher_is_better=False), "supported"),  # a loss: lower is better
+    (4.0, 3.0, (3.5, 4.5), dict(higher_is_better=False), "not supported"),
+])
+def test_verdict_from(value, control, ci, kwargs, expected):
+    assert findings.verdict_from(value, control, ci, **kwargs) == expected
+
+
+def test_verdict_from_rejects_bad_numbers():
+    with pytest.raises(ValueError, match="value=nan"):
+        findings.verdict_from(float("nan"), 0.0)
+    with pytest.raises(ValueError, match="margin=-1"):
+        findings.verdict_from(1.0, 0.0, margin=-1)
+
+
+def test_bootstrap_ci_is_deterministic_and_covers_the_mean():
+    x = np.random.default_rng(1).normal(2.0, 1.0, size=200)
+    low, high = findings.bootstrap_ci(x, seed=3)
+    assert (low, high) == findings.bootstrap_ci(x, seed=3)
+    assert (low, high) != findings.bootstrap_ci(x, seed=4)
+    assert low < x.mean() < high and high - low < 0.5
+    assert findings.bootstrap_ci(torch.tensor(x), seed=3) == (low, high)
+
+
+def test_bootstrap_ci_rejects_bad_samples():
+    with pytest.raises(ValueError, match="at least 2 finite numbers"):
+        findings.bootstrap_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match="alpha=1.5"):
+        findings.bootstrap_ci([1.0, 2.0], alpha=1.5)
+
+
+def test_check_ledgers_reports_missing_empty_and_ok():
+    findings.start("01_build_transformer", "smoke")
+    _record_two()
+    findings.start("02_compression_infovae", "smoke")  # started, recorded nothing
+    problems = findings.check_ledgers(["01_build_transformer", "notebooks/02_compression_infovae.py",
+                                       "03_neuron_impairment"], "smoke")
+    assert len(problems) == 2
+    assert "02_compression_infovae: recorded no finding" in problems[0]
+    assert "03_neuron_impairment: no findings ledger" in problems[1]
+    assert findings.check_ledgers(["01_build_transformer"], "smoke") == []
+    assert "no findings ledger" in findings.check_ledgers(["01_build_transformer"], "cpu")[0]
+
+
+def test_check_ledgers_reports_a_finding_without_control(ledger_dir):
+    ledger = findings.start("01_build_transformer", "smoke")
+    _record_two()
+    ledger.records[0]["control"] = None  # as if hand-edited: record() itself never allows this
+    ledger.save()
+    (problem,) = findings.check_ledgers(["01_build_transformer"], "smoke")
+    assert "'induction score' has control=None" in problem
+
+
+def test_load_all_on_empty_dir():
+    df = findings.load_all()
+    assert df.empty and list(df.columns) == list(findings.COLUMNS)
+    assert findings.summary(df) == {"supported": 0, "not supported": 0, "inconclusive": 0, "no verdict": 0}
+    assert findings.table(df).empty
+
+
+def test_table_summary_and_conclusion_agree_with_records():
+    findings.start("01_build_transformer", "smoke")
+    _record_two()
+    df = findings.load("01_build_transformer", "smoke")
+    shown = findings.table(df)
+    assert list(shown["value [95% CI]"]) == ["0.420 [0.400, 0.450]", "3.10"]
+    assert list(shown["control"]) == ["init = 0.0100", "none: no baseline exists for a training curve"]
+    assert list(shown["verdict"]) == ["supported", "no verdict"]
+    assert findings.summary(df) == {"supported": 1, "not supported": 0, "inconclusive": 0, "no verdict": 1}
+    text = findings.conclusion()
+    assert text.sentences()[0] == ("**induction score**: 0.420 score (95% CI 0.400–0.450) vs init control "
+                                   "0.0100 score → supported (see fig-induction)")
+    assert "no control (no baseline exists for a training curve)" in text.sentences()[1]
+    assert "<strong>induction score</strong>" in text._repr_html_() and "<table" in text._repr_html_()
+    assert "| induction score |" in text._repr_markdown_()
+
+
+def test_conclusion_of_an_empty_ledger_says_so():
+    findings.start("01_build_transformer", "smoke")
+    assert "No findings recorded" in str(findings.conclusion())
+
+
+@pytest.mark.parametrize("x, text", [(0.0, "0"), (7.0, "7"), (3.14159, "3.14"), (0.000123, "0.000123"),
+                                     (12345.6, "12,346"), (1.5e-5, "1.5e-05"), (-0.5, "-0.500")])
+def test_fmt(x, text):
+    assert findings.fmt(x) == text

@@ -1,0 +1,261 @@
+"""Notebook checks: pairs in sync and stripped; a smoke run of every report, then the findings
+notebook, the findings ledger and a smoke build of the book.
+
+The smoke tests run in file order, and the reports in numeric order. Every run shares one
+session-scoped ARTIFACTS_DIR, so later reports reuse what earlier ones trained, as in
+`make book`. `Smoke.run` executes each notebook at most once per session. A test that needs a
+notebook that has not run yet (under `-k`) runs it first. A test that needs a notebook whose
+run already failed is skipped and names the failed test. Deselect the slow part with
+`pytest -k "not smoke"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+BOOK = REPO / "book"
+REPORTS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+FINDINGS_PY, FINDINGS_IPYNB = BOOK / "findings.py", BOOK / "findings.ipynb"
+PAIRED = sorted(NOTEBOOK_DIR.glob("*.py")) + ([FINDINGS_PY] if FINDINGS_PY.exists() else [])
+PRESET = "smoke"
+CELL_TIMEOUT = 1800  # seconds per cell; a hung kernel fails instead of stalling CI
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [str(p.relative_to(REPO).with_suffix("")) for p in paths]
+
+
+def _code_cells_with_tag(nb: nbformat.NotebookNode, tag: str) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and tag in c.metadata.get("tags", [])]
+
+
+# ---------------------------------------------------------------- (a) pairs
+
+
+@pytest.mark.parametrize("py", PAIRED, ids=_ids(PAIRED))
+def test_pair_in_sync(py: Path) -> None:
+    """The committed .ipynb has the same cells (types and sources) as its .py source of truth."""
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.relative_to(REPO)} is missing: run `make sync`"
+    text = [(c.cell_type, c.source.rstrip()) for c in jupytext.read(py).cells]
+    paired = [(c.cell_type, c.source.rstrip()) for c in jupytext.read(ipynb).cells]
+    for i, (a, b) in enumerate(zip(text, paired)):
+        if a != b:
+            diff = "\n".join(difflib.unified_diff(b[1].splitlines(), a[1].splitlines(), ipynb.name, py.name,
+                                                 lineterm="", n=1))
+            pytest.fail(f"cell {i} ({a[0]} in the .py, {b[0]} in the .ipynb) differs: run `make sync`\n{diff}",
+                        pytrace=False)
+    assert len(text) == len(paired), f"{py.name} has {len(text)} cells, {ipynb.name} {len(paired)}: run `make sync`"
+
+
+@pytest.mark.parametrize("py", PAIRED, ids=_ids(PAIRED))
+def test_ipynb_stripped_with_parameters(py: Path) -> None:
+    """The committed .ipynb carries no outputs and has a `parameters`-tagged code cell for papermill."""
+    ipynb = py.with_suffix(".ipynb")
+    if not ipynb.exists():
+        pytest.skip(f"{ipynb.name} is missing (reported by test_pair_in_sync)")
+    nb = nbformat.read(ipynb, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{ipynb.name} has outputs in cells {dirty}: run `make sync` (it strips them)"
+    assert _code_cells_with_tag(nb, "parameters"), f"{ipynb.name} has no code cell tagged `parameters`"
+
+
+# ---------------------------------------------------------------- smoke runs
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the duration (papermill's kernel inherits os.environ)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Smoke:
+    """Executes notebooks once per session into one tmp dir, sharing one ARTIFACTS_DIR."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.artifacts, self.executed = root, root / "artifacts", root / "executed"
+        self.results: dict[str, Path | BaseException] = {}
+
+    def env(self):
+        """The environment of a smoke run (also set while reading the findings ledger)."""
+        jupyter_path = str(Path(sys.prefix) / "share" / "jupyter")  # this venv's python3 kernel first
+        extra = os.environ.get("JUPYTER_PATH")
+        return _environ(ARTIFACTS_DIR=str(self.artifacts), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                        PYDEVD_DISABLE_FILE_VALIDATION="1",
+                        JUPYTER_PATH=os.pathsep.join([jupyter_path] + ([extra] if extra else [])))
+
+    def run(self, source: Path, cwd: Path) -> Path:
+        """Execute source (.py converted with jupytext, or .ipynb) with preset smoke; the executed path."""
+        name = source.stem
+        if name in self.results:
+            result = self.results[name]
+            if isinstance(result, BaseException):
+                pytest.skip(f"the smoke run of {name} failed earlier (see its own test): {type(result).__name__}")
+            return result
+        nb = jupytext.read(source)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        src, out = self.root / "input" / f"{name}.ipynb", self.executed / f"{name}.ipynb"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        self.executed.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, src)
+        mpl = os.environ.pop("MPLBACKEND", None)  # a non-inline backend drops the figures
+        try:
+            with self.env():
+                pm.execute_notebook(str(src), str(out), parameters={"preset": PRESET}, kernel_name="python3",
+                                    language="python", cwd=str(cwd), execution_timeout=CELL_TIMEOUT,
+                                    progress_bar=False)
+        except BaseException as err:
+            self.results[name] = err
+            raise
+        finally:
+            if mpl is not None:
+                os.environ["MPLBACKEND"] = mpl
+        self.results[name] = out
+        return out
+
+    def run_reports(self) -> list[Path]:
+        """Every report, in numeric order."""
+        return [self.run(py, NOTEBOOK_DIR) for py in REPORTS]
+
+    def run_findings(self) -> Path:
+        """The findings notebook, after every report."""
+        self.run_reports()
+        return self.run(FINDINGS_PY if FINDINGS_PY.exists() else FINDINGS_IPYNB, BOOK)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+    """The session's smoke runs: one tmp dir, one ARTIFACTS_DIR shared by every notebook."""
+    return Smoke(tmp_path_factory.mktemp("smoke"))
+
+
+def _errors(path: Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+# ---------------------------------------------------------------- (b) every report, in order
+
+
+@pytest.mark.parametrize("py", REPORTS, ids=_ids(REPORTS))
+def test_smoke_notebook(smoke: Smoke, py: Path) -> None:
+    """The report runs cleanly end to end with preset smoke (papermill, kernel python3)."""
+    out = smoke.run(py, NOTEBOOK_DIR)
+    assert not _errors(out), f"{py.name} produced errors: {_errors(out)}"
+    nb = nbformat.read(out, as_version=4)
+    assert _code_cells_with_tag(nb, "injected-parameters"), "papermill did not inject the parameters"
+
+
+# ---------------------------------------------------------------- (c) the findings notebook
+
+
+def test_smoke_findings_notebook(smoke: Smoke) -> None:
+    """The findings notebook runs cleanly after every report."""
+    if not (FINDINGS_PY.exists() or FINDINGS_IPYNB.exists()):
+        pytest.skip("book/findings.ipynb does not exist yet")
+    out = smoke.run_findings()
+    assert not _errors(out), f"findings notebook produced errors: {_errors(out)}"
+
+
+# ---------------------------------------------------------------- (e) the findings ledger
+
+
+def _ledger_key(value: object) -> str:
+    """A ledger's notebook value as a bare name ('notebooks/01_x.ipynb' -> '01_x')."""
+    name = Path(str(value)).name
+    return name[: -len(Path(name).suffix)] if Path(name).suffix in (".ipynb", ".py") else name
+
+
+def test_smoke_findings_ledger(smoke: Smoke) -> None:
+    """Every report recorded at least one finding in the smoke run, and every finding names a control."""
+    if not REPORTS:
+        pytest.skip("no notebooks/NN_*.py yet")
+    if importlib.util.find_spec("lib.findings") is None:
+        pytest.skip("lib.findings does not exist yet, so the ledger cannot be read")
+    from lib import findings
+
+    smoke.run_reports()
+    with smoke.env():
+        ledger = findings.load_all(PRESET)
+    assert {"notebook", "name", "control"} <= set(ledger.columns), f"ledger columns: {list(ledger.columns)}"
+    keys = ledger["notebook"].map(_ledger_key)
+    silent = [py.stem for py in REPORTS if not (keys == py.stem).any()]
+    assert not silent, (f"reports with no finding in {smoke.artifacts / 'findings'}: {silent} "
+                        "(call lib.findings.start(...) and record(...) in each report)")
+    controls = ledger["control"]
+    blank = ledger[controls.isna() | (controls.astype(str).str.strip() == "")]
+    assert blank.empty, f"findings without a control: {blank[['notebook', 'name']].to_dict('records')}"
+
+
+# ---------------------------------------------------------------- (d) smoke build of the book
+
+
+def _img_sources(html: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", html)
+
+
+def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
+    """jupyter-book builds a copy of book/ with the smoke-executed notebooks: a page each, figures, no CDN."""
+    if not REPORTS:
+        pytest.skip("no notebooks/NN_*.py yet: the toc's first report does not exist")
+    executed = smoke.run_reports()
+    has_findings = FINDINGS_PY.exists() or FINDINGS_IPYNB.exists()
+    if has_findings:
+        executed.append(smoke.run_findings())
+
+    site = tmp_path / "site"
+    book = site / "book"
+    shutil.copytree(BOOK, book, ignore=shutil.ignore_patterns("_build", "executed", ".ipynb_checkpoints"))
+    (site / "data").symlink_to(REPO / "data")  # data.md offers ../data/PROVENANCE.md for download
+    (book / "executed").mkdir()
+    for out in executed:
+        shutil.copy(out, book / "executed" / out.name)
+    if not has_findings:
+        (book / "executed" / "findings.md").write_text("# Findings\n\nThe findings notebook is not written yet.\n")
+
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_toc.py"), str(book)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    jb = Path(sys.executable).parent / "jupyter-book"
+    build = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, cwd=site, timeout=900)
+    assert build.returncode == 0, f"jupyter-book build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
+
+    html = book / "_build" / "html"
+    assert (html / "index.html").exists(), "no index.html"
+    for out in executed:
+        page = html / "executed" / f"{out.stem}.html"
+        assert page.exists(), f"no page for {out.stem} in the built book"
+        text = page.read_text()
+        assert "unpkg.com/circuitsvis" not in text, (
+            f"{page.name} loads circuitsvis from a CDN: display HTML(obj.local_src) so the book renders offline")
+    first = html / "executed" / f"{REPORTS[0].stem}.html"
+    images = [s for s in _img_sources(first.read_text()) if s.startswith("data:image") or "_images/" in s]
+    assert images, f"{first.name} has no embedded figure (<img> with a data: URI or an _images/ file)"
+    for src in images:
+        if not src.startswith("data:"):
+            assert (first.parent / src).resolve().exists(), f"{first.name}: image {src} is missing"
