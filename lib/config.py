@@ -171,7 +171,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 lr=3e-3, warmup_steps=100, eval_every=150, eval_batches=8, checkpoint_every=300, dropout=0.0),
     "gpu": dict(n_layers=2, n_heads=12, d_model=768, d_head=64, d_mlp=3072, tokenizer="gpt2", task="beginnings",
                 n_ctx=20, plant_frac=0.0, plant_min=4, plant_max=8, batch_size=64, max_steps=20000, lr=6e-4,
-                warmup_steps=500, eval_every=500, eval_batches=20, checkpoint_every=2000, dropout=0.1),
+                warmup_steps=500, eval_every=500, eval_batches=20, checkpoint_every=2000, dropout=0.1, precision="bf16"),
 }
 
 
@@ -221,6 +221,66 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(bench_layers=(1, 2, 3), bench_seeds=(0, 1), bench_steps=300, n_induction_seqs=200, n_samples=3),
         "gpu": dict(bench_layers=(1, 2, 3), bench_seeds=(0, 1, 2), bench_steps=3000, n_induction_seqs=500,
                     n_samples=3),
+    },
+    # 02: hooks are (base model "attn" | "mlp", lib.hooks kind, layer); sizes None = powers of two up to d_model;
+    # seeds are the compressors' seeds, model_seeds the base models' training seeds (extra ones train if absent).
+    "02_compression_infovae": {
+        "smoke": dict(hooks=(("attn", "attn_out", 0), ("attn", "attn_out", 1), ("mlp", "mlp_out", 1)),
+                      latent_hook=("mlp", "mlp_out", 1), sizes=(1, 8, 32), seeds=(0, 1), model_seeds=(0, 1),
+                      n_fit=64, n_eval=32, steps=60, d_hidden=32, batch_size=128, lr=3e-3, lambda_mmd=1.0, beta=0.0,
+                      kernel="rbf", sae_expansion=4, n_per_topic=6, probe_steps=50, n_traverse=4, n_keyword_prompts=3,
+                      pretrained_n_sizes=3, pretrained_n_fit=32, pretrained_n_eval=16),
+        "cpu": dict(hooks=(("attn", "attn_out", 0), ("attn", "attn_out", 1), ("mlp", "mlp_out", 1)),
+                    latent_hook=("mlp", "mlp_out", 1), sizes=None, seeds=(0, 1), model_seeds=(0,),
+                    n_fit=1024, n_eval=256, steps=600, d_hidden=128, batch_size=256, lr=3e-3, lambda_mmd=1.0,
+                    beta=0.0, kernel="rbf", sae_expansion=4, n_per_topic=40, probe_steps=200, n_traverse=8,
+                    n_keyword_prompts=20, pretrained_n_sizes=6, pretrained_n_fit=512, pretrained_n_eval=128),
+        "gpu": dict(hooks=(("attn", "attn_out", 0), ("attn", "attn_out", 1), ("mlp", "mlp_out", 0),
+                           ("mlp", "mlp_out", 1)),
+                    latent_hook=("mlp", "mlp_out", 1), sizes=None, seeds=(0, 1, 2), model_seeds=(0, 1, 2),
+                    n_fit=4096, n_eval=1024, steps=3000, d_hidden=512, batch_size=1024, lr=1e-3, lambda_mmd=1.0,
+                    beta=0.0, kernel="rbf", sae_expansion=4, n_per_topic=150, probe_steps=300, n_traverse=16,
+                    n_keyword_prompts=50, pretrained_n_sizes=10, pretrained_n_fit=2048, pretrained_n_eval=512),
+    },
+    # 03: frac = units per layer in a cluster; kw_* = keyword extraction (lib.prompts.keywords); intensities of
+    # noise are in units of each unit's activation sd, of scale the fraction removed (factor 1 - intensity).
+    "03_neuron_impairment": {
+        "smoke": dict(frac=0.1, n_keywords=5, kw_mode="word_start", kw_min_count=5, kw_min_ratio=0.0,
+                      kw_min_chars=1, kw_exclusive=False, kw_max_texts=300, n_prompts=8, n_windows=6,
+                      noise_intensities=(0.0, 1.0, 4.0), scale_intensities=(0.0, 0.5, 1.0), noise_seeds=(0, 1, 2),
+                      n_random=4, tolerance_intensities=(0.0, 2.0, 8.0, 32.0), early_steps=10, n_match_windows=4,
+                      n_boot=200),
+        "cpu": dict(frac=0.025, n_keywords=10, kw_mode="whole_word", kw_min_count=20, kw_min_ratio=2.0,
+                    kw_min_chars=3, kw_exclusive=True, kw_max_texts=None, n_prompts=60, n_windows=48,
+                    noise_intensities=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+                    scale_intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), noise_seeds=(0, 1, 2), n_random=24,
+                    tolerance_intensities=(0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0), early_steps=300,
+                    n_match_windows=24, n_boot=1000),
+        "gpu": dict(frac=0.025, n_keywords=20, kw_mode="whole_word", kw_min_count=50, kw_min_ratio=2.0,
+                    kw_min_chars=3, kw_exclusive=True, kw_max_texts=None, n_prompts=200, n_windows=256,
+                    noise_intensities=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+                    scale_intensities=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), noise_seeds=(0, 1, 2, 3, 4), n_random=100,
+                    tolerance_intensities=(0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0), early_steps=3000,
+                    n_match_windows=128, n_boot=1000),
+    },
+    # 06: `run` overrides the preset's training config (attention-only is set by the notebook); n_log/n_linear
+    # give the dense checkpoint schedule of the main run and of the control, *_extra that of the other seeds,
+    # which train for extra_max_steps (None: as long as the main run); min_jump: the smallest rise of the max
+    # induction score that counts as a phase change.
+    "06_training_dynamics": {
+        "smoke": dict(run=dict(max_steps=60, warmup_steps=10), extra_max_steps=None, min_jump=0.0, n_seeds=3,
+                      n_log=6, n_linear=8, n_log_extra=4, n_linear_extra=5, n_probe=16, n_eval=32, n_attr=96,
+                      attr_planted_frac=0.25, n_tracin=3, chunk=32, proj_dim=64, n_dstar=96, n_show=2,
+                      rep_threshold=0.2),
+        "cpu": dict(run=dict(max_steps=3000), extra_max_steps=5000, min_jump=0.1, n_seeds=3, n_log=20, n_linear=40,
+                    n_log_extra=12, n_linear_extra=20, n_probe=48, n_eval=192, n_attr=1024, attr_planted_frac=0.1,
+                    n_tracin=8, chunk=32, proj_dim=512, n_dstar=512, n_show=4, rep_threshold=0.2),
+        "gpu": dict(run=dict(n_ctx=128, plant_min=32, plant_max=64, d_model=256, n_heads=8, d_head=32, vocab_size=4096,
+                             tokenizer="bpe", task="windows", plant_frac=0.5, batch_size=64, max_steps=12000, lr=1e-3,
+                             warmup_steps=300, dropout=0.0),
+                    extra_max_steps=None, min_jump=0.1, n_seeds=5, n_log=30, n_linear=80, n_log_extra=20,
+                    n_linear_extra=40, n_probe=200, n_eval=512, n_attr=8192, attr_planted_frac=0.1, n_tracin=20,
+                    chunk=128, proj_dim=2048, n_dstar=2048, n_show=6, rep_threshold=0.2),
     },
 }
 

@@ -51,11 +51,13 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, 
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
     # PyTorch's bf16 SDPA on CPU runs several times slower than its fp32 kernel (its backward worst):
     # spell it out with bf16 matmuls and an fp32 softmax instead.
-    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5  # (B, nh, T, S)
     if causal:
         mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+    bias = torch.zeros(q.shape[2], k.shape[2], device=q.device)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        bias = bias.masked_fill(~mask, float("-inf"))
+    # one pass: scale, mask and cast to fp32 (type promotion with the fp32 bias)
+    scores = torch.add(bias, q @ k.transpose(-2, -1), alpha=q.shape[-1] ** -0.5)  # (B, nh, T, S)
     probs = F.dropout(scores.softmax(-1), p)
     return probs.to(v.dtype) @ v
 

@@ -1,6 +1,5 @@
 """Speed kernels: FLOP counting against a brute-force count, peaks, step closures, summaries (no timing asserts)."""
 
-import copy
 import math
 
 import pytest

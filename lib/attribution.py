@@ -1,0 +1,482 @@
+"""Training dynamics and training-data attribution: dense checkpoints, per-checkpoint curves, per-example
+gradients (torch.func vmap(grad)), random projection, TracIn over checkpoints, enrichment, data dimensionality D*."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from lib import hooks, metrics
+from lib.config import RunConfig
+
+Objective = Callable[..., Tensor]  # hooked -> scalar tensor (differentiable)
+CACHE_VERSION = 1  # part of every cache key built by callers: bump when a cached analysis changes
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense checkpoints
+
+
+def checkpoint_schedule(max_steps: int, n_log: int, n_linear: int) -> list[int]:
+    """Checkpoint steps: 0, n_log log-spaced steps in [1, max_steps] and n_linear evenly spaced ones (deduplicated)."""
+    if max_steps < 1 or n_log < 0 or n_linear < 0:
+        raise ValueError(f"max_steps={max_steps}, n_log={n_log}, n_linear={n_linear} are not allowed: "
+                         "max_steps >= 1 and counts >= 0")
+    log = np.unique(np.round(np.logspace(0, math.log10(max_steps), n_log)).astype(int)) if n_log else []
+    lin = np.round(np.linspace(0, max_steps, n_linear + 1)[1:]).astype(int) if n_linear else []
+    return sorted({0, max_steps, *map(int, log), *map(int, lin)})
+
+
+def train_dense(cfg: RunConfig, ckpt_dir: Path, steps: Sequence[int], progress: bool = True,
+                device: str | torch.device = "cpu", data=None) -> list[Path]:
+    """Train cfg keeping a checkpoint at every step in `steps` (step 0 = the init) and return their folders.
+
+    Resumes from the newest checkpoint in ckpt_dir, so a finished run is only listed.
+    """
+    from lib import train as tr
+
+    ckpt_dir = Path(ckpt_dir)
+    if 0 in steps and not (ckpt_dir / "step_0000000").exists():
+        model = tr.init_model(cfg, device)
+        tr.save_checkpoint(ckpt_dir, 0, model, tr.make_optimizer(model, cfg.train), [], cfg)
+    done = [int(p.name.split("_")[1]) for p in tr.list_checkpoints(ckpt_dir)]
+    if max(done, default=0) < cfg.train.max_steps:
+        tr.train(cfg, ckpt_dir=ckpt_dir, checkpoint_steps=[s for s in steps if s > 0], keep_checkpoints=None,
+                 progress=progress, device=device, data=data)
+    wanted = set(steps)
+    return [p for p in tr.list_checkpoints(ckpt_dir) if int(p.name.split("_")[1]) in wanted]
+
+
+def run_dir(cfg: RunConfig, steps: Sequence[int]) -> Path:
+    """Artifact folder of a dense-checkpoint run, keyed by its config and checkpoint steps."""
+    from lib import artifacts
+
+    return artifacts.path("dynamics", "run", {"config": cfg.to_dict(), "checkpoint_steps": list(map(int, steps))})
+
+
+def pick_checkpoints(paths: Sequence[Path], n: int) -> list[Path]:
+    """n checkpoints as evenly spaced in step as the available ones allow (first and last included)."""
+    steps = np.array([checkpoint_step(p) for p in paths])
+    targets = np.linspace(steps[0], steps[-1], n)
+    chosen = sorted({int(np.abs(steps - t).argmin()) for t in targets})
+    return [paths[i] for i in chosen]
+
+
+def stratified_sample(labels: Bool[Tensor, " n"], n: int, frac_true: float, seed: int = 0) -> Int[Tensor, " m"]:
+    """Indices of n examples, round(frac_true * n) with a True label and the rest False, without replacement, shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    pos, neg = torch.nonzero(labels).flatten(), torch.nonzero(~labels).flatten()
+    k = round(frac_true * n)
+    if k > len(pos) or n - k > len(neg):
+        raise ValueError(f"n={n}, frac_true={frac_true} are not allowed: need {k} True and {n - k} False labels, "
+                         f"have {len(pos)} and {len(neg)}")
+    out = torch.cat([pos[torch.randperm(len(pos), generator=g)[:k]], neg[torch.randperm(len(neg), generator=g)[: n - k]]])
+    return out[torch.randperm(n, generator=g)]  # mixed order, so that no ranking tie favours one label
+
+
+def attention_weight_names(layer: int) -> list[str]:
+    """HookedTransformer parameter names of one layer's attention weights (W_Q, W_K, W_V, W_O)."""
+    return [f"blocks.{layer}.attn.W_{m}" for m in "QKVO"]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder step_XXXXXXX."""
+    return int(Path(path).name.split("_")[1])
+
+
+def load_hooked(path: Path, hooked=None, device: str | torch.device = "cpu"):
+    """(HookedTransformer, step) for a checkpoint folder; reuses `hooked` (same architecture) if given."""
+    from lib.model import hooked_state_dict, to_hooked
+    from lib.train import load_checkpoint_weights
+
+    model, step = load_checkpoint_weights(path, device)
+    if hooked is None:
+        return to_hooked(model.eval()), step
+    hooked.load_state_dict(hooked_state_dict(model), strict=False)
+    return hooked.eval(), step
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves over checkpoints
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Fixed evaluation inputs for every checkpoint: repeated random tokens, held-out text, planted held-out text."""
+
+    repeated: Int[Tensor, "n_rep two_half"]
+    held_out: Int[Tensor, "n_val pos"]
+    planted: Int[Tensor, "n_pl pos"]
+    copy_mask: Bool[Tensor, "n_pl pos_minus_1"]  # loss positions that predict a copied, predictable token
+
+
+def copy_target_mask(spans: Int[Tensor, "n 3"], n_ctx: int) -> Bool[Tensor, "n pos_minus_1"]:
+    """Per-token-loss positions whose target lies in a planted copy after its first token (predictable by induction).
+
+    spans rows are (start, length, copy_start) as in lib.data.plant_repeats; -1 rows give all False.
+    """
+    target = torch.arange(1, n_ctx)[None]  # loss index t predicts token t + 1
+    s, length = spans[:, 0:1], spans[:, 1:2]
+    return (spans[:, :1] >= 0) & (target > s + length) & (target < s + 2 * length)
+
+
+def _curve_row(hooked, probes: Probes, step: int, early: int, late: int, width: int) -> tuple[dict, list[dict]]:
+    """One checkpoint's scalar metrics and its per-head scores (tidy rows)."""
+    scores = metrics.head_scores(hooked, probes.repeated)
+    pats = metrics.attention_patterns(hooked, probes.planted)
+    prefix = metrics.prefix_matching_score(pats, probes.planted)
+    held = metrics.per_token_loss(hooked, probes.held_out)
+    planted = metrics.per_token_loss(hooked, probes.planted)
+    row = {"step": step, "held_out_loss": float(held.mean()),
+           "icl_score": float(metrics.icl_score(held, early, late, width).mean()),
+           "icl_score_planted": float(metrics.icl_score(planted, early, late, width).mean()),
+           "copy_loss": float(planted[probes.copy_mask].mean()),
+           "other_loss": float(planted[~probes.copy_mask].mean()),
+           "max_induction": float(scores["induction"].max()), "max_prev_token": float(scores["prev_token"].max()),
+           "max_prefix_matching": float(prefix.max())}
+    heads = [{"step": step, "layer": layer, "head": head, "head_name": f"L{layer}H{head}",
+              "induction": float(scores["induction"][layer, head]), "prev_token": float(scores["prev_token"][layer, head]),
+              "prefix_matching": float(prefix[layer, head])}
+             for layer in range(scores["induction"].shape[0]) for head in range(scores["induction"].shape[1])]
+    return row, heads
+
+
+def checkpoint_curves(paths: Sequence[Path], probes: Probes, early: int, late: int, width: int = 2,
+                      progress: bool = True, device: str | torch.device = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics at every checkpoint -> (one row per step, one row per step and head); probes on `device`."""
+    rows, heads, hooked = [], [], None
+    for path in tqdm(paths, desc="checkpoints", disable=not progress, leave=False):
+        hooked, step = load_hooked(path, hooked, device)
+        row, head_rows = _curve_row(hooked, probes, step, early, late, width)
+        rows.append(row)
+        heads += head_rows
+    return pd.DataFrame(rows), pd.DataFrame(heads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-example gradients
+
+
+def param_subset(model: torch.nn.Module, names: Sequence[str]) -> dict[str, Tensor]:
+    """The named parameters (detached), in the order given; ValueError naming what exists."""
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing or not names:
+        raise ValueError(f"parameter names {missing or list(names)!r} are not allowed: choose from {sorted(params)}")
+    return {n: params[n].detach() for n in names}
+
+
+def lm_example_loss(logits: Float[Tensor, "1 pos d_vocab"], tokens: Int[Tensor, "pos"]) -> Tensor:
+    """The training loss of one sequence: mean next-token cross-entropy."""
+    return F.cross_entropy(logits[0, :-1].float(), tokens[1:])
+
+
+ExampleLoss = Callable[..., Tensor]  # (model output on example[None], *example tensors) -> scalar
+
+
+def per_example_grads(model: torch.nn.Module, names: Sequence[str], *tensors: Tensor,
+                      loss: ExampleLoss = lm_example_loss, chunk: int = 32,
+                      projection: Float[Tensor, "d k"] | None = None) -> Float[Tensor, "n d_or_k"]:
+    """Gradient of each example's loss w.r.t. the named parameters, flattened, by vmap(grad): [n, d] ([n, k]
+    projected). The model reads tensors[0][i][None]; loss(output, *(t[i] for t in tensors)) is one example's loss."""
+    params = param_subset(model, names)
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+
+    def one(p: dict[str, Tensor], *example: Tensor) -> Tensor:
+        return loss(functional_call(model, {**frozen, **p}, (example[0][None],)), *example)
+
+    per_ex = vmap(grad(one), in_dims=(None,) + (0,) * len(tensors))
+    out = []
+    for i in range(0, len(tensors[0]), chunk):
+        gs = per_ex(params, *(t[i : i + chunk] for t in tensors))
+        g = torch.cat([gs[n].flatten(1) for n in names], dim=1)
+        out.append(g if projection is None else g @ projection)
+    return torch.cat(out)
+
+
+def _flat_grad(value: Tensor, params: dict[str, Tensor], names: Sequence[str]) -> Tensor:
+    gs = torch.autograd.grad(value, [params[n] for n in names], allow_unused=True)
+    return torch.cat([(torch.zeros_like(params[n]) if g is None else g).flatten() for n, g in zip(names, gs)])
+
+
+def per_example_grads_loop(model: torch.nn.Module, names: Sequence[str], *tensors: Tensor,
+                           loss: ExampleLoss = lm_example_loss) -> Float[Tensor, "n d"]:
+    """The same gradients by one ordinary backward pass per example (the reference vmap must equal)."""
+    param_subset(model, names)
+    params = dict(model.named_parameters())
+    out = []
+    for i in range(len(tensors[0])):
+        example = [t[i] for t in tensors]
+        out.append(_flat_grad(loss(model(example[0][None]), *example), params, names).detach())
+    return torch.stack(out)
+
+
+def objective_grad(model: torch.nn.Module, objective: Objective, names: Sequence[str]) -> Float[Tensor, "d"]:
+    """Gradient of a scalar objective(model) w.r.t. the named parameters, flattened (zeros where unused)."""
+    param_subset(model, names)  # validates the names
+    with torch.enable_grad():
+        return _flat_grad(objective(model), dict(model.named_parameters()), names).detach()
+
+
+def random_projection(d: int, k: int, seed: int = 0) -> Float[Tensor, "d k"]:
+    """Gaussian Johnson-Lindenstrauss matrix N(0, 1/k): inner products of projected vectors are unbiased."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(d, k, generator=g) / math.sqrt(k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives (what attribution explains): differentiable scalars of a HookedTransformer
+
+
+def induction_objective(tokens: Int[Tensor, "batch two_half"], layer: int, head: int | None = None,
+                        negate: bool = False) -> Objective:
+    """hooked -> mean induction score of one head (or the sum over the layer's heads) on [r; r] tokens, with grad.
+
+    negate: return minus the score, an objective that falls as the head forms (the convention of `tracin`).
+    """
+
+    def objective(hooked) -> Tensor:
+        store = {}
+        hooked.run_with_hooks(tokens, return_type=None, stop_at_layer=layer + 1,
+                              fwd_hooks=[(hooks.name("pattern", layer), lambda t, hook: store.setdefault("p", t))])
+        score = metrics.induction_from_patterns(store["p"]).mean(0)  # [head]
+        value = score.sum() if head is None else score[head]
+        return -value if negate else value
+
+    return objective
+
+
+def icl_objective(tokens: Int[Tensor, "batch pos"], early: int, late: int, width: int = 2) -> Objective:
+    """hooked -> mean in-context-learning score (loss late minus loss early) on `tokens`, with grad."""
+
+    def objective(hooked) -> Tensor:
+        logits = hooked(tokens).float()
+        loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        return metrics.icl_score(loss, early, late, width).mean()
+
+    return objective
+
+
+# ---------------------------------------------------------------------------------------------
+# TracIn over checkpoints
+
+
+def tracin_weights(steps: Sequence[int], lr_at: Callable[[int], float], end: int | None = None) -> Float[Tensor, "k"]:
+    """Weight of each checkpoint in the TracIn sum: the learning rate summed over the steps it stands for.
+
+    Checkpoint k stands for the steps between the midpoints to its neighbours (the first from its own step,
+    the last up to `end`, default its own step): equally spaced checkpoints get lr x spacing, as in Pruthi et al.
+    """
+    s = np.asarray(steps, dtype=float)
+    if s.ndim != 1 or len(s) == 0 or np.any(np.diff(s) <= 0):
+        raise ValueError(f"steps={list(steps)!r} are not allowed: a non-empty increasing sequence")
+    bounds = np.concatenate([[s[0]], (s[1:] + s[:-1]) / 2, [s[-1] if end is None else end]])
+    edges = np.ceil(bounds).astype(int)
+    # an empty range (a lone checkpoint with no `end`) stands for its own step
+    w = [sum(lr_at(t) for t in range(a, b)) if b > a else lr_at(int(t0))
+         for a, b, t0 in zip(edges[:-1], edges[1:], s)]
+    return torch.tensor(w, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class TracIn:
+    """TracIn scores per objective: `scores[name]` [n] and their per-checkpoint terms `per_checkpoint[name]` [k, n]."""
+
+    steps: list[int]
+    weights: Float[Tensor, "k"]
+    scores: dict[str, Float[Tensor, "n"]]
+    per_checkpoint: dict[str, Float[Tensor, "k n"]]
+    projected: dict[str, Float[Tensor, "n"]] | None = None
+
+
+def hooked_checkpoints(paths: Sequence[Path], device: str | torch.device = "cpu"
+                       ) -> Iterator[tuple[int, torch.nn.Module]]:
+    """(step, HookedTransformer) for each checkpoint folder, loaded lazily into one reused model."""
+    hooked = None
+    for path in paths:
+        hooked, step = load_hooked(path, hooked, device)
+        yield step, hooked
+
+
+def tracin(checkpoints: Iterable[tuple[int, torch.nn.Module]], names: Sequence[str], tensors: Sequence[Tensor],
+           objectives: Mapping[str, Objective], weights: Float[Tensor, "k"], loss: ExampleLoss = lm_example_loss,
+           chunk: int = 32, projection: Float[Tensor, "d k_proj"] | None = None, progress: bool = True) -> TracIn:
+    """TracIn-CP: score(z) = sum_k w_k <grad loss(z; theta_k), grad objective(theta_k)> over (step, model) checkpoints.
+
+    With an objective that *falls* as the mechanism forms, a positive score means a gradient step on z pushes it
+    to form (Pruthi et al.'s proponents). With `projection`, `projected` holds the sums on projected gradients.
+    """
+    n, k = len(tensors[0]), len(weights)
+    per = {key: torch.zeros(k, n, dtype=torch.float64) for key in objectives}
+    proj = {key: torch.zeros(n, dtype=torch.float64) for key in objectives} if projection is not None else None
+    steps = []
+    for i, (step, model) in enumerate(tqdm(checkpoints, total=k, desc="TracIn", disable=not progress, leave=False)):
+        if i >= k:
+            raise ValueError(f"more checkpoints than the {k} weights given: one weight per checkpoint")
+        steps.append(step)
+        m = torch.stack([objective_grad(model, f, names) for f in objectives.values()], dim=1)  # [d, n_obj]
+        pm = None if projection is None else projection.T @ m  # [k_proj, n_obj]
+        for j in range(0, n, chunk):
+            g = per_example_grads(model, names, *(t[j : j + chunk] for t in tensors), loss=loss, chunk=chunk)
+            dots = (g @ m).double() * float(weights[i])
+            dots_p = None if pm is None else ((g @ projection) @ pm).double() * float(weights[i])
+            for o, key in enumerate(objectives):
+                per[key][i, j : j + chunk] = dots[:, o]
+                if proj is not None:
+                    proj[key][j : j + chunk] += dots_p[:, o]
+    if len(steps) != k:
+        raise ValueError(f"{len(steps)} checkpoints but {k} weights: one weight per checkpoint")
+    return TracIn(steps, torch.as_tensor(weights, dtype=torch.float64), {key: v.sum(0) for key, v in per.items()},
+                  per, proj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring an attribution against the planted ground truth
+
+
+def _top(scores: Tensor | np.ndarray, k: int) -> np.ndarray:
+    s = np.asarray(scores, dtype=float)
+    return np.argsort(-s, kind="stable")[:k]
+
+
+def n_top(n: int, frac: float) -> int:
+    """Number of examples in the top `frac` of n (at least 1)."""
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"frac={frac!r} is not allowed: a float in (0, 1]")
+    return max(1, round(frac * n))
+
+
+def precision_at_k(scores: Tensor | np.ndarray, labels: Tensor | np.ndarray, k: int) -> float:
+    """Fraction of the k highest-scored examples whose label is True."""
+    lab = np.asarray(labels, dtype=bool)
+    if not 1 <= k <= len(lab):
+        raise ValueError(f"k={k!r} is not allowed: 1 <= k <= {len(lab)}")
+    return float(lab[_top(scores, k)].mean())
+
+
+def enrichment(scores: Tensor | np.ndarray, labels: Tensor | np.ndarray, frac: float = 0.01) -> float:
+    """Precision among the top `frac` of scores divided by the base rate of True labels (1 = no enrichment)."""
+    lab = np.asarray(labels, dtype=bool)
+    if not lab.any():
+        raise ValueError("labels has no True entry: the base rate is 0, so enrichment is undefined")
+    return precision_at_k(scores, lab, n_top(len(lab), frac)) / float(lab.mean())
+
+
+def bootstrap_enrichment(scores, labels, frac: float = 0.01, n_boot: int = 1000, seed: int = 0,
+                         alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of `enrichment`, resampling examples with their labels."""
+    s, lab = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(s), len(s))
+        if lab[idx].any():
+            stats.append(enrichment(s[idx], lab[idx], frac))
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def shuffled_enrichment(labels, frac: float = 0.01, n_perm: int = 1000, seed: int = 0) -> np.ndarray:
+    """Enrichment of random scores (labels permuted): the null distribution, mean 1."""
+    lab = np.asarray(labels, dtype=bool)
+    rng = np.random.default_rng(seed)
+    return np.array([enrichment(rng.random(len(lab)), lab, frac) for _ in range(n_perm)])
+
+
+def enrichment_curve(scores, labels, fracs: Sequence[float]) -> pd.DataFrame:
+    """Precision and enrichment at each top fraction: columns frac, k, precision, enrichment."""
+    lab = np.asarray(labels, dtype=bool)
+    rows = [{"frac": f, "k": n_top(len(lab), f), "precision": precision_at_k(scores, lab, n_top(len(lab), f)),
+             "enrichment": enrichment(scores, lab, f)} for f in fracs]
+    return pd.DataFrame(rows)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN if either input is constant."""
+    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
+    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def bootstrap_spearman(a, b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the Spearman correlation, resampling pairs."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    stats = [spearman(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot))]
+    stats = [v for v in stats if np.isfinite(v)]  # a resample of constant values has no rank correlation
+    if not stats:
+        return float("nan"), float("nan")
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data dimensionality D* (Henighan et al. 2023, "Superposition, Memorization, and Double Descent")
+
+
+@torch.no_grad()
+def sequence_representations(hooked, tokens: Int[Tensor, "n pos"], layer: int | None = None,
+                             chunk: int = 128) -> Float[Tensor, "n d_model"]:
+    """Residual stream after `layer` (default: the last) averaged over positions, one vector per sequence."""
+    layer = hooked.cfg.n_layers - 1 if layer is None else layer
+    name = hooks.name("resid_post", layer)
+    out = []
+    for i in range(0, len(tokens), chunk):
+        _, cache = hooked.run_with_cache(tokens[i : i + chunk], names_filter=lambda n: n == name,
+                                         stop_at_layer=layer + 1)
+        out.append(cache[name].mean(1))
+    return torch.cat(out)
+
+
+def data_dimensionality(h: Float[Tensor, "n d"], center: bool = True) -> Float[Tensor, "n"]:
+    """D*_i = ||h_i||^2 / sum_j (h_i_hat . h_j)^2 per example (1 = orthogonal to every other; sum <= rank)."""
+    h = h.double()
+    if center:
+        h = h - h.mean(0)
+    gram = h @ h.T
+    sq = gram.diagonal()
+    return (sq**2 / (gram**2).sum(1).clamp_min(1e-300)).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Caches (keyed by the caller through the path, e.g. artifacts.path("dynamics", "tracin", key))
+
+
+def cached_tracin(path: Path, compute: Callable[[], TracIn]) -> TracIn:
+    """compute() once and store it at `path` (torch file of tensors); later calls load it."""
+    from lib import artifacts
+
+    path = Path(path)
+    if not path.exists():
+        r = compute()
+        artifacts.save_torch(path, {"steps": torch.tensor(r.steps), "weights": r.weights, "scores": r.scores,
+                                    "per_checkpoint": r.per_checkpoint, "projected": r.projected or {}})
+    d = artifacts.load_torch(path)
+    return TracIn(d["steps"].tolist(), d["weights"], d["scores"], d["per_checkpoint"], d["projected"] or None)
+
+
+def cached_frames(folder: Path, compute: Callable[[], tuple[pd.DataFrame, ...]]) -> tuple[pd.DataFrame, ...]:
+    """compute() once and store its DataFrames as folder/0.csv, 1.csv, ...; later calls load them."""
+    from lib import artifacts
+
+    folder = Path(folder)
+    if not (folder / "done.json").exists():
+        frames = compute()
+        for i, df in enumerate(frames):
+            artifacts.save_dataframe(folder / f"{i}.csv", df)
+        artifacts.write_json(folder / "done.json", {"n": len(frames)})
+    n = artifacts.read_json(folder / "done.json")["n"]
+    return tuple(pd.read_csv(folder / f"{i}.csv") for i in range(n))
