@@ -1,0 +1,527 @@
+"""Shapley values of the players of a cooperative game: exact enumeration, truncated Monte-Carlo permutation
+sampling (TMC) and the multi-armed-bandit variant (TMAB) of Neuron Shapley (Ghorbani & Zou 2020); MLP neurons of a
+HookedTransformer as players, many coalitions per batched forward pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib import hooks
+from lib.impair import _last_query_block, _prompt_chunks, fast_path_ok
+from lib.prompts import KeywordPrompts, at_last, keyword_scores
+
+ValueFn = Callable[[Bool[Tensor, "batch n"]], Float[Tensor, "batch *games"]]
+ABLATIONS = ("zero", "mean")
+METRICS = ("neg_loss", "top1", "top5")
+EXACT_MAX = 16
+
+
+def _check(ok: bool, label: str, value, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{label}={value!r} is not allowed: {allowed}")
+
+
+def _int_at_least(label: str, value, low: int) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, label, value,
+           f"an integer >= {low}")
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class ShapleyResult:
+    """Estimates `values` [n] (or [n, games] for a game with several values per coalition), their standard errors,
+    value-function evaluations used (per coalition), marginals sampled per player, and the estimates after each
+    sampled permutation (`trace_values`, with the evaluations used so far in `trace_evals`)."""
+
+    values: Float[Tensor, "n *games"]
+    stderr: Float[Tensor, "n *games"]
+    n_evals: int
+    counts: Int[Tensor, " n"]
+    trace_evals: Int[Tensor, " t"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    trace_values: Float[Tensor, "t n *games"] = field(default_factory=lambda: torch.zeros(0))
+
+    def top(self, k: int, game: int | None = None) -> Int[Tensor, " k"]:
+        """Indices of the k players with the highest estimates (of one game, for several)."""
+        return top_k(self.values if game is None else self.values[:, game], k)
+
+    def trace_top(self, k: int, game: int | None = None) -> list[frozenset[int]]:
+        """The top-k set after each sampled permutation."""
+        vals = self.trace_values if game is None else self.trace_values[..., game]
+        return [frozenset(top_k(v, k).tolist()) for v in vals]
+
+
+def top_k(values: Float[Tensor, " n"], k: int) -> Int[Tensor, " k"]:
+    """Indices of the k largest values (ties broken by index, so deterministic)."""
+    _int_at_least("k", k, 1)
+    _check(values.dim() == 1 and k <= len(values), "k", k, f"at most the number of players ({len(values)})")
+    order = np.lexsort((np.arange(len(values)), -values.double().numpy()))
+    return torch.as_tensor(order[:k].copy())
+
+
+def _evaluate(value_fn: ValueFn, masks: Bool[Tensor, "batch n"], batch_size: int) -> Tensor:
+    """value_fn over masks in batches of batch_size coalitions, as float64 [batch, *games]."""
+    out = []
+    for i in range(0, len(masks), batch_size):
+        part = masks[i : i + batch_size]
+        v = torch.as_tensor(value_fn(part))
+        _check(v.dim() in (1, 2) and v.shape[0] == len(part), "value_fn output shape", tuple(v.shape),
+               f"(batch,) or (batch, games) with batch = {len(part)} coalitions")
+        out.append(v.detach().double().cpu())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------ exact
+
+
+def exact_shapley(value_fn: ValueFn, n_players: int, batch_size: int = 4096) -> ShapleyResult:
+    """Shapley values by enumerating all 2^n coalitions (n <= 16): sum over S not containing i of
+    |S|! (n - |S| - 1)! / n! · (v(S ∪ {i}) − v(S))."""
+    _int_at_least("n_players", n_players, 1)
+    _check(n_players <= EXACT_MAX, "n_players", n_players, f"at most {EXACT_MAX} for enumeration (2^n coalitions)")
+    _int_at_least("batch_size", batch_size, 1)
+    codes = torch.arange(2**n_players)
+    masks = ((codes[:, None] >> torch.arange(n_players)) & 1).bool()
+    v = _evaluate(value_fn, masks, batch_size)
+    size = masks.sum(1)
+    s = torch.arange(n_players, dtype=torch.float64)
+    weight = torch.exp(torch.lgamma(s + 1) + torch.lgamma(n_players - s) - math.lgamma(n_players + 1))
+    phi = []
+    for i in range(n_players):
+        without = codes[((codes >> i) & 1) == 0]
+        w = weight[size[without]].view(-1, *([1] * (v.dim() - 1)))
+        phi.append((w * (v[without | (1 << i)] - v[without])).sum(0))
+    values = torch.stack(phi).float()
+    return ShapleyResult(values, torch.zeros_like(values), 2**n_players,
+                         torch.full((n_players,), 2 ** (n_players - 1), dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------------------ permutations
+
+
+def prefix_masks(perm: Int[Tensor, " n"], steps: Int[Tensor, " m"]) -> Bool[Tensor, "m n"]:
+    """Coalitions S_j = all players minus the first j of the permutation (removal order), one row per j in steps."""
+    pos = torch.empty_like(perm)
+    pos[perm] = torch.arange(len(perm))
+    return pos[None, :] >= steps[:, None]
+
+
+def _is_truncated(v: Tensor, v_empty: Tensor, scale: Tensor, tol: float) -> Bool[Tensor, " m"]:
+    """Rows whose value is within tol · |v(N) − v(∅)| of v(∅) in every game (the model is already broken)."""
+    close = (v - v_empty).abs() <= tol * scale
+    return close if close.dim() == 1 else close.all(-1)
+
+
+def permutation_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], v_full: Tensor, v_empty: Tensor,
+                          truncation_tol: float = 0.0, batch_size: int = 64) -> tuple[Tensor, int]:
+    """Marginal contributions [n, *games] of every player along one permutation, removing players one by one from
+    the full coalition (marginal = v(before removal) − v(after)), and the evaluations used.
+
+    With truncation_tol > 0, the walk stops once a coalition's value is within truncation_tol · |v(N) − v(∅)| of
+    v(∅); later players get marginal 0 (Neuron Shapley's truncation). With 0, marginals sum to v(N) − v(∅).
+    """
+    n, scale = len(perm), (v_full - v_empty).abs()
+    vals, evals, cut = [v_full[None]], 0, None
+    for start in range(1, n, batch_size):
+        steps = torch.arange(start, min(start + batch_size, n))
+        v = _evaluate(value_fn, prefix_masks(perm, steps), batch_size)
+        evals += len(steps)
+        vals.append(v)
+        hit = _is_truncated(v, v_empty, scale, truncation_tol) if truncation_tol > 0 else torch.zeros(0, dtype=bool)
+        if hit.any():
+            cut = start + int(hit.nonzero()[0])
+            break
+    seq = torch.cat(vals)
+    if cut is None:
+        seq = torch.cat([seq, v_empty[None]])
+    else:  # after the cut every coalition counts as worth v(S_cut): later marginals are 0
+        seq = torch.cat([seq[: cut + 1], seq[cut][None].expand(n - cut, *seq.shape[1:])])
+    marginals = torch.empty(n, *seq.shape[1:], dtype=seq.dtype)
+    marginals[perm] = seq[:-1] - seq[1:]
+    return marginals, evals
+
+
+def _check_common(n_players: int, truncation_tol: float, batch_size: int) -> None:
+    _int_at_least("n_players", n_players, 1)
+    _check(0.0 <= truncation_tol < 1.0, "truncation_tol", truncation_tol, "a float in [0, 1)")
+    _int_at_least("batch_size", batch_size, 1)
+
+
+def _ends(value_fn: ValueFn, n_players: int) -> tuple[Tensor, Tensor]:
+    """v(all players) and v(no player)."""
+    v = _evaluate(value_fn, torch.stack([torch.ones(n_players, dtype=bool), torch.zeros(n_players, dtype=bool)]), 2)
+    return v[0], v[1]
+
+
+def _moments(sums: Tensor, sq: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard error from running sums (counts broadcast over games); stderr inf below 2 samples."""
+    c = counts.double().view(-1, *([1] * (sums.dim() - 1)))
+    mean = sums / c.clamp(min=1)
+    var = ((sq - c * mean**2) / (c - 1).clamp(min=1)).clamp(min=0)
+    se = torch.where(c >= 2, (var / c.clamp(min=1)).sqrt(), torch.full_like(var, float("inf")))
+    return mean, se
+
+
+def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncation_tol: float = 0.0,
+                generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
+                desc: str = "TMC") -> ShapleyResult:
+    """Truncated Monte-Carlo Shapley: the mean marginal of each player over n_permutations uniform permutations
+    (walked in removal order, truncated as in `permutation_marginals`). Works for several games at once."""
+    _check_common(n_players, truncation_tol, batch_size)
+    _int_at_least("n_permutations", n_permutations, 1)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    v_full, v_empty = _ends(value_fn, n_players)
+    sums = torch.zeros(n_players, *v_full.shape, dtype=torch.float64)
+    sq, evals, trace_e, trace_v = sums.clone(), 2, [], []
+    for t in tqdm(range(n_permutations), desc=desc, disable=not progress, leave=False):
+        m, e = permutation_marginals(value_fn, torch.randperm(n_players, generator=g), v_full, v_empty,
+                                     truncation_tol, batch_size)
+        sums, sq, evals = sums + m, sq + m**2, evals + e
+        trace_e.append(evals)
+        trace_v.append((sums / (t + 1)).float())
+    counts = torch.full((n_players,), n_permutations, dtype=torch.long)
+    mean, se = _moments(sums, sq, counts)
+    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v))
+
+
+# ------------------------------------------------------------------------------------------ TMAB
+
+
+def active_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], active: Bool[Tensor, " n"], v_full: Tensor,
+                     v_empty: Tensor, truncation_tol: float = 0.0, batch_size: int = 64) -> tuple[Tensor, int]:
+    """Marginals [n] along one permutation (removal order) for the `active` players only (others 0), evaluating
+    only the coalitions just before and after each active player's removal; evaluations used. Truncation as in
+    `permutation_marginals`, checked on the coalitions evaluated."""
+    n, scale = len(perm), (v_full - v_empty).abs()
+    pos = torch.empty_like(perm)
+    pos[perm] = torch.arange(n)
+    q = pos[active]
+    steps = torch.unique(torch.cat([q, q + 1]))
+    steps = steps[(steps > 0) & (steps < n)]
+    known = {0: v_full, n: v_empty}
+    evals, cut = 0, None
+    for i in range(0, len(steps), batch_size):
+        part = steps[i : i + batch_size]
+        v = _evaluate(value_fn, prefix_masks(perm, part), batch_size)
+        evals += len(part)
+        known.update(zip(part.tolist(), v))
+        hit = _is_truncated(v, v_empty, scale, truncation_tol) if truncation_tol > 0 else torch.zeros(0, dtype=bool)
+        if hit.any():
+            cut = int(part[int(hit.nonzero()[0])])
+            break
+    out = torch.zeros(n, dtype=torch.float64)
+    for player, j in zip(active.nonzero().flatten().tolist(), q.tolist()):
+        if cut is None or j < cut:
+            out[player] = float(known[j] - known[j + 1])
+    return out, evals
+
+
+def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05, max_permutations: int = 100,
+                 truncation_tol: float = 0.0, min_samples: int = 3, epsilon: float = 0.0,
+                 generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
+                 desc: str = "TMAB") -> ShapleyResult:
+    """Neuron Shapley's bandit: sample permutations, but compute marginals only for players whose (1 − delta)
+    normal confidence interval still contains the top-k boundary (midway between the k-th and (k+1)-th estimates),
+    or that have fewer than min_samples marginals; epsilon > 0 also retires a player once its half-width is below
+    epsilon. Stops when no player is active or after max_permutations. For a single game (value_fn -> [batch])."""
+    _check_common(n_players, truncation_tol, batch_size)
+    _int_at_least("k", k, 1)
+    _check(k < n_players, "k", k, f"less than n_players={n_players} (a boundary needs a (k+1)-th player)")
+    _check(0.0 < delta < 1.0, "delta", delta, "a float in (0, 1)")
+    _int_at_least("max_permutations", max_permutations, 1)
+    _int_at_least("min_samples", min_samples, 2)
+    _check(epsilon >= 0, "epsilon", epsilon, "a float >= 0")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    v_full, v_empty = _ends(value_fn, n_players)
+    _check(v_full.dim() == 0, "value_fn output shape", (1, *v_full.shape), "(batch,): TMAB ranks a single game")
+    z = NormalDist().inv_cdf(1 - delta / 2)
+    sums, sq = torch.zeros(n_players, dtype=torch.float64), torch.zeros(n_players, dtype=torch.float64)
+    counts, active = torch.zeros(n_players, dtype=torch.long), torch.ones(n_players, dtype=bool)
+    evals, trace_e, trace_v = 2, [], []
+    bar = tqdm(range(max_permutations), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        m, e = active_marginals(value_fn, torch.randperm(n_players, generator=g), active, v_full, v_empty,
+                                truncation_tol, batch_size)
+        sums, sq, counts, evals = sums + m, sq + m**2, counts + active, evals + e
+        mean, se = _moments(sums, sq, counts)
+        active = still_active(mean, z * se, counts, k, min_samples, epsilon)
+        trace_e.append(evals)
+        trace_v.append(mean.float())
+        bar.set_postfix(active=int(active.sum()))
+        if not active.any():
+            break
+    mean, se = _moments(sums, sq, counts)
+    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v))
+
+
+def still_active(mean: Tensor, half: Tensor, counts: Tensor, k: int, min_samples: int = 3,
+                 epsilon: float = 0.0) -> Bool[Tensor, " n"]:
+    """Players whose interval mean ± half contains the top-k boundary (midway between the k-th and (k+1)-th
+    largest means) and is wider than epsilon, or that have fewer than min_samples marginals."""
+    top = mean.sort(descending=True).values
+    boundary = (top[k - 1] + top[k]) / 2
+    straddle = (mean - half <= boundary) & (mean + half >= boundary) & (half > epsilon)
+    return straddle | (counts < min_samples)
+
+
+# ------------------------------------------------------------------------------------------ convergence
+
+
+def evals_to_reach(trace_evals: Sequence[int], trace_sets: Sequence[frozenset], reference: frozenset) -> float:
+    """Evaluations after which the running top-k set equals `reference` and stays equal; inf if it ends elsewhere."""
+    hit = float("inf")
+    for e, s in zip(trace_evals, trace_sets):
+        hit = (hit if np.isfinite(hit) else float(e)) if s == reference else float("inf")
+    return hit
+
+
+def set_jaccard(a: frozenset | Sequence[int], b: frozenset | Sequence[int]) -> float:
+    """|A ∩ B| / |A ∪ B| of two index sets (1 for two empty sets)."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+# ------------------------------------------------------------------------------------------ neurons as players
+
+
+@dataclass(frozen=True)
+class Players:
+    """MLP neurons as players, layer-major: player p is unit p % d_mlp of layer layers[p // d_mlp]."""
+
+    layers: tuple[int, ...]
+    d_mlp: int
+
+    @property
+    def n(self) -> int:
+        return len(self.layers) * self.d_mlp
+
+    def layer_units(self) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"]]:
+        """(layer, unit) of every player."""
+        p = torch.arange(self.n)
+        return torch.tensor(self.layers)[p // self.d_mlp], p % self.d_mlp
+
+    def gather(self, per_layer: Float[Tensor, "layer unit"]) -> Float[Tensor, " n"]:
+        """A [model layer, unit] table (e.g. selectivity) as one value per player."""
+        return per_layer[list(self.layers)].flatten()
+
+    def per_layer(self, mask: Bool[Tensor, "*batch n"], layer: int) -> Bool[Tensor, "*batch d_mlp"]:
+        """The columns of `mask` belonging to one model layer."""
+        i = self.layers.index(layer)
+        return mask[..., i * self.d_mlp : (i + 1) * self.d_mlp]
+
+
+def neuron_players(model, layers: Sequence[int] | None = None) -> Players:
+    """Players for the MLP neurons of `layers` (default: every layer) of a HookedTransformer."""
+    n_layers = model.cfg.n_layers
+    layers = tuple(range(n_layers)) if layers is None else tuple(sorted(set(int(x) for x in layers)))
+    _check(len(layers) > 0 and all(0 <= x < n_layers for x in layers), "layers", layers,
+           f"a non-empty subset of 0..{n_layers - 1}")
+    _check(not model.cfg.attn_only, "model.cfg.attn_only", True, "False: the players are MLP neurons")
+    return Players(layers, model.cfg.d_mlp)
+
+
+def _fill_hook(mask_rows: Bool[Tensor, "rows d_mlp"], fill: Tensor) -> Callable:
+    """Hook keeping present neurons and replacing absent ones by `fill` (0 or their mean), row by row."""
+    def hook_fn(x: Tensor, hook=None) -> Tensor:
+        m = mask_rows.to(x.device, x.dtype).view(len(x), *([1] * (x.dim() - 2)), -1)
+        return x * m + fill.to(x.device, x.dtype) * (1 - m)
+    return hook_fn
+
+
+@dataclass(frozen=True)
+class NeuronGame:
+    """Coalitions of MLP neurons -> keyword metric per topic: absent neurons are zero- or mean-ablated at
+    `mlp.hook_post`; `__call__` gives [batch, topics], `single(topic)` a value function of one topic. Build with
+    `neuron_game`, which caches the clean activations the batched path resumes from."""
+
+    model: object
+    prompts: KeywordPrompts
+    players: Players
+    topics: tuple[str, ...]
+    metric: str
+    fill: Float[Tensor, "layer unit"]
+    fast: bool
+    max_tokens: int
+    chunks: tuple[Tensor, ...]
+    clean: tuple[dict, ...]
+
+    @property
+    def n_players(self) -> int:
+        return self.players.n
+
+    def __call__(self, masks: Bool[Tensor, "batch n"]) -> Float[Tensor, "batch topics"]:
+        """The metric per topic of every coalition (mean over the topic's prompts; neg_loss = −keyword loss)."""
+        s = self.scores(masks)
+        x = -s["loss"] if self.metric == "neg_loss" else s[self.metric]
+        return torch.stack([x[:, self._topic_idx(t)].mean(1) for t in self.topics], 1)
+
+    def single(self, topic: str) -> ValueFn:
+        """A value function [batch] of one topic's metric."""
+        _check(topic in self.topics, "topic", topic, f"one of {self.topics}")
+        j = self.topics.index(topic)
+        return lambda masks: self(masks)[:, j]
+
+    def _topic_idx(self, topic: str) -> Tensor:
+        return torch.tensor([i for i, t in enumerate(self.prompts.topics) if t == topic])
+
+    def _hooks(self, masks: Tensor, reps: int, skip: int | None) -> list[tuple[str, Callable]]:
+        rows = masks.repeat_interleave(reps, 0)
+        return [(hooks.name("mlp_post", layer), _fill_hook(self.players.per_layer(rows, layer), self.fill[layer]))
+                for layer in self.players.layers if layer != skip]
+
+    @torch.no_grad()
+    def _logits(self, masks: Tensor, c: int) -> Float[Tensor, "rows vocab"]:
+        """Last-position logits, rows coalition-major, of chunk c under every coalition in masks."""
+        model, idx, clean = self.model, self.chunks[c], self.clean[c]
+        b, lengths = len(masks), self.prompts.lengths[idx].repeat(len(masks))
+        if not self.fast:
+            tokens = self.prompts.tokens[idx, : int(self.prompts.lengths[idx].max())].repeat(b, 1)
+            logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=self._hooks(masks, len(idx), None))
+            return at_last(logits, lengths)
+        first, last = self.players.layers[0], model.cfg.n_layers - 1
+        with model.hooks(fwd_hooks=self._hooks(masks, len(idx), first)):
+            block = model.blocks[first]
+            m = self.players.per_layer(masks, first).to(clean["post"].dtype)[:, None, None, :]
+            post = (clean["post"][None] * m + self.fill[first].to(m) * (1 - m)).flatten(0, 1)
+            x = clean["mid"].repeat(b, 1, 1) + post @ block.mlp.W_out + block.mlp.b_out
+            if first < last:
+                for layer in range(first + 1, last):
+                    x = model.blocks[layer](x)
+                x = _last_query_block(model.blocks[last], x, lengths)
+            if model.cfg.normalization_type is not None:
+                x = model.ln_final(x)
+            return model.unembed(x)[:, 0]
+
+    def scores(self, masks: Bool[Tensor, "batch n"]) -> dict[str, Float[Tensor, "batch prompt"]]:
+        """Per-prompt keyword loss, top-1 and top-5 hits under every coalition (batched forward passes)."""
+        masks = self._masks(masks)
+        out = {k: torch.zeros(len(masks), len(self.prompts)) for k in ("loss", "top1", "top5")}
+        for c, idx in enumerate(self.chunks):
+            pos = int(self.prompts.lengths[idx].max())
+            per = max(1, self.max_tokens // (len(idx) * pos))
+            for i in range(0, len(masks), per):
+                part = masks[i : i + per]
+                s = keyword_scores(self._logits(part, c), self.prompts.targets[idx].repeat(len(part)))
+                for key, v in s.items():
+                    out[key][i : i + len(part), idx] = v.view(len(part), len(idx))
+        return out
+
+    @torch.no_grad()
+    def scores_loop(self, masks: Bool[Tensor, "batch n"]) -> dict[str, Float[Tensor, "batch prompt"]]:
+        """The same as `scores`, one full run_with_hooks forward of all prompts per coalition (the reference)."""
+        masks, tokens = self._masks(masks), self.prompts.tokens.to(self.model.cfg.device)
+        rows = {k: [] for k in ("loss", "top1", "top5")}
+        for mask in masks:
+            logits = self.model.run_with_hooks(tokens, fwd_hooks=self._hooks(mask[None], len(tokens), None))
+            for key, v in keyword_scores(at_last(logits, self.prompts.lengths), self.prompts.targets).items():
+                rows[key].append(v)
+        return {k: torch.stack(v) for k, v in rows.items()}
+
+    def _masks(self, masks: Tensor) -> Tensor:
+        masks = torch.as_tensor(masks)
+        _check(masks.dim() == 2 and masks.shape[1] == self.n_players and masks.dtype == torch.bool, "masks",
+               f"{masks.dtype} {tuple(masks.shape)}", f"a bool tensor (batch, {self.n_players})")
+        return masks.cpu()
+
+
+def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = None, metric: str = "neg_loss",
+                ablation: str = "zero", mean: Float[Tensor, "layer unit"] | None = None,
+                topics: Sequence[str] | None = None, fast: bool | None = None, max_tokens: int = 16384,
+                chunk_tokens: int = 4096) -> NeuronGame:
+    """The game whose players are the MLP neurons of `layers` and whose value is `metric` on each topic's prompts.
+
+    Batched: prompts are sorted by length and cut into chunks of about chunk_tokens tokens; a clean forward per
+    chunk caches the first player layer's resid_mid and mlp post-activations; a batch of coalitions (about
+    max_tokens tokens per pass) resumes there with each row's own mask, runs the last block for each prompt's last
+    position only, and unembeds only that position (GPT-2-style models; `fast=False` or other architectures run
+    whole forwards with per-row mask hooks). Exact up to float rounding (a test compares `scores_loop`).
+    """
+    _check(metric in METRICS, "metric", metric, f"one of {METRICS}")
+    _check(ablation in ABLATIONS, "ablation", ablation, f"one of {ABLATIONS}")
+    _check(ablation == "zero" or mean is not None, "mean", mean, "the neurons' mean activations [layer, unit]")
+    players = neuron_players(model, layers)
+    topics = tuple(dict.fromkeys(prompts.topics)) if topics is None else tuple(topics)
+    _check(all(t in prompts.topics for t in topics), "topics", topics, f"topics of the prompts: {set(prompts.topics)}")
+    shape = (model.cfg.n_layers, model.cfg.d_mlp)
+    fill = torch.zeros(shape) if ablation == "zero" else torch.as_tensor(mean, dtype=torch.float32)
+    _check(tuple(fill.shape) == shape, "mean.shape", tuple(fill.shape), f"{shape} (layer, unit)")
+    fast = fast_path_ok(model) if fast is None else fast
+    chunks = tuple(_prompt_chunks(prompts, chunk_tokens))
+    clean = tuple(_clean_cache(model, prompts, idx, players.layers[0]) if fast else {} for idx in chunks)
+    return NeuronGame(model, prompts, players, topics, metric, fill, fast, max_tokens, chunks, clean)
+
+
+@torch.no_grad()
+def _clean_cache(model, prompts: KeywordPrompts, idx: Tensor, layer: int) -> dict[str, Tensor]:
+    """resid_mid and mlp post-activations of `layer` for the prompts at idx (last positions only, if it is the last
+    layer: nothing after it needs the others)."""
+    pos = int(prompts.lengths[idx].max())
+    names = {"mid": hooks.name("resid_mid", layer), "post": hooks.name("mlp_post", layer)}
+    _, cache = model.run_with_cache(prompts.tokens[idx, :pos].to(model.cfg.device), names_filter=list(names.values()),
+                                    stop_at_layer=layer + 1)
+    out = {k: cache[n] for k, n in names.items()}
+    if layer == model.cfg.n_layers - 1:
+        out = {k: at_last(v, prompts.lengths[idx])[:, None] for k, v in out.items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ cheap attribution
+
+
+def grad_x_act(model, prompts: KeywordPrompts, players: Players, fill: Float[Tensor, "layer unit"] | None = None,
+               batch_size: int = 64) -> Float[Tensor, "prompt n"]:
+    """First-order estimate, per prompt, of how much each neuron's ablation lowers −(keyword loss):
+    Σ_pos (act − fill) · ∂(−loss)/∂act over the prompt's positions (gradient × activation)."""
+    fill = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp) if fill is None else fill
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        part = prompts.select(torch.arange(i, min(i + batch_size, len(prompts))))
+        acts: dict[int, Tensor] = {}
+
+        def keep(x: Tensor, hook) -> Tensor:
+            x.retain_grad()
+            acts[hook.layer()] = x
+            return x
+
+        with torch.enable_grad():
+            logits = model.run_with_hooks(part.tokens.to(model.cfg.device),
+                                          fwd_hooks=[(hooks.name("mlp_post", layer), keep) for layer in players.layers])
+            loss = torch.nn.functional.cross_entropy(at_last(logits, part.lengths), part.targets.to(logits.device),
+                                                     reduction="sum")
+            loss.backward()
+        out.append(torch.cat([(-(acts[layer] - fill[layer].to(acts[layer])) * acts[layer].grad).sum(1).detach().cpu()
+                              for layer in players.layers], 1))
+    model.zero_grad(set_to_none=True)
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------ removal and specificity
+
+
+def removal_masks(order: Int[Tensor, " n"], ks: Sequence[int], n_players: int) -> Bool[Tensor, "k n"]:
+    """One coalition per k: every player except the first k of `order` (most important first)."""
+    _check(all(0 <= k <= n_players for k in ks), "ks", tuple(ks), f"integers in [0, {n_players}]")
+    masks = torch.ones(len(ks), n_players, dtype=torch.bool)
+    for row, k in enumerate(ks):
+        masks[row, order[:k]] = False
+    return masks
+
+
+def specificity_index(damage: Float[Tensor, "x y"], floor: float = 1e-3) -> Float[Tensor, " x"]:
+    """Per row X of a topics × topics damage matrix (remove X's neurons, measure Y): damage on X ÷ mean damage on
+    the other topics (an off-target damage below `floor` counts as `floor`)."""
+    _check(damage.dim() == 2 and damage.shape[0] == damage.shape[1], "damage.shape", tuple(damage.shape),
+           "square (topics x topics)")
+    n = len(damage)
+    off = (damage.sum(1) - damage.diagonal()) / max(n - 1, 1)
+    return damage.diagonal() / off.clamp(min=floor)

@@ -1,0 +1,268 @@
+"""Shapley estimators on games with analytic values, and neurons of a tiny transformer against brute force."""
+
+import math
+
+import pytest
+import torch
+
+from lib import config, hooks, model, shapley, train
+from lib.prompts import KeywordPrompts, evaluate
+
+# ---------------------------------------------------------------------------------------------- games
+
+
+def additive(w: torch.Tensor):
+    """v(S) = sum of w over S: Shapley value w_i."""
+    return lambda masks: masks.double() @ w.double()
+
+
+def unanimity(n: int, team: list[int]):
+    """v(S) = 1 if S contains the whole team: Shapley 1/|team| for team members, 0 for the others."""
+    t = torch.zeros(n, dtype=torch.bool)
+    t[team] = True
+    return lambda masks: (masks | ~t).all(1).double()
+
+
+def voting(weights: list[float], quota: float):
+    """Weighted voting game [quota; weights]: v(S) = 1 if S's weight reaches the quota."""
+    w = torch.tensor(weights, dtype=torch.float64)
+    return lambda masks: (masks.double() @ w >= quota).double()
+
+
+VOTING = ([2, 1, 1, 1], 3, [1 / 2, 1 / 6, 1 / 6, 1 / 6])  # Shapley-Shubik index, worked out by hand
+W = torch.tensor([3.0, -1.0, 0.5, 2.0, 0.0, 1.5])
+
+
+def pairwise(w: torch.Tensor, pairs: list[tuple[int, int, float]]):
+    """v(S) = sum of w over S + c for each pair inside S: Shapley w_i + half of each c involving i."""
+    def v(masks):
+        m = masks.double()
+        return m @ w.double() + sum(c * m[:, i] * m[:, j] for i, j, c in pairs)
+    return v
+
+
+def pairwise_values(w: torch.Tensor, pairs: list[tuple[int, int, float]]) -> torch.Tensor:
+    phi = w.double().clone()
+    for i, j, c in pairs:
+        phi[i] += c / 2
+        phi[j] += c / 2
+    return phi
+
+
+GAMES = {
+    "additive": (additive(W), 6, W.double()),
+    "unanimity": (unanimity(7, [1, 3, 4]), 7, torch.tensor([0, 1 / 3, 0, 1 / 3, 1 / 3, 0, 0], dtype=torch.float64)),
+    "voting": (voting(VOTING[0], VOTING[1]), 4, torch.tensor(VOTING[2], dtype=torch.float64)),
+}
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_exact_matches_analytic(name):
+    fn, n, phi = GAMES[name]
+    res = shapley.exact_shapley(fn, n)
+    assert torch.allclose(res.values.double(), phi, atol=1e-6)
+    assert res.n_evals == 2**n
+
+
+def test_exact_matches_pairwise_analytic_and_is_efficient():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(10, generator=g)
+    pairs = [(0, 1, 2.0), (2, 7, -1.0), (3, 9, 0.5), (1, 9, 1.0)]
+    res = shapley.exact_shapley(pairwise(w, pairs), 10)
+    assert torch.allclose(res.values.double(), pairwise_values(w, pairs), atol=1e-5)
+    v = pairwise(w, pairs)(torch.stack([torch.ones(10, dtype=bool), torch.zeros(10, dtype=bool)]))
+    assert math.isclose(float(res.values.sum()), float(v[0] - v[1]), abs_tol=1e-5)
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_tmc_converges_to_exact(name):
+    fn, n, phi = GAMES[name]
+    res = shapley.tmc_shapley(fn, n, 3000, generator=torch.Generator().manual_seed(1), batch_size=16)
+    err = (res.values.double() - phi).abs()
+    assert (err <= 4 * res.stderr.double() + 1e-6).all(), (res.values, phi, res.stderr)
+    assert err.max() < 0.03
+    assert res.n_evals == 2 + 3000 * (n - 1)  # v(N), v(∅), then the n-1 inner coalitions of every permutation
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_tmab_converges_to_exact(name):
+    """With epsilon = 0 and a boundary inside a tie, every player stays active, so TMAB samples like TMC."""
+    fn, n, phi = GAMES[name]
+    res = shapley.tmab_shapley(fn, n, k=1, delta=1e-6, max_permutations=3000, min_samples=3000,
+                               generator=torch.Generator().manual_seed(2))
+    assert (res.values.double() - phi).abs().max() < 0.03
+
+
+def test_each_permutation_is_efficient():
+    fn, n, _ = GAMES["voting"]
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(9, generator=g)
+    for game, size in ((fn, n), (pairwise(w, [(0, 4, 1.0), (2, 8, -2.0)]), 9)):
+        ends = game(torch.stack([torch.ones(size, dtype=bool), torch.zeros(size, dtype=bool)]))
+        for _ in range(20):
+            m, evals = shapley.permutation_marginals(game, torch.randperm(size, generator=g), ends[0], ends[1],
+                                                     batch_size=3)
+            assert math.isclose(float(m.sum()), float(ends[0] - ends[1]), abs_tol=1e-9)
+            assert evals == size - 1
+
+
+def test_truncation_saves_evaluations_and_stops_at_the_cut():
+    """A game that reaches v(∅) once one player of a pair is removed: truncation stops the walk there."""
+    n = 12
+    fn = lambda masks: (masks[:, 0] & masks[:, 1]).double()  # noqa: E731
+    ends = fn(torch.stack([torch.ones(n, dtype=bool), torch.zeros(n, dtype=bool)]))
+    perm = torch.tensor([5, 1, 0, 2, 3, 4, 6, 7, 8, 9, 10, 11])
+    m, evals = shapley.permutation_marginals(fn, perm, ends[0], ends[1], truncation_tol=0.01, batch_size=1)
+    assert evals == 2 and float(m[1]) == 1.0 and float(m.abs().sum()) == 1.0
+    m_full, evals_full = shapley.permutation_marginals(fn, perm, ends[0], ends[1], batch_size=1)
+    assert torch.equal(m, m_full) and evals_full == n - 1
+
+
+def test_symmetric_players_get_equal_estimates():
+    fn, n, _ = GAMES["unanimity"]
+    exact = shapley.exact_shapley(fn, n).values
+    assert exact[1] == exact[3] == exact[4] and exact[0] == exact[2] == exact[5] == exact[6]
+    res = shapley.tmc_shapley(fn, n, 2000, generator=torch.Generator().manual_seed(3))
+    for a, b in ((1, 3), (3, 4), (0, 5)):
+        assert abs(float(res.values[a] - res.values[b])) <= 4 * float(res.stderr[a] + res.stderr[b]) + 1e-9
+    equal = shapley.tmc_shapley(additive(torch.ones(8)), 8, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.all(equal.values == equal.values[0])
+
+
+def test_tmab_finds_exact_top_k_with_fewer_evaluations():
+    """A 12-player game with noise from pair interactions and a clear gap after the top 3."""
+    w = torch.tensor([5.0, 4.5, 4.0] + [1.0 - 0.1 * i for i in range(9)])
+    pairs = [(i, (i + 5) % 12, c) for i, c in zip(range(12), [1.5, -1.5, 1.0, -1.0, 0.8, -0.8] * 2)]
+    fn = pairwise(w, pairs)
+    exact = shapley.exact_shapley(fn, 12)
+    ref = set(exact.top(3).tolist())
+    tmab = shapley.tmab_shapley(fn, 12, k=3, delta=0.01, max_permutations=400, generator=torch.Generator().manual_seed(0))
+    tmc = shapley.tmc_shapley(fn, 12, 400, generator=torch.Generator().manual_seed(0))
+    assert set(tmab.top(3).tolist()) == ref
+    assert tmab.n_evals < tmc.n_evals
+    reach = shapley.evals_to_reach(tmab.trace_evals.tolist(), tmab.trace_top(3), frozenset(ref))
+    assert reach <= tmab.n_evals
+
+
+def test_multi_game_tmc_matches_single_games():
+    fns = [GAMES["voting"][0], additive(torch.tensor([1.0, 2.0, 3.0, 4.0]))]
+    both = lambda masks: torch.stack([f(masks) for f in fns], 1)  # noqa: E731
+    res = shapley.tmc_shapley(both, 4, 50, generator=torch.Generator().manual_seed(5))
+    for j, f in enumerate(fns):
+        one = shapley.tmc_shapley(f, 4, 50, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(res.values[:, j], one.values, atol=1e-6)
+        assert torch.allclose(res.trace_values[:, :, j], one.trace_values, atol=1e-6)
+
+
+def test_evals_to_reach_needs_the_set_to_stay():
+    a, b = frozenset({1, 2}), frozenset({1, 3})
+    assert shapley.evals_to_reach([10, 20, 30, 40], [a, b, a, a], a) == 30.0
+    assert shapley.evals_to_reach([10, 20], [a, b], a) == float("inf")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: shapley.exact_shapley(additive(torch.ones(17)), 17), "n_players=17"),
+    (lambda: shapley.exact_shapley(additive(torch.ones(3)), 0), "n_players=0"),
+    (lambda: shapley.tmc_shapley(additive(torch.ones(3)), 3, 0), "n_permutations=0"),
+    (lambda: shapley.tmc_shapley(additive(torch.ones(3)), 3, 2, truncation_tol=1.5), "truncation_tol=1.5"),
+    (lambda: shapley.tmab_shapley(additive(torch.ones(3)), 3, k=3), "k=3"),
+    (lambda: shapley.tmab_shapley(additive(torch.ones(3)), 3, k=1, delta=0.0), "delta=0.0"),
+    (lambda: shapley.tmab_shapley(lambda m: torch.stack([m.double().sum(1)] * 2, 1), 3, k=1), "value_fn output"),
+    (lambda: shapley.exact_shapley(lambda m: torch.zeros(1), 3), "value_fn output shape"),
+])
+def test_bad_input_names_the_value(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------- tiny transformer
+
+CFG = config.resolve("smoke", attention_only=False, n_layers=2, d_mlp=5, init_range=0.3)
+
+
+@pytest.fixture(scope="module")
+def hooked():
+    return model.to_hooked(train.init_model(CFG).eval())
+
+
+@pytest.fixture(scope="module")
+def pr():
+    """9 right-padded random prompts of lengths 3..11 with random keyword targets, three topics."""
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.arange(3, 12)
+    tokens = torch.randint(1, CFG.model.d_vocab, (9, 11), generator=g)
+    tokens[torch.arange(11)[None] >= lengths[:, None]] = 0
+    targets = torch.randint(0, CFG.model.d_vocab, (9,), generator=g)
+    return KeywordPrompts(tokens, lengths, targets, tuple("abc"[i % 3] for i in range(9)), ("x",) * 9, torch.arange(9))
+
+
+def _all_masks(n: int) -> torch.Tensor:
+    return ((torch.arange(2**n)[:, None] >> torch.arange(n)) & 1).bool()
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+@pytest.mark.parametrize("layers", [None, [1], [0]])
+def test_batched_game_equals_the_loop(hooked, pr, ablation, layers):
+    mean = torch.rand(2, 5) if ablation == "mean" else None
+    game = shapley.neuron_game(hooked, pr, layers, ablation=ablation, mean=mean, max_tokens=200, chunk_tokens=40)
+    masks = _all_masks(game.n_players)[:: max(1, 2**game.n_players // 64)]
+    fast, loop = game.scores(masks), game.scores_loop(masks)
+    assert torch.allclose(fast["loss"], loop["loss"], atol=1e-4)
+    generic = shapley.neuron_game(hooked, pr, layers, ablation=ablation, mean=mean, fast=False).scores(masks)
+    assert torch.allclose(generic["loss"], loop["loss"], atol=1e-4)
+    assert all(not hp.fwd_hooks for hp in hooked.hook_dict.values())
+
+
+def test_full_coalition_is_the_clean_model_and_ablation_changes_it(hooked, pr):
+    game = shapley.neuron_game(hooked, pr)
+    s = game.scores(torch.stack([torch.ones(10, dtype=bool), torch.zeros(10, dtype=bool)]))
+    clean = torch.tensor(evaluate(hooked, pr).loss.to_numpy())
+    assert torch.allclose(s["loss"][0], clean, atol=1e-4)
+    assert not torch.allclose(s["loss"][1], clean, atol=1e-3)
+
+
+def test_tiny_transformer_estimates_agree_with_brute_force(hooked, pr):
+    """10 neurons: exact Shapley from one forward per coalition (brute force) vs exact, TMC and per-topic values
+    on the batched game."""
+    game = shapley.neuron_game(hooked, pr)
+    loop_fn = lambda m: -game.scores_loop(m)["loss"].mean(1)  # noqa: E731
+    fast_fn = lambda m: -game.scores(m)["loss"].mean(1)  # noqa: E731
+    brute = shapley.exact_shapley(loop_fn, 10)
+    assert torch.allclose(shapley.exact_shapley(fast_fn, 10).values, brute.values, atol=1e-4)
+    ends = loop_fn(torch.stack([torch.ones(10, dtype=bool), torch.zeros(10, dtype=bool)]))
+    assert math.isclose(float(brute.values.sum()), float(ends[0] - ends[1]), abs_tol=1e-4)
+    tmc = shapley.tmc_shapley(fast_fn, 10, 600, generator=torch.Generator().manual_seed(0))
+    assert ((tmc.values - brute.values).abs() <= 4 * tmc.stderr + 1e-4).all()
+    assert float((tmc.values - brute.values).abs().max()) < 0.1 * float(brute.values.abs().max())
+    per_topic = shapley.exact_shapley(game, 10).values
+    assert per_topic.shape == (10, 3)
+    assert torch.allclose(per_topic[:, 1], shapley.exact_shapley(game.single("b"), 10).values, atol=1e-6)
+
+
+def test_grad_x_act_is_first_order_for_small_ablations(hooked, pr):
+    """Scaling a neuron by (1 - eps) lowers -loss by about eps times its gradient x activation."""
+    attr = shapley.grad_x_act(hooked, pr, shapley.neuron_players(hooked))
+    assert attr.shape == (9, 10)
+    eps, base = 1e-3, -torch.tensor(evaluate(hooked, pr).loss.to_numpy())
+    for p in (0, 7):
+        layer, unit = divmod(p, 5)
+        scaled = -torch.tensor(evaluate(hooked, pr, [(hooks.name("mlp_post", layer), _scale_unit(unit, 1 - eps))])
+                               .loss.to_numpy())
+        assert torch.allclose((base - scaled) / eps, attr[:, p], rtol=0.05, atol=1e-3), p
+
+
+def _scale_unit(unit: int, factor: float):
+    def fn(x, hook=None):
+        x = x.clone()
+        x[..., unit] *= factor
+        return x
+    return fn
+
+
+def test_removal_masks_and_specificity_index():
+    m = shapley.removal_masks(torch.tensor([3, 0, 2, 1]), [0, 1, 3], 4)
+    assert m.tolist() == [[True] * 4, [True, True, True, False], [False, True, False, False]]
+    d = torch.tensor([[2.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    assert torch.allclose(shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
+    with pytest.raises(ValueError, match="ks"):
+        shapley.removal_masks(torch.arange(4), [5], 4)
