@@ -263,6 +263,32 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     tolerance_intensities=(0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0), early_steps=3000,
                     n_match_windows=128, n_boot=1000),
     },
+    # 05: k_fracs = winners as a share of the layer's units; k_focus = the share studied in sections 2-4; steps etc.
+    # train the new layer (lib.sparse.FitConfig) on n_train training windows, losses on n_eval held-out windows;
+    # boost_* / duty_cycle_period (tokens) are lib.sparse.KWinners'; n_top = top activations per unit for the
+    # monosemanticity score; kw_* / n_prompts / frac / n_random / noise_* as in 03 (hypothesis-B test).
+    "05_sparse_layers": {
+        "smoke": dict(k_fracs=(0.05, 0.25), k_focus=0.25, seeds=(0, 1), steps=8, batch_size=8, lr=3e-3,
+                      objective="lm", boost_strength=1.5, boost_strength_factor=0.9, duty_cycle_period=2000,
+                      n_train=32, n_eval=16, n_windows=6, n_top=20, n_shown=2, n_contexts=3, n_keywords=5,
+                      kw_mode="word_start", kw_min_count=5, kw_min_ratio=0.0, kw_min_chars=1, kw_exclusive=False,
+                      kw_max_texts=300, n_prompts=8, frac=0.1, n_random=4, noise_intensities=(0.0, 1.0, 4.0),
+                      noise_seeds=(0, 1), n_boot=200, pretrained_steps=5, pretrained_windows=16),
+        "cpu": dict(k_fracs=(0.01, 0.02, 0.05, 0.1, 0.25), k_focus=0.05, seeds=(0, 1), steps=200, batch_size=32,
+                    lr=3e-3, objective="lm", boost_strength=1.5, boost_strength_factor=0.9, duty_cycle_period=20000,
+                    n_train=2048, n_eval=256, n_windows=32, n_top=100, n_shown=3, n_contexts=5, n_keywords=10,
+                    kw_mode="whole_word", kw_min_count=20, kw_min_ratio=2.0, kw_min_chars=3, kw_exclusive=True,
+                    kw_max_texts=None, n_prompts=60, frac=0.025, n_random=24,
+                    noise_intensities=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0), noise_seeds=(0, 1, 2), n_boot=1000,
+                    pretrained_steps=200, pretrained_windows=1024),
+        "gpu": dict(k_fracs=(0.01, 0.02, 0.05, 0.1, 0.25), k_focus=0.05, seeds=(0, 1, 2), steps=3000, batch_size=64,
+                    lr=1e-3, objective="distill", boost_strength=1.5, boost_strength_factor=0.9,
+                    duty_cycle_period=50000, n_train=16384, n_eval=1024, n_windows=256, n_top=200, n_shown=4,
+                    n_contexts=6, n_keywords=20, kw_mode="whole_word", kw_min_count=50, kw_min_ratio=2.0,
+                    kw_min_chars=3, kw_exclusive=True, kw_max_texts=None, n_prompts=200, frac=0.025, n_random=100,
+                    noise_intensities=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0), noise_seeds=(0, 1, 2, 3, 4), n_boot=1000,
+                    pretrained_steps=2000, pretrained_windows=8192),
+    },
     # 06: `run` overrides the preset's training config (attention-only is set by the notebook); n_log/n_linear
     # give the dense checkpoint schedule of the main run and of the control, *_extra that of the other seeds,
     # which train for extra_max_steps (None: as long as the main run); min_jump: the smallest rise of the max
