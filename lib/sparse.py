@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -435,6 +435,25 @@ def get_or_fit(model, cfg: SparseConfig, fit_cfg: FitConfig, tokens: Tensor, key
     return new, history
 
 
+def train_grid(model, runs: Mapping[tuple, tuple[SparseConfig, FitConfig]], tokens: Int[Tensor, "n pos"],
+               eval_tokens: Int[Tensor, "m pos"], base: str, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Train (or load) the layer of every run; (run -> surgered model, table of held-out losses, one row per run).
+
+    The frozen prefix's residual stream is computed once per start layer and shared by all runs."""
+    resid: dict[int, tuple[Tensor, Tensor]] = {}
+    models, rows = {}, []
+    for run, (cfg, fit_cfg) in tqdm(runs.items(), desc="sparse layers", disable=not progress):
+        start = start_layer(model, cfg)
+        if start not in resid:
+            resid[start] = (resid_at(model, tokens, start), resid_at(model, eval_tokens, start))
+        key = fit_key(base, cfg, fit_cfg, {"n_train": len(tokens)})
+        new, hist = get_or_fit(model, cfg, fit_cfg, tokens, key, resid=resid[start][0], progress=False)
+        models[run] = new
+        rows.append({"run": run, "loss": lm_loss(new, eval_tokens, start, resid[start][1]),
+                     "train_loss_end": float(hist.loss.tail(max(1, len(hist) // 10)).mean())})
+    return models, pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------- measuring
 
 
@@ -508,9 +527,11 @@ def top_contexts(acts: Float[Tensor, " tokens"], tokens: Int[Tensor, "n pos"], t
 
 def unit_scores(acts: Float[Tensor, "tokens unit"], owner: Int[Tensor, " tokens"], topics: Sequence[str],
                 n_top: int) -> pd.DataFrame:
-    """One row per unit: selectivity (max Cohen's d), top topic, monosemanticity, duty cycle."""
+    """One row per unit: selectivity (max Cohen's d), top topic, monosemanticity, duty cycle; the scores are NaN
+    for units positive on fewer than n_top tokens (dead or too rarely active to score, `scored` False)."""
     sel, top = selectivity(stats_from_acts(acts, owner, topics))
-    return pd.DataFrame({"unit": np.arange(acts.shape[1]), "selectivity": sel.numpy(),
+    scored = ((acts > 0).sum(0) >= n_top).numpy()
+    return pd.DataFrame({"unit": np.arange(acts.shape[1]), "selectivity": np.where(scored, sel.numpy(), np.nan),
                          "top_topic": [topics[i] for i in top.tolist()],
                          "monosemanticity": monosemanticity(acts, owner, n_top, len(topics)).numpy(),
-                         "duty": duty_cycles(acts).numpy()})
+                         "duty": duty_cycles(acts).numpy(), "scored": scored})
