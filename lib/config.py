@@ -289,6 +289,29 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     noise_intensities=(0.0, 0.5, 1.0, 2.0, 4.0, 8.0), noise_seeds=(0, 1, 2, 3, 4), n_boot=1000,
                     pretrained_steps=2000, pretrained_windows=8192),
     },
+    # 04: layers = the MLP layers whose neurons are players (None = all; the cpu preset takes the last layer, whose
+    # coalitions cost one position per prompt); n_prompts per topic define the game, n_eval_prompts (other held-out
+    # articles) measure removals; kw_* as in 03; n_permutations for the trained model's TMC run (every topic at
+    # once), n_permutations_control for the seed-1 and init runs; k = top-k for specificity, seeds and TMAB;
+    # cost_* = the single-topic TMAB vs TMC comparison.
+    "04_neuron_shapley": {
+        "smoke": dict(layers=None, n_keywords=5, kw_mode="word_start", kw_min_count=5, kw_min_ratio=0.0,
+                      kw_min_chars=1, kw_exclusive=False, kw_max_texts=300, n_prompts=4, n_eval_prompts=4,
+                      n_windows=6, ablation="zero", truncation_tol=0.02, n_permutations=3, n_permutations_control=2,
+                      k=4, removal_ks=(0, 1, 2, 4, 8, 16, 32), n_random=3, cost_topic="Athlete",
+                      cost_permutations=8, tmab_delta=0.1, n_match_windows=4, n_boot=200),
+        "cpu": dict(layers=(1,), n_keywords=10, kw_mode="whole_word", kw_min_count=20, kw_min_ratio=2.0,
+                    kw_min_chars=3, kw_exclusive=True, kw_max_texts=None, n_prompts=16, n_eval_prompts=24,
+                    n_windows=48, ablation="zero", truncation_tol=0.02, n_permutations=100,
+                    n_permutations_control=50, k=10, removal_ks=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256), n_random=10,
+                    cost_topic="Athlete", cost_permutations=400, tmab_delta=0.05, n_match_windows=24, n_boot=1000),
+        "gpu": dict(layers=None, n_keywords=20, kw_mode="whole_word", kw_min_count=50, kw_min_ratio=2.0,
+                    kw_min_chars=3, kw_exclusive=True, kw_max_texts=None, n_prompts=32, n_eval_prompts=64,
+                    n_windows=256, ablation="zero", truncation_tol=0.02, n_permutations=200,
+                    n_permutations_control=100, k=20, removal_ks=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                    n_random=20, cost_topic="Athlete", cost_permutations=300, tmab_delta=0.05, n_match_windows=128,
+                    n_boot=1000),
+    },
     # 06: `run` overrides the preset's training config (attention-only is set by the notebook); n_log/n_linear
     # give the dense checkpoint schedule of the main run and of the control, *_extra that of the other seeds,
     # which train for extra_max_steps (None: as long as the main run); min_jump: the smallest rise of the max

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib import hooks
+from lib import artifacts, hooks
 from lib.impair import _last_query_block, _prompt_chunks, fast_path_ok
 from lib.prompts import KeywordPrompts, at_last, keyword_scores
 
@@ -363,7 +365,7 @@ class NeuronGame:
         """The metric per topic of every coalition (mean over the topic's prompts; neg_loss = −keyword loss)."""
         s = self.scores(masks)
         x = -s["loss"] if self.metric == "neg_loss" else s[self.metric]
-        return torch.stack([x[:, self._topic_idx(t)].mean(1) for t in self.topics], 1)
+        return torch.stack([x[:, self.topic_idx(t)].mean(1) for t in self.topics], 1)
 
     def single(self, topic: str) -> ValueFn:
         """A value function [batch] of one topic's metric."""
@@ -371,7 +373,8 @@ class NeuronGame:
         j = self.topics.index(topic)
         return lambda masks: self(masks)[:, j]
 
-    def _topic_idx(self, topic: str) -> Tensor:
+    def topic_idx(self, topic: str) -> Int[Tensor, " m"]:
+        """Indices of the prompts of one topic."""
         return torch.tensor([i for i, t in enumerate(self.prompts.topics) if t == topic])
 
     def _hooks(self, masks: Tensor, reps: int, skip: int | None) -> list[tuple[str, Callable]]:
@@ -407,7 +410,8 @@ class NeuronGame:
         masks = self._masks(masks)
         out = {k: torch.zeros(len(masks), len(self.prompts)) for k in ("loss", "top1", "top5")}
         for c, idx in enumerate(self.chunks):
-            pos = int(self.prompts.lengths[idx].max())
+            last_only = self.fast and self.players.layers[0] == self.model.cfg.n_layers - 1
+            pos = 1 if last_only else int(self.prompts.lengths[idx].max())  # tokens per row a pass carries
             per = max(1, self.max_tokens // (len(idx) * pos))
             for i in range(0, len(masks), per):
                 part = masks[i : i + per]
@@ -525,3 +529,71 @@ def specificity_index(damage: Float[Tensor, "x y"], floor: float = 1e-3) -> Floa
     n = len(damage)
     off = (damage.sum(1) - damage.diagonal()) / max(n - 1, 1)
     return damage.diagonal() / off.clamp(min=floor)
+
+
+def removal_table(game: NeuronGame, scores: Mapping[str, Float[Tensor, "n topics"]], ks: Sequence[int],
+                  n_random: int, generator: torch.Generator) -> pd.DataFrame:
+    """Keyword metrics on each topic's own prompts after removing its k highest-scoring players, for every score
+    table (one column per game topic) and k, plus n_random uniformly random orders (the same for every topic).
+    One row per (ordering, seed, topic, k, prompt): columns ordering, seed, topic, k, prompt, loss, top1, top5."""
+    n, topics, blocks, masks = game.n_players, game.topics, [], []
+    for name, sc in scores.items():
+        _check(tuple(sc.shape) == (n, len(topics)), f"scores[{name!r}].shape", tuple(sc.shape), f"({n}, {len(topics)})")
+        for j, t in enumerate(topics):
+            blocks.append((name, 0, (t,)))
+            masks.append(removal_masks(torch.argsort(sc[:, j], descending=True, stable=True), ks, n))
+    for r in range(n_random):
+        blocks.append(("random", r, topics))
+        masks.append(removal_masks(torch.randperm(n, generator=generator), ks, n))
+    s = game.scores(torch.cat(masks))
+    rows, b = [], 0
+    for name, seed, ts in blocks:
+        for t in ts:
+            idx = game.topic_idx(t)
+            for i, k in enumerate(ks):
+                rows.append(pd.DataFrame({"ordering": name, "seed": seed, "topic": t, "k": k, "prompt": idx.numpy(),
+                                          **{m: s[m][b + i, idx].numpy() for m in ("loss", "top1", "top5")}}))
+        b += len(ks)
+    return pd.concat(rows, ignore_index=True)
+
+
+def destroy_k(df: pd.DataFrame, metric: str = "top5", frac: float = 0.5) -> pd.DataFrame:
+    """Per (ordering, seed, topic) of a removal_table: the fewest removed players at which the mean `metric` is at
+    most frac times its value with none removed (censored at the largest k, flagged), for topics above 0 at k=0."""
+    rows = []
+    for (o, s, t), part in df.groupby(["ordering", "seed", "topic"]):
+        curve = part.groupby("k")[metric].mean()
+        if curve.iloc[0] <= 0:
+            continue
+        hit = curve.index[curve.to_numpy() <= frac * curve.iloc[0]]
+        rows.append({"ordering": o, "seed": s, "topic": t, "clean": float(curve.iloc[0]),
+                     "k": int(hit[0]) if len(hit) else int(curve.index[-1]), "censored": not len(hit)})
+    return pd.DataFrame(rows, columns=["ordering", "seed", "topic", "clean", "k", "censored"])
+
+
+def split_half(res: ShapleyResult) -> tuple[Tensor, Tensor]:
+    """Estimates from the first and the second half of a TMC run's permutations (from its trace)."""
+    t = len(res.trace_values)
+    _check(t >= 2, "len(trace_values)", t, "at least 2 permutations")
+    h = t // 2
+    first = res.trace_values[h - 1].double()
+    second = (res.trace_values[-1].double() * t - first * h) / (t - h)
+    return first.float(), second.float()
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+def cached(directory: Path, compute: Callable[[], ShapleyResult]) -> ShapleyResult:
+    """The ShapleyResult saved in directory/result.safetensors, else compute() saved there (atomically)."""
+    path = Path(directory) / "result.safetensors"
+    if path.exists():
+        t = artifacts.load_tensors(path)
+        return ShapleyResult(t["values"], t["stderr"], int(t["n_evals"]), t["counts"], t["trace_evals"],
+                             t["trace_values"])
+    res = compute()
+    artifacts.save_tensors(path, {"values": res.values.contiguous(), "stderr": res.stderr.contiguous(),
+                                  "n_evals": torch.tensor(res.n_evals), "counts": res.counts.contiguous(),
+                                  "trace_evals": res.trace_evals.contiguous(),
+                                  "trace_values": res.trace_values.contiguous()})
+    return res

@@ -2,6 +2,9 @@
 
 import math
 
+import numpy as np
+import pandas as pd
+
 import pytest
 import torch
 
@@ -266,3 +269,32 @@ def test_removal_masks_and_specificity_index():
     assert torch.allclose(shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
     with pytest.raises(ValueError, match="ks"):
         shapley.removal_masks(torch.arange(4), [5], 4)
+
+
+def test_cached_result_round_trips(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return shapley.tmc_shapley(GAMES["voting"][0], 4, 5, generator=torch.Generator().manual_seed(0))
+
+    a, b = shapley.cached(tmp_path / "r", compute), shapley.cached(tmp_path / "r", compute)
+    assert len(calls) == 1 and a.n_evals == b.n_evals
+    assert torch.equal(a.values, b.values) and torch.equal(a.trace_values, b.trace_values)
+
+
+def test_removal_table_and_destroy_k(hooked, pr):
+    game = shapley.neuron_game(hooked, pr)
+    sc = torch.randn(10, 3)
+    df = shapley.removal_table(game, {"s": sc}, [0, 2, 10], 2, torch.Generator().manual_seed(0))
+    assert len(df) == (3 + 2 * 3) * 3 * 3  # (3 topics + 2 random orders x 3 topics) x 3 ks x 3 prompts per topic
+    clean = df[df.k == 0].groupby("topic").loss.first()
+    full = game.scores(torch.zeros(1, 10, dtype=bool))["loss"][0]
+    assert np.allclose(df[(df.k == 10) & (df.ordering == "s")].sort_values("prompt").loss, full[torch.tensor(
+        sorted(df[(df.k == 10) & (df.ordering == "s")].prompt))].numpy(), atol=1e-5)
+    assert len(clean) == 3
+    curve = pd.DataFrame({"ordering": "o", "seed": 0, "topic": "t", "k": [0, 0, 1, 1, 4, 4], "top5": [1, 1, 1, 0, 0, 0]})
+    out = shapley.destroy_k(curve)
+    assert out.k.tolist() == [1] and not out.censored.any()
+    first, second = shapley.split_half(shapley.tmc_shapley(GAMES["voting"][0], 4, 10))
+    assert first.shape == second.shape == (4,)
