@@ -25,6 +25,9 @@ STAMP := $(VENV)/.installed
 # Pretrained models load only from local files; never wait on the network.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Several processes share few cores here (the kernel, papermill, a second job): libgomp's default
+# spin-waiting then made a 2-thread training step up to 10x slower (bench/train_throughput.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 # The inline backend must be used in the kernels, or figures vanish from the book.
 unexport MPLBACKEND
 

@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_run.sh                          # on a CUDA machine with the repo's .venv (or any
 #                                                  # python3 with torch + requirements) active
-#   NB_TIMEOUT=1800 NB_ARGS="" bash bench/gpu_run.sh   # the full report without the shortened bench sweep
+#   BENCH=0 NB_ARGS="-p d_model 1024" bash bench/gpu_run.sh   # report 1 only, with overrides
 #
 # Where the machine's python3 lacks packages (papermill, transformer-lens, ...), put their wheels
 # in .whl/ (git-ignored); they are installed into /tmp/site first.
@@ -23,13 +23,13 @@ python3 -c "import torch, transformer_lens, papermill, lib.model; print('torch',
   2>&1 | tee -a "$OUT/gpu.txt"
 
 # 1. Throughput of our model vs the same weights in a HookedTransformer, and MFU against a measured bf16 peak.
-timeout "${BENCH_TIMEOUT:-150}" python3 bench/train_throughput.py --preset gpu --reps 5 --steps-per-rep 10 \
+[ "${BENCH:-1}" = 1 ] && timeout "${BENCH_TIMEOUT:-150}" python3 bench/train_throughput.py --preset gpu --reps 5 --steps-per-rep 10 \
   --quality-steps 0 2>&1 | tee "$OUT/bench_gpu.txt"
 
-# 2. Report 1 with preset gpu (the report's model sizes; the depth x MLP x seed sweep shortened by NB_ARGS).
+# 2. Report 1 with preset gpu (the report's model sizes; NB_ARGS: papermill -p overrides).
 start=$(date +%s)
 timeout "${NB_TIMEOUT:-420}" python3 scripts/execute_notebook.py notebooks/01_build_transformer.ipynb \
-  "$OUT/01_build_transformer_gpu.ipynb" -p preset gpu ${NB_ARGS--p bench_steps 1000} --cwd notebooks 2>&1 \
+  "$OUT/01_build_transformer_gpu.ipynb" -p preset gpu ${NB_ARGS-} --cwd notebooks 2>&1 \
   | tr '\r' '\n' | grep -v "^Executing: .*cell/s\]$" | tee "$OUT/nb01.log"
 echo "report 1 (gpu preset): exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s wall" | tee -a "$OUT/nb01.log"
 # training histories of every model trained here (small JSON/CSV), whatever happened above

@@ -283,12 +283,14 @@ if __name__ == "__main__":
     _main()
 
 
-def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True) -> pd.DataFrame:
-    """Train (or load) one model per override dict in `grid`; one row per run with its final held-out metrics."""
+def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True,
+          device: str = "cpu") -> pd.DataFrame:
+    """Train (or load) one model per override dict in `grid` on `device`; one row per run with its final held-out
+    metrics."""
     rows = []
     for overrides in tqdm(grid, desc="sweep", disable=not progress):
         cfg = base.replace(**overrides)
-        _, history, directory = artifacts.get_or_train(cfg, name=name, progress=False)
+        _, history, directory = artifacts.get_or_train(cfg, name=name, progress=False, device=device)
         last = history.iloc[-1]
         rows.append({**overrides, "n_params": cfg.model.n_params, "val_loss": last["val_loss"],
                      "val_accuracy": last["val_accuracy"], "val_beginnings_loss": last["val_beginnings_loss"],

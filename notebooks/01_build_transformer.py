@@ -107,7 +107,7 @@ display(Markdown(f"Vocabulary: **{tok.vocab_size:,}** tokens. {tokens.planted.fl
 # %%
 rows = []
 for name, cfg in (("attention-only", cfg_attn), ("with MLP", cfg_mlp)):
-    fresh = train.init_model(cfg)
+    fresh = train.init_model(cfg).eval()  # eval: the gpu preset trains with dropout, which TransformerLens lacks
     diff = (fresh(tokens.val[:8]) - model.to_hooked(fresh)(tokens.val[:8])).abs().max().item()
     rows.append({"model": name, "parameters": cfg.model.n_params, "layers": cfg.model.n_layers,
                  "heads": cfg.model.n_heads, "d_model": cfg.model.d_model, "d_mlp": cfg.model.d_mlp,
@@ -174,7 +174,7 @@ grid = [dict(n_layers=L, attention_only=ao, seed=s, max_steps=nb["bench_steps"],
              warmup_steps=min(cfg_mlp.train.warmup_steps, nb["bench_steps"] // 4),
              eval_every=nb["bench_steps"], checkpoint_every=nb["bench_steps"])
         for L in nb["bench_layers"] for ao in (True, False) for s in nb["bench_seeds"]]
-bench = train.sweep(cfg_mlp, grid, name="bench")
+bench = train.sweep(cfg_mlp, grid, name="bench", device=device)
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
 fig = plotting.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb['bench_steps']} "
                                 f"steps vs size ({len(nb['bench_seeds'])} seeds each)")

@@ -28,6 +28,16 @@ def test_to_hooked_identical_logits(attention_only):
     assert ours.std() > 0.5  # not trivially zero
 
 
+def test_to_hooked_equal_for_dropout_model_in_eval_mode_only():
+    """A model configured with dropout equals its twin in eval mode; in train mode dropout makes them differ."""
+    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_vocab=50, n_ctx=24, dropout=0.3)
+    model = Transformer(cfg)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    hooked, tokens = to_hooked(model), torch.randint(0, 50, (4, 24))
+    assert (model.eval()(tokens) - hooked(tokens)).abs().max().item() <= 1e-5
+    assert (model.train()(tokens) - hooked(tokens)).abs().max().item() > 1e-3
+
+
 @pytest.mark.parametrize("attention_only", [True, False])
 def test_to_hooked_runs_hooks_and_removes_them(attention_only):
     hooked = to_hooked(_model(attention_only))
