@@ -9,10 +9,10 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from lib.metrics import frequent_tokens, head_scores, ngram_baseline, repeated_tokens
 
 
-def _attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32) -> HookedTransformer:
+def _attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32, seed=0) -> HookedTransformer:
     cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_ctx=n_ctx, d_head=d_head, n_heads=2,
                                   d_vocab=d_vocab, attn_only=True, normalization_type=None, act_fn="relu",
-                                  device="cpu", seed=0)
+                                  device="cpu", seed=seed)
     return HookedTransformer(cfg).eval()
 
 

@@ -3,37 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from lib.metrics import (attention_patterns, head_scores, icl_score, induction_from_patterns, phase_change,
                          prefix_matching_score, repeated_ngram_mask, repeated_tokens)
-
-
-def _attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32, seed=0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_ctx=n_ctx, d_head=d_head, n_heads=2,
-                                  d_vocab=d_vocab, attn_only=True, normalization_type=None, act_fn="relu",
-                                  device="cpu", seed=seed)
-    return HookedTransformer(cfg).eval()
-
-
-def _hand_induction_model(d_vocab=40, n_ctx=32) -> HookedTransformer:
-    """L0H0 writes the previous token into the residual stream; L1H0 attends to keys whose previous token is mine."""
-    model = _attn_model(d_model=128, d_head=64, d_vocab=d_vocab, n_ctx=n_ctx)
-    big = 200.0
-    pos, tok, prev = slice(0, 32), slice(32, 32 + d_vocab), slice(72, 72 + d_vocab)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.pos_embed.W_pos[:, pos] = torch.eye(n_ctx, 32)
-        model.embed.W_E[:, tok] = torch.eye(d_vocab)
-        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
-        a0.W_Q[0, pos, :32] = torch.eye(32) * big
-        a0.W_K[0, pos, :32] = torch.diag(torch.ones(31), 1)  # key j carries position j+1: query i = j+1 matches
-        a0.W_V[0, tok, :d_vocab] = torch.eye(d_vocab)
-        a0.W_O[0, :d_vocab, prev] = torch.eye(d_vocab)
-        a1.W_Q[0, tok, :d_vocab] = torch.eye(d_vocab) * big
-        a1.W_K[0, prev, :d_vocab] = torch.eye(d_vocab)
-    return model
+from test_metrics import _attn_model, _hand_induction_model  # tests/ is on sys.path under pytest
 
 
 def _distinct_repeats(n, half, vocab, seed=0):
