@@ -48,8 +48,11 @@ def kwta_mask(scores: Float[Tensor, "... n"], k: int) -> Bool[Tensor, "... n"]:
     """Exactly k True per row (last axis) at the k largest scores; ties at the k-th value go to the lowest index."""
     _check(_is_int(k) and 1 <= k <= scores.shape[-1], "k", k, f"an integer in [1, {scores.shape[-1]}]")
     kth = scores.topk(k, dim=-1).values[..., -1:]
+    mask = scores >= kth
+    if bool((mask.sum(-1) == k).all()):  # no tie at the k-th value (the common case): done
+        return mask
     above = scores > kth
-    tie = scores == kth
+    tie = mask & ~above
     need = k - above.sum(-1, keepdim=True)
     return above | (tie & (tie.cumsum(-1) <= need))
 
@@ -499,6 +502,17 @@ def monosemanticity(acts: Float[Tensor, "tokens unit"], owner: Int[Tensor, " tok
     counts = F.one_hot(owner[top], n_topics).sum(0)  # (unit, topic)
     share = counts.max(-1).values.float() / n_top
     return torch.where((acts > 0).sum(0) >= n_top, share, torch.tensor(float("nan")))
+
+
+def median_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """median(a) - median(b) (NaNs dropped) and its percentile-bootstrap 95% CI, resampling each group's units."""
+    a, b = (np.asarray(v, float) for v in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    _check(len(a) > 1 and len(b) > 1, "samples", (len(a), len(b)), "at least 2 finite values in each group")
+    rng = np.random.default_rng(seed)
+    boots = [np.median(rng.choice(a, len(a))) - np.median(rng.choice(b, len(b))) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(np.median(a) - np.median(b)), (float(lo), float(hi))
 
 
 def duty_cycles(acts: Float[Tensor, "tokens unit"]) -> Float[Tensor, " unit"]:

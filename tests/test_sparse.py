@@ -1,5 +1,6 @@
 """k-WTA, duty-cycle boosting, SparseMLP and surgery on a HookedTransformer (lib.sparse)."""
 
+import numpy as np
 import pytest
 import torch
 from transformer_lens import HookedTransformer
@@ -212,3 +213,12 @@ def test_unit_measures_on_planted_units():
     assert sparse.duty_entropy(torch.ones(8)) == pytest.approx(1.0)
     q = sparse.random_rotation(6, torch.Generator().manual_seed(0))
     assert torch.allclose(q @ q.T, torch.eye(6), atol=1e-5)
+
+
+def test_median_difference_ci_detects_a_shift_and_covers_none():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 1.0, 400)
+    d, (lo, hi) = sparse.median_diff_ci(np.append(a, np.nan), b, n_boot=300)
+    assert lo < d < hi and lo > 0.5
+    _, (lo0, hi0) = sparse.median_diff_ci(b, rng.normal(0.0, 1.0, 400), n_boot=300)
+    assert lo0 < 0 < hi0
