@@ -233,7 +233,7 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
                  generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
                  desc: str = "TMAB") -> ShapleyResult:
     """Neuron Shapley's bandit: sample permutations, but compute marginals only for players whose (1 − delta)
-    normal confidence interval still contains the top-k boundary (midway between the k-th and (k+1)-th estimates),
+    confidence interval (Student t on the player's marginals) still contains the top-k boundary (midway between the k-th and (k+1)-th estimates),
     or that have fewer than min_samples marginals; epsilon > 0 also retires a player once its half-width is below
     epsilon. Stops when no player is active or after max_permutations. For a single game (value_fn -> [batch])."""
     _check_common(n_players, truncation_tol, batch_size)
@@ -246,7 +246,6 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v_full, v_empty = _ends(value_fn, n_players)
     _check(v_full.dim() == 0, "value_fn output shape", (1, *v_full.shape), "(batch,): TMAB ranks a single game")
-    z = NormalDist().inv_cdf(1 - delta / 2)
     sums, sq = torch.zeros(n_players, dtype=torch.float64), torch.zeros(n_players, dtype=torch.float64)
     counts, active = torch.zeros(n_players, dtype=torch.long), torch.ones(n_players, dtype=bool)
     evals, trace_e, trace_v = 2, [], []
@@ -256,7 +255,7 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
                                 truncation_tol, batch_size)
         sums, sq, counts, evals = sums + m, sq + m**2, counts + active, evals + e
         mean, se = _moments(sums, sq, counts)
-        active = still_active(mean, z * se, counts, k, min_samples, epsilon)
+        active = still_active(mean, t_quantile(1 - delta / 2, counts - 1) * se, counts, k, min_samples, epsilon)
         trace_e.append(evals)
         trace_v.append(mean.float())
         bar.set_postfix(active=int(active.sum()))
@@ -264,6 +263,17 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
             break
     mean, se = _moments(sums, sq, counts)
     return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v))
+
+
+def t_quantile(p: float, df: Tensor) -> Float[Tensor, " n"]:
+    """Student-t quantile for each entry of df (Cornish-Fisher expansion around the normal quantile, Abramowitz &
+    Stegun 26.7.5: within 1% of the exact value from df = 2; inf for df < 1)."""
+    z = NormalDist().inv_cdf(p)
+    g = [(z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96, (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160]
+    nu = df.double().clamp(min=1)
+    t = z + sum(gi / nu ** (i + 1) for i, gi in enumerate(g))
+    return torch.where(df >= 1, t, torch.full_like(t, float("inf")))
 
 
 def still_active(mean: Tensor, half: Tensor, counts: Tensor, k: int, min_samples: int = 3,
@@ -529,6 +539,14 @@ def specificity_index(damage: Float[Tensor, "x y"], floor: float = 1e-3) -> Floa
     n = len(damage)
     off = (damage.sum(1) - damage.diagonal()) / max(n - 1, 1)
     return damage.diagonal() / off.clamp(min=floor)
+
+
+def specificity_gap(damage: Float[Tensor, "x y"]) -> Float[Tensor, " x"]:
+    """Per row X of a topics × topics damage matrix: damage on X minus the mean damage on the other topics (same
+    unit as the damage; 0 = no specificity; defined when off-target damage is 0 or negative, unlike the ratio)."""
+    _check(damage.dim() == 2 and damage.shape[0] == damage.shape[1] > 1, "damage.shape", tuple(damage.shape),
+           "square (topics x topics), at least 2 topics")
+    return damage.diagonal() - (damage.sum(1) - damage.diagonal()) / (len(damage) - 1)
 
 
 def removal_table(game: NeuronGame, scores: Mapping[str, Float[Tensor, "n topics"]], ks: Sequence[int],

@@ -267,6 +267,7 @@ def test_removal_masks_and_specificity_index():
     assert m.tolist() == [[True] * 4, [True, True, True, False], [False, True, False, False]]
     d = torch.tensor([[2.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     assert torch.allclose(shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
+    assert torch.allclose(shapley.specificity_gap(d), torch.tensor([1.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match="ks"):
         shapley.removal_masks(torch.arange(4), [5], 4)
 
@@ -298,3 +299,9 @@ def test_removal_table_and_destroy_k(hooked, pr):
     assert out.k.tolist() == [1] and not out.censored.any()
     first, second = shapley.split_half(shapley.tmc_shapley(GAMES["voting"][0], 4, 10))
     assert first.shape == second.shape == (4,)
+
+
+def test_t_quantile_matches_tables():
+    q = shapley.t_quantile(0.975, torch.tensor([2, 5, 10, 1000, 0]))
+    assert torch.allclose(q[:4], torch.tensor([4.303, 2.571, 2.228, 1.962], dtype=q.dtype), rtol=0.01)
+    assert torch.isinf(q[4])
