@@ -333,6 +333,34 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     n_linear_extra=40, n_probe=200, n_eval=512, n_attr=8192, attr_planted_frac=0.1, n_tracin=20,
                     chunk=128, proj_dim=2048, n_dstar=2048, n_show=6, rep_threshold=0.2),
     },
+    # 07: sub-models per concept (DBpedia classes; toxic vs harmless), found on n_windows fit-split windows per
+    # concept and validated on the held-out keyword prompts (n_prompts per topic, half of them for the Shapley game);
+    # frac = units per hook; latent_k latents per concept of an SAE (sae_d_latent active of a 4x dictionary) or an
+    # InfoVAE (infovae_d_latent) at the last MLP's output; sparse_* = report 5's focus layer (same keys: its trained
+    # layer is reused when present); n_random size-matched random sub-models per validation; kw_* as in 03.
+    "07_submodel_tool": {
+        "smoke": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=5, kw_mode="word_start",
+                      kw_min_count=5, kw_min_ratio=0.0, kw_min_chars=1, kw_exclusive=False, kw_max_texts=300,
+                      n_prompts=6, n_windows=4, frac=0.1, n_random=4, kind="zero", intensity=1.0, n_permutations=2,
+                      latent_k=2, sae_d_latent=4, infovae_d_latent=4, latent_steps=20, sparse_k_frac=0.25,
+                      sparse_steps=8, sparse_batch_size=8, sparse_lr=3e-3, sparse_objective="lm",
+                      sparse_n_train=32, boost_strength=1.5, boost_strength_factor=0.9, duty_cycle_period=2000,
+                      n_shown=1, n_boot=200),
+        "cpu": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=10, kw_mode="whole_word",
+                    kw_min_count=20, kw_min_ratio=2.0, kw_min_chars=3, kw_exclusive=True, kw_max_texts=None,
+                    n_prompts=48, n_windows=32, frac=0.025, n_random=20, kind="zero", intensity=1.0,
+                    n_permutations=10, latent_k=4, sae_d_latent=8, infovae_d_latent=16, latent_steps=600,
+                    sparse_k_frac=0.05, sparse_steps=200, sparse_batch_size=32, sparse_lr=3e-3, sparse_objective="lm",
+                    sparse_n_train=4096, boost_strength=1.5, boost_strength_factor=0.9, duty_cycle_period=20000,
+                    n_shown=1, n_boot=1000),
+        "gpu": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=20, kw_mode="whole_word",
+                    kw_min_count=50, kw_min_ratio=2.0, kw_min_chars=3, kw_exclusive=True, kw_max_texts=None,
+                    n_prompts=128, n_windows=128, frac=0.025, n_random=100, kind="zero", intensity=1.0,
+                    n_permutations=50, latent_k=8, sae_d_latent=32, infovae_d_latent=32, latent_steps=3000,
+                    sparse_k_frac=0.05, sparse_steps=3000, sparse_batch_size=64, sparse_lr=1e-3,
+                    sparse_objective="distill", sparse_n_train=16384, boost_strength=1.5, boost_strength_factor=0.9,
+                    duty_cycle_period=50000, n_shown=2, n_boot=1000),
+    },
 }
 
 

@@ -7,6 +7,7 @@ Command line: `python -m lib.submodels explain --prompt "..." --ablate Athlete` 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -28,9 +29,43 @@ HookFn = Callable[[Tensor, Any], Tensor]
 Data = KeywordPrompts | Mapping[str, Tensor]
 
 
+# What each method calls in which lib module (imported lazily: those modules may be missing or change under us).
+REQUIRES = {"selectivity": ("impair", ("TopicStats", "n_units", "impairment")),
+            "shapley": ("shapley", ("neuron_game", "tmc_shapley")), "sparse": ("sparse", ("SparseMLP",)),
+            "sae": ("compression", ("CompressorConfig", "fit")), "infovae": ("compression", ("CompressorConfig", "fit"))}
+
+
+class MethodUnavailable(ImportError):
+    """A method whose lib module is missing or lacks what the method calls."""
+
+
 def _check(ok: bool, label: str, value, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{label}={value!r} is not allowed: {allowed}")
+
+
+def _usable(method: str) -> str | None:
+    """None if the method's lib module imports and has what it needs, else why not."""
+    name, attrs = REQUIRES[method]
+    try:
+        mod = importlib.import_module(f"lib.{name}")
+    except Exception as e:  # a half-written module can fail with anything at import
+        return f"lib.{name} does not import ({type(e).__name__}: {e})"
+    missing = [a for a in attrs if not hasattr(mod, a)]
+    return f"lib.{name} lacks {missing}" if missing else None
+
+
+def available_methods() -> tuple[str, ...]:
+    """The methods whose lib modules are usable now."""
+    return tuple(m for m in METHODS if _usable(m) is None)
+
+
+def _module(method: str):
+    """The lib module a method needs, or MethodUnavailable naming the method and the usable ones."""
+    why = _usable(method)
+    if why is not None:
+        raise MethodUnavailable(f"method={method!r} is not available: {why}; allowed now: {available_methods()}")
+    return importlib.import_module(f"lib.{REQUIRES[method][0]}")
 
 
 # ----------------------------------------------------------------------------------------------- sub-models
@@ -176,8 +211,7 @@ def _top(score: Float[Tensor, " width"], k: int) -> Int[Tensor, " k"]:
 
 def _sparse_hooks(model) -> list[str]:
     """Hook names of lib.sparse k-WTA units in the model (residual layer, or replaced block MLPs)."""
-    from lib import sparse  # lazily: the module may change under us
-
+    sparse = _module("sparse")
     names = [h for h in SPARSE_HOOKS if h in model.hook_dict]
     names += [f"blocks.{i}.mlp.hook_post" for i, b in enumerate(model.blocks)
               if isinstance(b.mlp, sparse.SparseMLP) and b.mlp.kwta is not None]
@@ -206,8 +240,7 @@ def _method_hooks(model, method: str, hooks: Sequence[str] | None) -> list[str]:
 def _fit_compressors(model, method: str, names: Sequence[str], concepts: Mapping[str, Tensor],
                      compressor: Any, latent_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """One fitted lib.compression compressor per hook (given, or fit on all concept tokens)."""
-    from lib import compression  # lazily: the module may change under us
-
+    compression = _module(method)
     _check(len(names) == 1 or compressor is None, "hooks", list(names), "one hook when a compressor is given")
     if compressor is not None:
         return {names[0]: compressor}
@@ -220,8 +253,7 @@ def _shapley_scores(model, names: Sequence[str], prompts: KeywordPrompts | None,
                     n_permutations: int, seed: int) -> dict[str, dict[str, Tensor]]:
     """concept -> hook -> concept-specific Shapley value of each neuron (its value for the concept's keyword loss
     minus its mean value for the other concepts), by lib.shapley's TMC on the neuron game."""
-    from lib import shapley  # lazily: the module may change under us
-
+    shapley = _module("shapley")
     _check(prompts is not None, "prompts", prompts, "KeywordPrompts of the concepts for method 'shapley'")
     _check(all(h.endswith("mlp.hook_post") and h.startswith("blocks.") for h in names), "hooks", list(names),
            "blocks.L.mlp.hook_post names for method 'shapley' (its players are MLP neurons)")
@@ -353,7 +385,8 @@ class Explanation:
 
     tokens: tuple[str, ...]
     activity: pd.DataFrame  # position, token, submodel, activity (mean z-score of its units)
-    predictions: pd.DataFrame  # ablated, intensity, rank, token, prob, clean_prob, change
+    predictions: pd.DataFrame  # ablated, intensity, rank, token_id, token, prob, clean_prob, change
+    tracked: pd.DataFrame  # ablated, intensity, token_id, token, prob, clean_prob: the clean top-k under each ablation
 
     def table(self) -> pd.DataFrame:
         """The predictions as a readable table (probabilities rounded)."""
@@ -405,24 +438,29 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
             top_k: int = 5, bos: bool = True, seed: int = 0) -> Explanation:
     """Per position, how active each sub-model is (mean z-score of its units); then the next-token prediction at
     the last position clean and with each ablation set impaired at `intensity`: the top_k tokens with their
-    probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run)."""
+    probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run), and the
+    clean top_k tokens' probabilities under every ablation (`tracked`)."""
     tokens = _as_tokens(prompt, tokenizer, bos)
     show = (lambda i: tokenizer.id_to_token(i)) if tokenizer is not None else str
     labels = [show(int(i)) for i in tokens]
     sets = _conditions(submodels, ablate)
     check_hooks(model, sorted({h for s in sets for n in s for h in submodels[n].units}))
     clean = torch.softmax(model(tokens[None].to(model.cfg.device))[0, -1].float(), -1).cpu()
-    rows = []
+    clean_top = clean.topk(min(top_k, len(clean))).indices.tolist()
+    rows, tracked = [], []
     for s in [()] + sets:
         fwd = combined_hooks([submodels[n] for n in s], kind, intensity, seed)
         p = clean if not s else torch.softmax(
             model.run_with_hooks(tokens[None].to(model.cfg.device), fwd_hooks=fwd)[0, -1].float(), -1).cpu()
+        name, a = " + ".join(s) or "none", 0.0 if not s else float(intensity)
         top = p.topk(min(top_k, len(p)))
         for r, (v, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            rows.append({"ablated": " + ".join(s) or "none", "intensity": 0.0 if not s else float(intensity),
-                         "rank": r + 1, "token_id": i, "token": show(i), "prob": v, "clean_prob": float(clean[i]),
-                         "change": v - float(clean[i])})
-    return Explanation(tuple(labels), _activity(model, tokens, submodels, labels), pd.DataFrame(rows))
+            rows.append({"ablated": name, "intensity": a, "rank": r + 1, "token_id": i, "token": show(i), "prob": v,
+                         "clean_prob": float(clean[i]), "change": v - float(clean[i])})
+        tracked += [{"ablated": name, "intensity": a, "token_id": i, "token": show(i), "prob": float(p[i]),
+                     "clean_prob": float(clean[i])} for i in clean_top]
+    return Explanation(tuple(labels), _activity(model, tokens, submodels, labels), pd.DataFrame(rows),
+                       pd.DataFrame(tracked))
 
 
 # ------------------------------------------------------------------------------------------------ command line

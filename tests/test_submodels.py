@@ -148,3 +148,9 @@ def test_cli_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "lib.submodels", "explain", "--help"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--ablate" in r.stdout and "--intensity" in r.stdout
+
+
+def test_unusable_method_names_itself_and_the_usable_ones(planted, concepts, validation, monkeypatch):
+    monkeypatch.setitem(submodels.REQUIRES, "shapley", ("shapley", ("no_such_function",)))
+    with pytest.raises(submodels.MethodUnavailable, match="method='shapley'.*allowed now: .*selectivity"):
+        submodels.find_submodels(planted, concepts, "shapley", prompts=validation, progress=False)

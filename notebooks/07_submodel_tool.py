@@ -1,0 +1,346 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. The tool: find the sub-models that match a concept, and rerun a prediction without them
+#
+# The long-term aim of the progress reports: find which **sub-models** — sets of units that match a natural
+# abstraction such as a topic — a network contains, step through a prediction to see which of them it used, and
+# rerun it with chosen sub-models ablated. This report builds a minimum viable version (`lib.submodels`) on the
+# earlier reports: sub-models are found by activation selectivity (report 3), concept-specific Neuron Shapley
+# values (report 4), sparse-autoencoder and InfoVAE latents (report 2) and the units of a k-WTA sparse layer
+# (report 5). Every sub-model is **validated**: ablating it must hurt the keyword predictions of its own concept
+# more than those of the other concepts, by more than 95% of random sub-models of the same size do. The claim
+# tested is that such validated sub-models exist for most concepts; the section "What it cannot do yet" lists,
+# from the validation scores, the concepts for which none does. The same tool is available from the command
+# line: `python -m lib.submodels explain --prompt "..." --ablate Athlete`.
+#
+# **Reads:** `models/` (notebook 1's MLP model; trained here if absent), `sparse/` (report 5's focus layer, fit
+# here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
+# **Runtime:** smoke < 1 min; cpu ≈ 8 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
+
+# %%
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from lib import config, data, findings, model, plotting, prompts, submodels, train
+from lib.artifacts import get_or_train
+
+warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+
+# %% tags=["parameters"]
+preset = "cpu"  # "smoke" | "cpu" | "gpu"
+seed = 0
+frac = None  # units per hook in a sub-model, as a fraction of its width (None takes the preset value)
+n_prompts = None  # held-out keyword prompts per topic (half validate, half define the Shapley game)
+n_random = None  # size-matched random sub-models per validation (the control)
+methods = None  # which methods to run (None: the preset's)
+
+# %%
+cfg = config.resolve(preset, attention_only=False, seed=seed)
+nb = config.notebook_params("07_submodel_tool", preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
+                            methods=methods)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+findings.start("07_submodel_tool", preset)
+plotting.set_style()
+cfg
+
+# %% [markdown]
+# ## 1. Concepts, their text and their predictions
+#
+# A **concept** is a named set of texts: the 14 DBpedia classes, and toxic versus harmless comments. A concept
+# competes only with the concepts of its own set. Sub-models are found on language-model windows of the *fit*
+# split (DBpedia training articles, 70% of the comments). They are validated on **keyword predictions** from
+# *held-out* articles, exactly as in report 3: a prompt is an article's opening up to the first keyword of its
+# topic (a word over-represented in that topic), and the model must predict that keyword. Half of the held-out
+# prompts of every topic validate; the other half define the game whose Shapley values rank neurons.
+
+# %%
+tok = data.get_tokenizer(cfg.data)
+kw_args = dict(n_per_topic=nb["n_keywords"], min_count=nb["kw_min_count"], min_chars=nb["kw_min_chars"],
+               mode=nb["kw_mode"], min_ratio=nb["kw_min_ratio"], exclusive=nb["kw_exclusive"],
+               max_per_topic=nb["kw_max_texts"])
+kw = pd.concat([prompts.keywords(tok, s, **kw_args) for s in prompts.TOPIC_SETS], ignore_index=True)
+p_args = dict(n_per_topic=nb["n_prompts"], max_len=cfg.model.n_ctx, mode=nb["kw_mode"], min_chars=nb["kw_min_chars"],
+              bos=cfg.data.task == "windows", seed=seed)
+SETS = prompts.TOPIC_SETS
+val, game = {}, {}
+for s in SETS:
+    pr = prompts.keyword_prompts(tok, kw, s, **p_args)
+    half = pr.frame().groupby("topic").cumcount().to_numpy() % 2
+    game[s], val[s] = (pr.select(torch.tensor(np.flatnonzero(half == h))) for h in (0, 1))
+windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb["n_windows"]) for s in SETS}
+display(Markdown(
+    f"{sum(len(w) for w in windows.values())} concepts; per concept {nb['n_windows']} fit windows of "
+    f"{cfg.model.n_ctx} tokens; validation prompts per topic: {len(val['dbpedia']) // len(windows['dbpedia'])}"
+    f"–{len(val['dbpedia']) // len(windows['dbpedia']) + 1} (DBpedia), {len(val['comments'])} in all for the "
+    "comments."))
+
+# %% [markdown]
+# ## 2. Sub-models by selectivity, and their validation
+#
+# The base model is notebook 1's 2-layer transformer with MLPs. For each concept the **selectivity** method takes,
+# in every MLP layer (`blocks.L.mlp.hook_post`), the `frac` of neurons with the largest standardised mean
+# difference (Cohen's d) between the concept's tokens and the other concepts' tokens. **Validation** ablates the
+# sub-model (zero ablation, intensity 1) and measures the rise of keyword loss on every concept's validation
+# prompts: the **gap** is the rise on the sub-model's own concept minus the mean rise on the others (nats; 0 = no
+# specificity). The **control** is the same gap for `n_random` random sub-models with the same number of units per
+# hook; a sub-model *beats random* if its gap exceeds their 95th percentile.
+
+# %%
+m0, _, _ = get_or_train(cfg, device=device)
+hooked = model.to_hooked(m0)
+run = dict(n_random=nb["n_random"], kind=nb["kind"], intensity=nb["intensity"], seed=seed, progress=False)
+
+
+def find(h, method, **kwargs):
+    """Sub-models of every concept set (concepts with validation and game prompts), validated on that set's
+    held-out prompts."""
+    out = {}
+    for s in SETS:
+        ok = {c: w for c, w in windows[s].items() if c in val[s].topics and c in game[s].topics}
+        out.update(submodels.find_submodels(h, ok, method, frac=nb["frac"], validation=val[s].subset(list(ok)),
+                                            **({"prompts": game[s].subset(list(ok))} if method == "shapley" else {}),
+                                            **run, **kwargs))
+    return out
+
+
+found = {"selectivity": find(hooked, "selectivity")}
+sel = submodels.scores_table(found["selectivity"])
+sel.round(3)
+
+# %%
+n_beat, n_all = int(sel.beats_random.sum()), len(sel)
+display(Markdown(
+    f"{n_beat} of {n_all} selectivity sub-models ({found['selectivity']['Athlete'].size} neurons each) beat their "
+    f"random control. Median gap {sel.gap.median():.3f} nats versus a median random gap of "
+    f"{sel.random_mean.median():.3f}; the largest gap: {sel.loc[sel.gap.idxmax(), 'concept']} "
+    f"({sel.gap.max():.3f} nats)."))
+
+# %% [markdown]
+# ## 3. Other ways to find sub-models
+#
+# - **Shapley**: the neurons of the last MLP layer are players of a game whose value is minus each concept's
+#   keyword loss on the *game* half of the prompts (report 4's truncated Monte-Carlo estimator,
+#   `n_permutations` permutations). A neuron's concept-specific value is its value for the concept minus its mean
+#   value for the other concepts; the sub-model is the top `frac` of neurons by that value. Unlike the other
+#   methods, Shapley is supervised by the very metric validation uses (keyword loss, on other prompts), so it
+#   should validate best; the others see only activations.
+# - **SAE / InfoVAE latents**: a TopK sparse autoencoder or an InfoVAE is fit on the last MLP's output
+#   (`blocks.1.hook_mlp_out`) over all concept windows (report 2); the sub-model is the `latent_k` latents most
+#   selective for the concept. Ablating a latent removes its contribution to the reconstruction and keeps the
+#   reconstruction error, so an empty set changes nothing.
+# - **Sparse units**: report 5's focus model, whose last MLP is replaced by a k-WTA layer (k = `sparse_k_frac` of
+#   its units) trained with everything else frozen; the sub-model is the top `frac` of its units by selectivity,
+#   validated on that model.
+#
+# A method whose module is missing or changed is reported and skipped (`lib.submodels.MethodUnavailable`).
+
+# %%
+def sparse_model(h):
+    """Report 5's focus layer on the base model (loaded from artifacts/sparse when report 5 trained it)."""
+    from lib import sparse
+
+    td = data.load_token_data(cfg.data)
+    sc = sparse.SparseConfig("replace_mlp", boost_strength=nb["boost_strength"],
+                             boost_strength_factor=nb["boost_strength_factor"],
+                             duty_cycle_period=nb["duty_cycle_period"]).replace(
+        k=sparse.k_for(nb["sparse_k_frac"], h.cfg.d_mlp))
+    fc = sparse.FitConfig(nb["sparse_objective"], nb["sparse_steps"], nb["sparse_batch_size"], nb["sparse_lr"], seed=0)
+    tokens = td.train[: nb["sparse_n_train"]]
+    key = sparse.fit_key(get_or_train(cfg, device=device)[2].name, sc, fc, {"n_train": len(tokens)})
+    return sparse.get_or_fit(h, sc, fc, tokens, key, progress=False)[0]
+
+
+latent = lambda d: dict(k=nb["latent_k"], latent_cfg=dict(d_latent=d, steps=nb["latent_steps"], seed=seed))
+OTHER = {"shapley": lambda: find(hooked, "shapley", n_permutations=nb["n_permutations"]),
+         "sae": lambda: find(hooked, "sae", **latent(nb["sae_d_latent"])),
+         "infovae": lambda: find(hooked, "infovae", **latent(nb["infovae_d_latent"])),
+         "sparse": lambda: find(sparse_model(hooked), "sparse")}
+skipped = {}
+for method in [m for m in nb["methods"] if m in OTHER]:
+    try:
+        found[method] = OTHER[method]()
+    except (submodels.MethodUnavailable, ImportError, AttributeError) as e:
+        skipped[method] = f"{type(e).__name__}: {e}"
+table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
+display(Markdown("Skipped methods: " + ("; ".join(f"**{k}** ({v})" for k, v in skipped.items()) or "none") + "."))
+table.pivot(index="concept", columns="method", values=["gap", "random_q95"]).round(3)
+
+# %%
+fig = plotting.submodel_gaps(table, "Fig. 1: validation gap of each concept's sub-model vs random sub-models of "
+                             "the same size", order=list(sel.concept))
+share = table.groupby("method", sort=False).beats_random.mean()
+display(Markdown("Share of concepts whose sub-model beats its random control: " + ", ".join(
+    f"{m} {v:.0%} ({int(table[table.method == m].beats_random.sum())}/{int((table.method == m).sum())})"
+    for m, v in share.items()) + "."))
+
+# %% [markdown]
+# ## 4. The tool: which sub-models a prediction uses, and the prediction without them
+#
+# `lib.submodels.explain` takes a prompt and a set of sub-models. It reports, at every position, how active each
+# sub-model is (the mean z-score of its units against their mean and spread over all concept text), then reruns the
+# next-token prediction with each chosen sub-model, and their combination, ablated at a chosen intensity, and
+# tabulates the top-k next tokens with their probabilities before and after. We apply it, with the selectivity
+# sub-models of all concepts, to held-out prompts of a few concepts and to a toxic/harmless pair; each prompt
+# ablates its own concept's sub-model, another concept's, and both.
+
+# %%
+subs = found["selectivity"]
+shown = {"Athlete": "Company", "Company": "Athlete", "Film": "Album", "toxic": "harmless", "harmless": "toxic"}
+assert all(t in subs and o in subs for t, o in shown.items()), f"shown concepts need prompts: {sorted(subs)}"
+
+
+def case(topic: str, i: int):
+    """The i-th validation prompt of a topic (its tokens and the keyword it should predict)."""
+    s = "comments" if topic in ("toxic", "harmless") else "dbpedia"
+    idx = [j for j, t in enumerate(val[s].topics) if t == topic][i]
+    return val[s].tokens[idx, : val[s].lengths[idx]], int(val[s].targets[idx])
+
+
+cases = [(t, other, i, *case(t, i)) for t, other in shown.items() for i in range(nb["n_shown"])]
+results = {}
+for t, other, i, toks, target in cases:
+    results[(t, i)] = submodels.explain(hooked, toks, subs, tokenizer=tok, ablate=[t, other, (t, other)],
+                                        intensity=nb["intensity"], kind=nb["kind"], top_k=5)
+
+
+def show(t: str, i: int, fig_no: int):
+    toks, target = case(t, i)
+    ex = results[(t, i)]
+    text = tok.decode(toks).replace(data.EOS, "")
+    tr = ex.tracked.set_index(["ablated", "token_id"]).prob
+    display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.id_to_token(target)!r}`. Most active "
+                     f"sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. Clean top-1 "
+                     f"`{ex.tracked.token.iloc[0]!r}` at {tr.iloc[0]:.3f}; with {t} ablated "
+                     f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}."))
+    display(ex.table())
+    return plotting.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
+                                       "activity per position and the prediction with sub-models ablated")
+
+
+fig = show("Athlete", 0, 2)
+
+# %%
+fig = show("Company", 0, 3)
+
+# %%
+fig = show("Film", 0, 4)
+
+# %%
+fig = show("toxic", 0, 5)
+
+# %%
+fig = show("harmless", 0, 6)
+
+# %%
+own_drop = pd.DataFrame([{"prompt": f"{t} {i + 1}", "ablated": a,
+                          "clean top-1 prob": r.tracked[r.tracked.ablated == "none"].prob.iloc[0],
+                          "after": r.tracked[r.tracked.ablated == a].prob.iloc[0]}
+                         for (t, i), r in results.items() for a in r.tracked.ablated.unique() if a != "none"])
+own_drop["change"] = own_drop["after"] - own_drop["clean top-1 prob"]
+own_drop.round(3)
+
+# %% [markdown]
+# ### Interactive version
+#
+# In JupyterLab the controls below rerun the tool on any shown prompt with any choice of sub-models and intensity.
+# In the book (no kernel) they do not render; the tables and figures above are the static version.
+
+# %%
+try:
+    import ipywidgets as widgets
+
+    def _interactive(prompt: str, ablated: tuple, intensity: float) -> None:
+        t, i = prompt.rsplit(" ", 1)
+        if ablated:
+            ex = submodels.explain(hooked, case(t, int(i) - 1)[0], subs, tokenizer=tok, ablate=[tuple(ablated)],
+                                   intensity=intensity, kind=nb["kind"])
+            display(ex.table())
+
+    ui = widgets.interactive(
+        _interactive, prompt=widgets.Dropdown(options=[f"{t} {i + 1}" for t, _, i, *_ in cases]),
+        ablated=widgets.SelectMultiple(options=list(subs), value=("Athlete",)),
+        intensity=widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.1))
+    display(ui)
+except ImportError:
+    display(Markdown("ipywidgets is not installed: only the static tables above are available."))
+
+# %% [markdown]
+# ## Controls
+#
+# **Random:** every gap above is compared with `n_random` size-matched random sub-models. If found sub-models were
+# no better than random ones, about 5% of concepts would beat the 95th percentile by chance; the findings compare
+# each method's share with that rate (95% intervals bootstrap over concepts). **Initialisation:** the same
+# selectivity pipeline on the same architecture before training — a model that learned no concepts should have no
+# validated sub-models, so the share at initialisation is the control for the trained model's share.
+
+# %%
+h_init = model.to_hooked(train.init_model(cfg, device).eval())
+init = submodels.scores_table(find(h_init, "selectivity"))
+for method, part in table.groupby("method", sort=False):
+    x = part.beats_random.to_numpy(float)
+    findings.record(f"Share of concepts whose {method} sub-model beats the 95th percentile of size-matched random "
+                    f"sub-models (control: the 5% expected by chance)", x.mean(), unit="fraction",
+                    ci=findings.bootstrap_ci(x, n_boot=nb["n_boot"]), control="random", control_value=0.05,
+                    figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
+                                                                   findings.bootstrap_ci(x, n_boot=nb["n_boot"])))
+g = sel.gap.to_numpy()
+findings.record("Median validation gap of the selectivity sub-models (control: median gap of random sub-models)",
+                float(np.median(g)), unit="nats", ci=findings.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"]),
+                control="random", control_value=float(sel.random_mean.median()), figure="Fig. 1",
+                verdict=findings.verdict_from(float(np.median(g)), float(sel.random_mean.median()),
+                                              findings.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"])))
+findings.record("Share of concepts whose selectivity sub-model beats random, trained model (control: at "
+                "initialisation)", sel.beats_random.mean(), unit="fraction", control="init",
+                control_value=float(init.beats_random.mean()), figure="Fig. 1",
+                verdict=findings.verdict_from(sel.beats_random.mean(), float(init.beats_random.mean())))
+pd.DataFrame({"trained: beats random": sel.set_index("concept").beats_random,
+              "init: beats random": init.set_index("concept").beats_random,
+              "trained: gap": sel.set_index("concept").gap, "init: gap": init.set_index("concept").gap}).round(3)
+
+# %% [markdown]
+# ## What it cannot do yet
+#
+# Computed from the validation scores: the concepts for which **no** method found a sub-model that beats its
+# random control, and, per method, the concepts it misses.
+
+# %%
+missing = submodels.cannot_do(table)
+per_method = {m: [c for c, b in zip(p.concept, p.beats_random) if not b] for m, p in table.groupby("method")}
+display(Markdown(
+    f"- **No validated sub-model by any method ({len(missing)} of {table.concept.nunique()} concepts):** "
+    + (", ".join(missing) or "none") + ".\n"
+    + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
+    + ("\n- Methods not run: " + ", ".join(skipped) + "." if skipped else "")
+    + "\n- Validation uses one ablation (zero, intensity 1) and keyword loss only; sub-models are fixed-size "
+      "(`frac` of a layer), found per concept set, and never combined across methods."))
+display(findings.table(findings.load("07_submodel_tool", preset)))
+
+# %% [markdown]
+# ## Conclusion
+#
+# The bullets below are rendered from this notebook's ledger. Limitations: the keywords are whatever the
+# 1,024-token vocabulary leaves as whole words; the model never trained on comments, so the toxic/harmless
+# concepts probe text it has not seen; sub-model size is fixed in advance instead of chosen by validation; Shapley
+# covers only the last layer with few permutations; latents are scored by selectivity only; activity is a mean
+# z-score, so a few strongly active units and many weak ones look alike. Open questions: does a sub-model that
+# beats random also *suffice* (keeping only it)? Do the sub-models of different methods overlap, and does their
+# union validate better than any one of them?
+
+# %%
+findings.conclusion()
