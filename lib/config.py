@@ -339,11 +339,11 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # InfoVAE (infovae_d_latent) at the last MLP's output; sparse_* = report 5's focus layer (same keys: its trained
     # layer is reused when present); n_random size-matched random sub-models per validation; kw_* as in 03.
     "07_submodel_tool": {
-        "smoke": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=5, kw_mode="word_start",
-                      kw_min_count=5, kw_min_ratio=0.0, kw_min_chars=1, kw_exclusive=False, kw_max_texts=300,
-                      n_prompts=6, n_windows=4, frac=0.1, n_random=4, kind="zero", intensity=1.0, n_permutations=2,
-                      latent_k=2, sae_d_latent=4, infovae_d_latent=4, latent_steps=20, sparse_k_frac=0.25,
-                      sparse_steps=8, sparse_batch_size=8, sparse_lr=3e-3, sparse_objective="lm",
+        "smoke": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=5,
+                      kw_mode="word_start", kw_min_count=5, kw_min_ratio=0.0, kw_min_chars=1, kw_exclusive=False,
+                      kw_max_texts=300, n_prompts=6, n_windows=4, frac=0.1, n_random=4, kind="zero", intensity=1.0,
+                      n_permutations=2, latent_k=2, sae_d_latent=4, infovae_d_latent=4, latent_steps=20,
+                      sparse_k_frac=0.25, sparse_steps=8, sparse_batch_size=8, sparse_lr=3e-3, sparse_objective="lm",
                       sparse_n_train=32, boost_strength=1.5, boost_strength_factor=0.9, duty_cycle_period=2000,
                       n_shown=1, n_boot=200),
         "cpu": dict(methods=("selectivity", "shapley", "sae", "infovae", "sparse"), n_keywords=10, kw_mode="whole_word",

@@ -708,10 +708,13 @@ def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None =
     return fig
 
 
-def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, n_submodels: int = 6) -> Figure:
-    """Left: activity (mean z-score of the units) of the most active sub-models at each position of the prompt
-    (rows of `active`); right: the clean top tokens' probabilities clean and under each ablation (`tracked`)."""
-    top = active.loc[active.abs().max(1).sort_values(ascending=False).index[:n_submodels]]
+def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, n_submodels: int = 6,
+                       first: Sequence[str] = ()) -> Figure:
+    """Left: activity (mean z-score of the units) at each position of the prompt of the sub-models in `first`, then
+    of the most active at the last position (rows of `active`); right: the clean top tokens' probabilities clean and
+    under each ablation (`tracked`)."""
+    rest = [n for n in active.iloc[:, -1].sort_values(ascending=False).index if n not in first]
+    top = active.loc[(list(first) + rest)[: max(n_submodels, len(first))]]
     fig, axes = plt.subplots(1, 2, figsize=(13.0, 0.45 * len(top) + 2.6),
                              gridspec_kw={"width_ratios": [max(2.0, 0.35 * top.shape[1]), 1.6]})
     sns.heatmap(top, ax=axes[0], cmap="RdBu_r", center=0, cbar_kws={"label": "activity (mean z-score)"},

@@ -32,7 +32,8 @@ Data = KeywordPrompts | Mapping[str, Tensor]
 # What each method calls in which lib module (imported lazily: those modules may be missing or change under us).
 REQUIRES = {"selectivity": ("impair", ("TopicStats", "n_units", "impairment")),
             "shapley": ("shapley", ("neuron_game", "tmc_shapley")), "sparse": ("sparse", ("SparseMLP",)),
-            "sae": ("compression", ("CompressorConfig", "fit")), "infovae": ("compression", ("CompressorConfig", "fit"))}
+            "sae": ("compression", ("CompressorConfig", "fit")),
+            "infovae": ("compression", ("CompressorConfig", "fit"))}
 
 
 class MethodUnavailable(ImportError):
@@ -461,6 +462,23 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
                      "clean_prob": float(clean[i])} for i in clean_top]
     return Explanation(tuple(labels), _activity(model, tokens, submodels, labels), pd.DataFrame(rows),
                        pd.DataFrame(tracked))
+
+
+@torch.no_grad()
+def prompt_activity(model, prompts: KeywordPrompts, submodels: Mapping[str, SubModel]) -> pd.DataFrame:
+    """Each sub-model's activity averaged over each prompt's real positions: prompt, topic, submodel, activity."""
+    rows = []
+    for i in range(len(prompts)):
+        toks = prompts.tokens[i, : int(prompts.lengths[i])]
+        act = _activity(model, toks, submodels, [""] * len(toks)).groupby("submodel", sort=False).activity.mean()
+        rows += [{"prompt": i, "topic": prompts.topics[i], "submodel": n, "activity": float(v)} for n, v in act.items()]
+    return pd.DataFrame(rows)
+
+
+def identification(activity: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt of a prompt_activity table: the most active sub-model and whether it is the prompt's topic."""
+    top = activity.loc[activity.groupby("prompt").activity.idxmax()].rename(columns={"submodel": "most_active"})
+    return top.assign(correct=top.most_active == top.topic)[["prompt", "topic", "most_active", "correct"]]
 
 
 # ------------------------------------------------------------------------------------------------ command line

@@ -27,7 +27,7 @@
 #
 # **Reads:** `models/` (notebook 1's MLP model; trained here if absent), `sparse/` (report 5's focus layer, fit
 # here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
-# **Runtime:** smoke < 1 min; cpu ≈ 8 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
+# **Runtime:** smoke < 1 min; cpu ≈ 5 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
 
 # %%
 import warnings
@@ -196,8 +196,10 @@ display(Markdown("Share of concepts whose sub-model beats its random control: " 
 # sub-model is (the mean z-score of its units against their mean and spread over all concept text), then reruns the
 # next-token prediction with each chosen sub-model, and their combination, ablated at a chosen intensity, and
 # tabulates the top-k next tokens with their probabilities before and after. We apply it, with the selectivity
-# sub-models of all concepts, to held-out prompts of a few concepts and to a toxic/harmless pair; each prompt
-# ablates its own concept's sub-model, another concept's, and both.
+# sub-models of the prompt's concept set (activity is a z-score against that set's text, so it is comparable only
+# within a set), to held-out prompts of a few concepts and to a toxic/harmless pair; each prompt ablates its own
+# concept's sub-model, another concept's, and both. The figure shows those two sub-models first, then the most
+# active at the last position.
 
 # %%
 subs = found["selectivity"]
@@ -212,10 +214,15 @@ def case(topic: str, i: int):
     return val[s].tokens[idx, : val[s].lengths[idx]], int(val[s].targets[idx])
 
 
+def in_set(topic: str) -> dict:
+    """The sub-models of a concept's own set (activity z-scores are comparable only within a set)."""
+    return {c: subs[c] for s in SETS if topic in windows[s] for c in windows[s] if c in subs}
+
+
 cases = [(t, other, i, *case(t, i)) for t, other in shown.items() for i in range(nb["n_shown"])]
 results = {}
 for t, other, i, toks, target in cases:
-    results[(t, i)] = submodels.explain(hooked, toks, subs, tokenizer=tok, ablate=[t, other, (t, other)],
+    results[(t, i)] = submodels.explain(hooked, toks, in_set(t), tokenizer=tok, ablate=[t, other, (t, other)],
                                         intensity=nb["intensity"], kind=nb["kind"], top_k=5)
 
 
@@ -230,7 +237,8 @@ def show(t: str, i: int, fig_no: int):
                      f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}."))
     display(ex.table())
     return plotting.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
-                                       "activity per position and the prediction with sub-models ablated")
+                                       "activity per position and the prediction with sub-models ablated",
+                                       first=(t, shown[t]))
 
 
 fig = show("Athlete", 0, 2)
@@ -254,6 +262,36 @@ own_drop = pd.DataFrame([{"prompt": f"{t} {i + 1}", "ablated": a,
                          for (t, i), r in results.items() for a in r.tracked.ablated.unique() if a != "none"])
 own_drop["change"] = own_drop["after"] - own_drop["clean top-1 prob"]
 own_drop.round(3)
+
+# %% [markdown]
+# ## 5. Does activity tell which concept a prompt is about?
+#
+# The tool's first output — which sub-models a prediction uses — is only useful if activity points at the right
+# concept. For every validation prompt we average each sub-model's activity over the prompt's positions and ask
+# whether the most active sub-model of the prompt's concept set is the prompt's own concept. The control is chance:
+# one over the number of concepts in the set.
+
+# %%
+ident = pd.concat([submodels.identification(submodels.prompt_activity(
+    hooked, val[s], {c: subs[c] for c in dict.fromkeys(val[s].topics) if c in subs})).assign(set=s) for s in SETS],
+    ignore_index=True)
+ident["chance"] = ident.set.map({s: 1 / len(set(val[s].topics)) for s in SETS})
+acc = ident.groupby("topic", sort=False).agg(accuracy=("correct", "mean"), chance=("chance", "first"))
+confusion = pd.crosstab(ident.topic, ident.most_active, normalize="index").reindex(index=acc.index,
+                                                                                    columns=acc.index, fill_value=0)
+fig = plotting.matrix_heatmap(confusion, "Fig. 7: most active selectivity sub-model (columns) per held-out prompt "
+                              "topic (rows)", "most active sub-model", "prompt topic", "share of the topic's prompts",
+                              center=None, mark_diagonal=True)
+x = ident.correct.to_numpy(float)
+id_ci = findings.bootstrap_ci(x, n_boot=nb["n_boot"])
+findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active (control: "
+                "chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
+                control_value=float(ident.chance.mean()), figure="Fig. 7",
+                verdict=findings.verdict_from(x.mean(), float(ident.chance.mean()), id_ci))
+display(Markdown(f"The most active sub-model is the prompt's own concept for {x.mean():.0%} of {len(x)} held-out "
+                 f"prompts (chance {ident.chance.mean():.0%}); per concept from {acc.accuracy.min():.0%} "
+                 f"({acc.accuracy.idxmin()}) to {acc.accuracy.max():.0%} ({acc.accuracy.idxmax()})."))
+acc.round(2).T
 
 # %% [markdown]
 # ### Interactive version
@@ -317,14 +355,22 @@ pd.DataFrame({"trained: beats random": sel.set_index("concept").beats_random,
 # ## What it cannot do yet
 #
 # Computed from the validation scores: the concepts for which **no** method found a sub-model that beats its
-# random control, and, per method, the concepts it misses.
+# random control; the same for the methods that see only activations (Shapley is supervised by the validation
+# metric itself); per method, the concepts it misses; and the concepts whose prompts activity does not identify
+# better than chance (section 5).
 
 # %%
 missing = submodels.cannot_do(table)
+unsupervised = submodels.cannot_do(table[table.method != "shapley"])
 per_method = {m: [c for c, b in zip(p.concept, p.beats_random) if not b] for m, p in table.groupby("method")}
+unidentified = [c for c, r in acc.iterrows() if r.accuracy <= r.chance]
 display(Markdown(
     f"- **No validated sub-model by any method ({len(missing)} of {table.concept.nunique()} concepts):** "
     + (", ".join(missing) or "none") + ".\n"
+    + f"- **No validated sub-model from activations alone** (selectivity, latents, sparse units; "
+      f"{len(unsupervised)}): " + (", ".join(unsupervised) or "none") + ".\n"
+    + f"- **Activity does not identify the prompt's concept better than chance** ({len(unidentified)}): "
+    + (", ".join(unidentified) or "none") + ".\n"
     + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
     + ("\n- Methods not run: " + ", ".join(skipped) + "." if skipped else "")
     + "\n- Validation uses one ablation (zero, intensity 1) and keyword loss only; sub-models are fixed-size "

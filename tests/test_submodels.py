@@ -88,6 +88,11 @@ def test_explain_shows_the_planted_effect(planted, found):
     assert (pr[pr.ablated == "A + B"].change.abs().max() > 0.05)
 
 
+def test_activity_identifies_the_planted_concept(planted, found, validation):
+    ident = submodels.identification(submodels.prompt_activity(planted, validation, found))
+    assert ident[ident.topic == "A"].correct.all() and (ident[ident.topic != "A"].most_active != "A").all()
+
+
 def test_empty_submodel_changes_nothing(planted, found):
     subs = {"A": found["A"], "empty": submodels.empty(found["A"])}
     assert submodels.submodel_hooks(subs["empty"]) == []
