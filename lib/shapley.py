@@ -403,10 +403,8 @@ class NeuronGame:
             return at_last(logits, lengths)
         first, last = self.players.layers[0], model.cfg.n_layers - 1
         with model.hooks(fwd_hooks=self._hooks(masks, len(idx), first)):
-            block = model.blocks[first]
-            m = self.players.per_layer(masks, first).to(clean["post"].dtype)[:, None, None, :]
-            post = (clean["post"][None] * m + self.fill[first].to(m) * (1 - m)).flatten(0, 1)
-            x = clean["mid"].repeat(b, 1, 1) + post @ block.mlp.W_out + block.mlp.b_out
+            x = torch.cat([_first_layer(clean, row, model.blocks[first].mlp.W_out)
+                           for row in self.players.per_layer(masks, first)])
             if first < last:
                 for layer in range(first + 1, last):
                     x = model.blocks[layer](x)
@@ -471,22 +469,36 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
     _check(tuple(fill.shape) == shape, "mean.shape", tuple(fill.shape), f"{shape} (layer, unit)")
     fast = fast_path_ok(model) if fast is None else fast
     chunks = tuple(_prompt_chunks(prompts, chunk_tokens))
-    clean = tuple(_clean_cache(model, prompts, idx, players.layers[0]) if fast else {} for idx in chunks)
+    clean = tuple(_clean_cache(model, prompts, idx, players.layers[0], fill[players.layers[0]]) if fast else {}
+                  for idx in chunks)
     return NeuronGame(model, prompts, players, topics, metric, fill, fast, max_tokens, chunks, clean)
 
 
 @torch.no_grad()
-def _clean_cache(model, prompts: KeywordPrompts, idx: Tensor, layer: int) -> dict[str, Tensor]:
-    """resid_mid and mlp post-activations of `layer` for the prompts at idx (last positions only, if it is the last
-    layer: nothing after it needs the others)."""
+def _clean_cache(model, prompts: KeywordPrompts, idx: Tensor, layer: int, fill: Tensor) -> dict[str, Tensor]:
+    """What a coalition's pass resumes from at `layer`, for the prompts at idx (last positions only if it is the last
+    layer): resid_post with every neuron present ("full") and with every neuron ablated ("empty"), and each
+    neuron's activation minus its fill ("diff"), so that a coalition adds or removes only the neurons it changes."""
     pos = int(prompts.lengths[idx].max())
     names = {"mid": hooks.name("resid_mid", layer), "post": hooks.name("mlp_post", layer)}
     _, cache = model.run_with_cache(prompts.tokens[idx, :pos].to(model.cfg.device), names_filter=list(names.values()),
                                     stop_at_layer=layer + 1)
-    out = {k: cache[n] for k, n in names.items()}
+    c = {k: cache[n] for k, n in names.items()}
     if layer == model.cfg.n_layers - 1:
-        out = {k: at_last(v, prompts.lengths[idx])[:, None] for k, v in out.items()}
-    return out
+        c = {k: at_last(v, prompts.lengths[idx])[:, None] for k, v in c.items()}
+    mlp, fill = model.blocks[layer].mlp, fill.to(c["post"])
+    return {"full": c["mid"] + c["post"] @ mlp.W_out + mlp.b_out,
+            "empty": c["mid"] + (fill @ mlp.W_out + mlp.b_out).expand_as(c["mid"]), "diff": c["post"] - fill}
+
+
+def _first_layer(clean: dict[str, Tensor], mask: Bool[Tensor, " d_mlp"], w_out: Tensor) -> Tensor:
+    """resid_post of the first player layer under one coalition: from the full side minus the absent neurons, or
+    from the empty side plus the present ones, whichever touches fewer neurons."""
+    absent = (~mask).nonzero().flatten().to(w_out.device)
+    if len(absent) <= len(mask) // 2:
+        return clean["full"] - clean["diff"][..., absent] @ w_out[absent]
+    present = mask.nonzero().flatten().to(w_out.device)
+    return clean["empty"] + clean["diff"][..., present] @ w_out[present]
 
 
 # ------------------------------------------------------------------------------------------ cheap attribution
