@@ -364,11 +364,16 @@ missing = submodels.cannot_do(table)
 unsupervised = submodels.cannot_do(table[table.method != "shapley"])
 per_method = {m: [c for c, b in zip(p.concept, p.beats_random) if not b] for m, p in table.groupby("method")}
 unidentified = [c for c, r in acc.iterrows() if r.accuracy <= r.chance]
+n_unsup = table[table.method != "shapley"].method.nunique()
+by_chance = table.concept.nunique() * (1 - 0.95 ** n_unsup)  # concepts with >= 1 pass if every method were random
 display(Markdown(
     f"- **No validated sub-model by any method ({len(missing)} of {table.concept.nunique()} concepts):** "
     + (", ".join(missing) or "none") + ".\n"
     + f"- **No validated sub-model from activations alone** (selectivity, latents, sparse units; "
       f"{len(unsupervised)}): " + (", ".join(unsupervised) or "none") + ".\n"
+    + f"- Caveat: with {n_unsup} activation-based methods each tested at the 5% level, about {by_chance:.1f} of "
+      f"{table.concept.nunique()} concepts would get at least one validated sub-model by chance alone; "
+      f"{table.concept.nunique() - len(unsupervised)} got one.\n"
     + f"- **Activity does not identify the prompt's concept better than chance** ({len(unidentified)}): "
     + (", ".join(unidentified) or "none") + ".\n"
     + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
