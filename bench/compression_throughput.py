@@ -13,8 +13,6 @@ repetitions and ratios are taken within a repetition.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
 
@@ -36,15 +34,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=50, help="optimisation steps per compressor timing")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return ap.parse_args()
-
-
-def machine() -> str:
-    return (f"{platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), "
-            f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-
-
-def load() -> str:
-    return "load average (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def timed(fn) -> float:
@@ -102,7 +91,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = resolve(args.preset, attention_only=True)
     nb = notebook_params("02_compression_infovae", args.preset)
-    print(machine())
+    print(bench.machine())
     model = Transformer(cfg.model)
     model.reset_parameters(torch.Generator().manual_seed(0))
     hooked = to_hooked(model.eval())
@@ -110,7 +99,7 @@ def main() -> None:
     tokens = torch.randint(0, cfg.model.d_vocab, (args.windows, cfg.model.n_ctx), generator=g)
     m = cfg.model
     print(f"\n== activation caching: {args.preset} preset attention-only model ({m.n_layers}L d{m.d_model} vocab "
-          f"{m.d_vocab}), {args.windows} x {m.n_ctx} tokens per timing, {args.reps} reps; {load()}")
+          f"{m.d_vocab}), {args.windows} x {m.n_ctx} tokens per timing, {args.reps} reps; {bench.load()}")
     tasks = cache_tasks(hooked, tokens, cfg.model.n_layers)
     for t in tasks.values():
         t()  # warm-up
@@ -122,7 +111,7 @@ def main() -> None:
     acts = compression.collect_activations(hooked, tokens, hooks.name("attn_out", 0)).flatten(0, 1)
     print(f"\n== compressor training on {len(acts):,} activations of d={acts.shape[-1]} ({args.preset} preset: "
           f"d_hidden {nb['d_hidden']}, batch {nb['batch_size']}, {args.steps} steps per timing), {args.reps} reps; "
-          f"{load()}")
+          f"{bench.load()}")
     tasks = fit_tasks(acts, nb, args.steps)
     res = bench.round_robin(tasks, args.reps)
     first = next(iter(res))
@@ -130,7 +119,7 @@ def main() -> None:
     steps_per_fit = nb["steps"]
     print(f"\n  => one {first} fit of the notebook ({steps_per_fit} steps x batch {nb['batch_size']}) takes "
           f"≈ {steps_per_fit * nb['batch_size'] / bench.summarize(res[first]).median:.1f} s here")
-    print(load())
+    print(bench.load())
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ to the loop, and checks that the tables agree.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
 
@@ -58,8 +56,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print(f"{cpu}, torch {torch.__version__}; load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{bench.machine()}; {bench.load()}")
     cfg, hooked, pr, clusters, grid = setup(args.preset, args.prompts)
     m = cfg.model
     print(f"{args.preset}: {m.n_layers}L d_model {m.d_model} d_mlp {m.d_mlp} vocab {m.d_vocab}; {len(pr)} prompts "
@@ -83,13 +80,13 @@ def main() -> None:
 
     res = bench.round_robin({name: (lambda f=fn: timed(f)) for name, fn in variants.items()}, args.reps)
     base = res["per-condition loop"]
-    print(f"\n{'variant':<24}{'conditions/s':>14}{'IQR':>8}{'x loop':>9}{'IQR':>8}")
+    print(f"\n{'variant':<24}{'conditions/s':>14}{'IQR':>8}{'x loop':>9}{'IQR':>8}   ({bench.cpu_capability()})")
     for name, vals in res.items():
         s, r = bench.summarize(vals), bench.summarize([a / b for a, b in zip(vals, base)])
         print(f"{name:<24}{s.median:>14.2f}{s.iqr:>8.2f}{r.median:>9.2f}{r.iqr:>8.2f}")
     ratio = bench.summarize([a / b for a, b in zip(res["batched"], base)]).median
-    print(f"\n{'PASS' if ratio >= TARGET else 'FAIL'}  batched / loop >= {TARGET:g}: {ratio:.2f}   "
-          f"(load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(f"\n{'PASS' if ratio >= TARGET else 'FAIL'}  batched / loop >= {TARGET:g}: {ratio:.2f} "
+          f"[{bench.cpu_capability()}]   ({bench.load()})")
 
 
 if __name__ == "__main__":

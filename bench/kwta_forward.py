@@ -14,8 +14,6 @@ depend on the weights. Prints forward tokens/s and the time ratio to the dense M
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import warnings
 
@@ -58,9 +56,7 @@ def main() -> None:
     cfg = config.resolve(args.preset, attention_only=False)
     m = cfg.model
     batch = args.batch or cfg.train.batch_size
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"device {args.device}, torch {torch.__version__}; load average "
-          f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{bench.machine(args.device)}; device {args.device}; {bench.load()}")
     hooked = model.to_hooked(train.init_model(cfg).eval()).to(args.device)
     mods = variants(hooked.blocks[-1].mlp, m.d_model, m.d_mlp, args.k_fracs, args.device)
     x = torch.randn(batch, m.n_ctx, m.d_model, device=args.device)
@@ -80,11 +76,12 @@ def main() -> None:
 
     res = bench.round_robin({name: (lambda mod=mod: timed(mod)) for name, mod in mods.items()}, args.reps)
     base = res["dense MLP (GELU)"]
-    print(f"\n{'layer':<34}{'ms / forward':>14}{'tokens/s':>12}{'x dense time':>14}{'IQR':>8}")
+    print(f"\n{'layer':<34}{'ms / forward':>14}{'tokens/s':>12}{'x dense time':>14}{'IQR':>8}   "
+          f"({bench.cpu_capability() if args.device == 'cpu' else args.device})")
     for name, vals in res.items():
         s, r = bench.summarize(vals), bench.summarize([a / b for a, b in zip(vals, base)])
         print(f"{name:<34}{1e3 * s.median:>14.3f}{n_tok / s.median:>12,.0f}{r.median:>14.2f}{r.iqr:>8.2f}")
-    print(f"(load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(f"({bench.load()})")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ processes hits them alike; ratios are taken within a repetition, then the median
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
 
@@ -62,16 +61,16 @@ def main() -> None:
             lambda: attribution.per_example_grads(hooked, args.params, tokens, chunk=c))
     print(f"{args.preset} preset, attention-only {cfg.model.n_layers}L d{cfg.model.d_model} {cfg.model.n_heads}h "
           f"vocab {cfg.model.d_vocab} n_ctx {cfg.model.n_ctx}; {d:,} parameters ({', '.join(args.params)}); "
-          f"{args.examples} sequences per timing, {args.reps} reps; {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
-    print("load average before (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
+          f"{args.examples} sequences per timing, {args.reps} reps")
+    print(f"{bench.machine()}; before: {bench.load()}")
     res = bench.round_robin(tasks, args.reps)
-    print(f"{'variant':<16}{'examples/s (median)':>22}{'IQR':>10}{'x loop (median)':>18}{'IQR':>8}")
+    print(f"{'variant':<16}{'examples/s (median)':>22}{'IQR':>10}{'x loop (median)':>18}{'IQR':>8}   "
+          f"({bench.cpu_capability()})")
     for name, values in res.items():
         s = bench.summarize(values)
         r = bench.summarize([a / b for a, b in zip(values, res["loop"])])
         print(f"{name:<16}{s.median:>22.1f}{s.iqr:>10.1f}{r.median:>18.2f}{r.iqr:>8.2f}")
-    print("load average after (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"after: {bench.load()}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import warnings
 
@@ -91,7 +90,7 @@ def coalition_speed(hooked, pr, layers, args) -> None:
         print(f"  {name:<10}{s.median:>14.1f}{s.iqr:>9.1f}")
     r = bench.summarize(ratios)
     print(f"  {'PASS' if r.median >= TARGET else 'FAIL'}  batched / loop >= {TARGET:g}: {r.median:.1f} "
-          f"(IQR {r.iqr:.1f})")
+          f"(IQR {r.iqr:.1f}) [{bench.cpu_capability()}]")
 
 
 def pairwise_game(n: int, seed: int, scale: float):
@@ -131,7 +130,7 @@ def report(name: str, rows: dict[str, dict], k: int) -> None:
         ok = np.array([r[col] for r in rows.values()])
         ok = ok[np.isfinite(ok)]
         med = float(np.median(ok)) if len(ok) else float("nan")
-        print(f"  {what}, top-{k}: median {med:.1f} over {len(ok)} of {len(rows)} games")
+        print(f"  {what}, top-{k}: median {med:.1f} over {len(ok)} of {len(rows)} games [{bench.cpu_capability()}]")
 
 
 def tmab_vs_tmc(args) -> None:
@@ -164,8 +163,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print(f"{cpu}, torch {torch.__version__}; load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{bench.machine()}; {bench.load()}")
     cfg, nb, hooked, pr = setup(args.preset)
     m = cfg.model
     print(f"{args.preset}: {m.n_layers}L d_model {m.d_model} d_mlp {m.d_mlp} vocab {m.d_vocab}; {len(pr)} prompts "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import time
 
 import pandas as pd
@@ -46,20 +45,6 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     args.kinds = args.kinds or [True, False]
     return args
-
-
-def machine(device: str) -> str:
-    """One line on where this ran: CPU model/capability, threads, load average; or the GPU name."""
-    if device.startswith("cuda"):
-        return f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    amx = "AMX-bf16" if "amx_bf16" in flags else "no AMX"
-    return (f"CPU {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}, {amx}), "
-            f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-
-
-def load() -> str:
-    return "load average (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def omp_note(device: str) -> str:
@@ -120,16 +105,18 @@ def print_throughput(df: pd.DataFrame, cfg, args) -> None:
     out = df.rename(columns={"tokens_per_s": "tok/s", "tokens_per_s_iqr": "tok/s IQR", "gflop_per_s": "GFLOP/s",
                              df.columns[3]: f"x {BASELINE}", "ratio_iqr": "x IQR", "mfu": "MFU", "mfu_iqr": "MFU IQR"})
     out = out.drop(columns=["peak_gflop_per_s"])
+    print(f"  ratios and MFU measured on: {bench.cpu_capability() if args.device == 'cpu' else args.device}")
     print(out.to_string(index=False, float_format=lambda v: f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"))
 
 
-def check_targets(df: pd.DataFrame) -> list[str]:
+def check_targets(df: pd.DataFrame, device: str) -> list[str]:
     """PASS/FAIL lines for the issue's speed targets."""
     lines, by = [], df.set_index("variant")
+    where = bench.cpu_capability() if device == "cpu" else device
     for variant, what, target in TARGETS:
         value = by.loc[variant, df.columns[3] if what == "ratio" else "mfu"]
         label = f"{variant} / {BASELINE} >= {target}" if what == "ratio" else f"{variant} MFU >= {target:.0%}"
-        lines.append(f"  {'PASS' if value >= target else 'FAIL'}  {label}: {value:.3f}")
+        lines.append(f"  {'PASS' if value >= target else 'FAIL'}  {label}: {value:.3f} [{where}]")
     return lines
 
 
@@ -154,8 +141,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine(args.device))
-    print(load())
+    print(bench.machine(args.device))
+    print(bench.load())
     print(omp_note(args.device))
     verdicts = []
     for attn_only in args.kinds:
@@ -163,16 +150,16 @@ def main() -> None:
         m = cfg.model
         title = (f"{args.preset} preset, {'attention-only' if attn_only else 'with MLP'}: {m.n_layers}L d{m.d_model} "
                  f"{m.n_heads}h d_mlp {m.d_mlp} vocab {m.d_vocab} n_ctx {m.n_ctx}, batch {cfg.train.batch_size}")
-        print(f"\n== {title}\n  throughput: {args.reps} reps x {args.steps_per_rep} steps, {load()}")
+        print(f"\n== {title}\n  throughput: {args.reps} reps x {args.steps_per_rep} steps, {bench.load()}")
         df = throughput(cfg, args.device, args)
         print_throughput(df, cfg, args)
-        verdicts += [f"[{'attn-only' if attn_only else 'mlp'}]"] + check_targets(df)
+        verdicts += [f"[{'attn-only' if attn_only else 'mlp'}]"] + check_targets(df, args.device)
         if args.quality_steps > 0:
             print(f"  quality: {args.quality_steps} steps, seeds {args.seeds}, val loss of the last eval "
-                  f"(at training precision) and re-evaluated in fp32 on 2048 val windows; {load()}")
+                  f"(at training precision) and re-evaluated in fp32 on 2048 val windows; {bench.load()}")
             verdicts += quality(cfg, args.device, args)
     print("\n== targets\n" + "\n".join(verdicts))
-    print(load())
+    print(bench.load())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import platform
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +17,32 @@ from torch import Tensor
 from lib.config import ModelConfig, RunConfig, TrainConfig
 from lib.model import loss_fn
 from lib.train import autocast, make_optimizer
+
+
+def cpu_capability() -> str:
+    """What the CPU's kernels run with, e.g. 'AVX512, bf16 native' or 'AVX2, bf16 emulated'.
+
+    `torch.backends.cpu.get_cpu_capability()` names the vector ISA PyTorch dispatches to (ATEN_CPU_CAPABILITY can
+    lower it); bf16 matmuls are fast only with AVX512-BF16 or AMX, else they are emulated and slow.
+    """
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cap = torch.backends.cpu.get_cpu_capability()
+    native = ("amx_bf16" in flags or "avx512_bf16" in flags) and cap.startswith("AVX512")
+    return f"{cap}, bf16 {'native' if native else 'emulated'}{' + AMX' if 'amx_bf16' in flags else ''}"
+
+
+def machine(device: str | torch.device = "cpu") -> str:
+    """One line on where a bench ran: CPU model and capability, cores, threads, torch; or the GPU's name."""
+    if str(device).startswith("cuda"):
+        return f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"CPU {platform.processor() or platform.machine()} ({cpu_capability()}), {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+
+def load() -> str:
+    """The load average, to judge whether other work shared the cores."""
+    return "load average (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def matmul_params(cfg: ModelConfig) -> int:

@@ -286,7 +286,7 @@ def at_last(x: Float[Tensor, "batch pos ..."], lengths: Int[Tensor, " batch"]) -
 
 def keyword_scores(logits: Float[Tensor, "n vocab"], targets: Int[Tensor, " n"]) -> dict[str, Tensor]:
     """Per-prompt keyword cross-entropy (nats), top-1 and top-5 hits (0/1 floats)."""
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; float64 stays float64
     loss = F.cross_entropy(logits, targets.to(logits.device), reduction="none")
     top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
     hit = top5 == targets.to(logits.device)[:, None]

@@ -10,6 +10,7 @@ from lib.bench import (gemm_flops, make_step, matmul_flops, matmul_peak, model_f
                        summarize, throughput_frame, training_gemms, training_steps)
 from lib.config import ModelConfig, resolve
 from lib.model import Transformer, _attend, loss_fn, to_hooked
+from helpers import bf16_tol, fp32_tol
 
 
 def _cfg(attention_only: bool, **kw) -> ModelConfig:
@@ -71,7 +72,11 @@ def test_ours_and_hooked_train_alike_for_a_few_steps():
     ours = [steps["ours fp32"](tokens) for _ in range(4)]
     hooked = [steps["hooked fp32"](tokens) for _ in range(4)]
     assert ours[-1] < ours[0] - 0.01  # it learns the batch
-    assert ours == pytest.approx(hooked, abs=1e-4)
+    # The twins' gradients differ by float32 rounding (other attention kernels). AdamW can turn a rounding-level
+    # gradient entry into a step of up to lr in that entry, but the loss moves only by gradient x step, so the
+    # losses stay within float32 rounding of a ~ln(d_vocab) loss; a real difference (another init, a missing
+    # parameter in the optimiser) moves them by >= 1e-2.
+    assert ours == pytest.approx(hooked, abs=fp32_tol(max(hooked), ulps=1024))
 
 
 def test_bf16_step_runs_and_learns():
@@ -91,7 +96,7 @@ def test_bf16_attention_path_agrees_with_fp32_sdpa(t, s):
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     out = _attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, causal, 0.0)
     assert out.dtype == torch.bfloat16
-    assert (out.float() - ref).abs().max().item() < 0.05
+    assert (out.float() - ref).abs().max().item() < bf16_tol(v)  # a convex combination of v's rows
 
 
 def test_bf16_model_matches_fp32_logits_closely():
@@ -101,7 +106,7 @@ def test_bf16_model_matches_fp32_logits_closely():
         low = model(tokens).float()
     with torch.no_grad():
         full = model(tokens)
-    assert (low - full).abs().max().item() < 0.05 * full.abs().max().item()
+    assert (low - full).abs().max().item() < bf16_tol(full)
 
 
 def test_summarize_and_round_robin():

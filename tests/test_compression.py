@@ -8,6 +8,7 @@ import torch
 from lib import artifacts, compression as C
 from lib.config import ModelConfig
 from lib.model import Transformer, to_hooked
+from helpers import f64_tol, fp32_tol
 
 HOOK = "blocks.0.hook_attn_out"
 
@@ -55,12 +56,13 @@ def test_mmd_near_zero_for_one_law_and_grows_with_shift(kernel, bandwidth):
 
 def test_mmd_matches_the_unbiased_formula():
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(7, 3, generator=g), torch.randn(5, 3, generator=g) + 0.3
+    # float64 on both sides: the reference sums ~100 kernel values of size <= 1 in another order
+    x, y = torch.randn(7, 3, generator=g).double(), torch.randn(5, 3, generator=g).double() + 0.3
     k = lambda a, b: math.exp(-float((a - b).pow(2).sum()) / 6.0)  # h² = 2·dim
     xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / 42
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
     xy = sum(k(a, b) for a in x for b in y) / 35
-    assert float(C.mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, abs=1e-6)
+    assert float(C.mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, abs=f64_tol(1.0))
 
 
 def test_mmd_rejects_bad_input():
@@ -151,7 +153,7 @@ def test_fit_is_deterministic_for_a_seed():
 def test_cache_matches_run_with_cache_and_is_reused(hooked, tokens):
     acts, key = C.cache_activations(hooked, tokens, HOOK, "test", batch_size=7)
     _, cache = hooked.run_with_cache(tokens, names_filter=[HOOK])
-    assert torch.allclose(acts, cache[HOOK], atol=1e-6)
+    assert torch.allclose(acts, cache[HOOK], rtol=0, atol=fp32_tol(cache[HOOK]))  # other batch shapes
     again, key2 = C.cache_activations(hooked, tokens, HOOK, "test")
     assert key == key2 and torch.equal(acts, again)
     assert C.activation_key(hooked, "blocks.1.hook_mlp_out", tokens) != key
@@ -191,7 +193,7 @@ def test_sweep_and_stored_compressors(hooked, tokens):
     assert C.artifacts.is_complete(C.compressor_path(key, cfg))
     module, _ = C.get_or_fit(acts, cfg, key)
     refit, _ = C.fit(acts, cfg)
-    assert torch.allclose(module(acts), refit(acts), atol=1e-5)
+    assert torch.allclose(module(acts), refit(acts), rtol=0, atol=fp32_tol(refit(acts)))
     th = C.thresholds(df)
     assert set(th.seed) == {"mean", 0, 1}
 
@@ -211,8 +213,8 @@ def test_traverse_at_the_posterior_mean_is_the_plain_splice(hooked, tokens):
     mu = float(vae.encode(acts[0, -1])[1])
     probs = C.traverse(hooked, prompt, HOOK, vae, 1, [mu, mu + 3])
     plain = hooked.run_with_hooks(prompt[None], fwd_hooks=[(HOOK, C.splice_hook(vae))])[0, -1].softmax(-1)
-    assert torch.allclose(probs[0], plain, atol=1e-5)
-    assert probs.shape == (2, 50) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(probs[0], plain, rtol=0, atol=fp32_tol(1.0))  # probabilities: at most 1
+    assert probs.shape == (2, 50) and torch.allclose(probs.sum(-1), torch.ones(2), rtol=0, atol=fp32_tol(1.0))
 
 
 def test_probe_beats_shuffled_labels_on_separable_features():

@@ -92,5 +92,11 @@ def test_ddp_two_processes_equals_single_process(smoke, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp, ddp_cfg = artifacts.load_model(tmp_path / "ddp")
     assert ddp_cfg == cfg
-    for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), name
+    # The all-reduce sums the two halves' gradients in another order than one process does: the gradients agree
+    # to float32 rounding. AdamW's step is smooth in the gradient except near 0, where an entry within rounding
+    # of 0 can take a different step of up to lr (bias-corrected m/sqrt(v) is ±1 at step 1). So: nearly every
+    # weight agrees to 1e-4 (≪ one step, lr), and none differs by more than 2·lr per step. A real DDP bug
+    # (a wrong shard, a missed all-reduce, a skipped step) moves most weights by about a step each.
+    diffs = torch.cat([(a - b).abs().flatten() for a, b in zip(single.state_dict().values(), ddp.state_dict().values())])
+    assert (diffs > 1e-4).float().mean() < 1e-3, float(diffs.max())
+    assert diffs.max() <= 2 * cfg.train.lr * cfg.train.max_steps
