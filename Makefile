@@ -34,7 +34,7 @@ unexport MPLBACKEND
 NOTEBOOK_PY := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 NOTEBOOK_IPYNB := $(NOTEBOOK_PY:.py=.ipynb)
 EXECUTED := $(patsubst notebooks/%.py,book/executed/%.ipynb,$(NOTEBOOK_PY))
-LIB_SRC := $(wildcard lib/*.py)
+LIB_SRC := $(shell find lib -name '*.py')
 PRESET_FILE := book/executed/.preset
 EXECUTE := $(BIN)/python scripts/execute_notebook.py
 

@@ -19,9 +19,10 @@ import warnings
 import pandas as pd
 import torch
 
-from lib import bench, compression, hooks
-from lib.config import notebook_params, resolve
-from lib.model import Transformer, to_hooked
+from lib.analysis import compressors, units
+from lib.core import bench, hooks
+from lib.core.config import notebook_params, resolve
+from lib.core.model import Transformer, to_hooked
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -54,22 +55,22 @@ def cache_tasks(hooked, tokens: torch.Tensor, n_layers: int) -> dict:
                     hooked.run_with_cache(tokens[i : i + 64], names_filter=[hook])
 
         tasks[f"cache L{layer}: collect_activations (stops after block)"] = (
-            lambda hook=hook: tokens.numel() / timed(lambda: compression.collect_activations(hooked, tokens, hook)))
+            lambda hook=hook: tokens.numel() / timed(lambda: units.collect_activations(hooked, tokens, hook)))
         tasks[f"cache L{layer}: full run_with_cache forward"] = lambda full=full: tokens.numel() / timed(full)
     return tasks
 
 
 def fit_tasks(acts: torch.Tensor, nb: dict, steps: int) -> dict:
     """Samples/s of compressor training (InfoVAE at two sizes, TopK SAE) and activations/s of a PCA fit."""
-    base = compression.CompressorConfig(d_hidden=nb["d_hidden"], batch_size=nb["batch_size"], lr=nb["lr"],
+    base = compressors.CompressorConfig(d_hidden=nb["d_hidden"], batch_size=nb["batch_size"], lr=nb["lr"],
                                         steps=steps, sae_expansion=nb["sae_expansion"])
     d = acts.shape[-1]
     cfgs = {f"InfoVAE k={k}": base.replace(method="infovae", d_latent=k) for k in (8, d // 2)}
     cfgs["TopK SAE k=8"] = base.replace(method="sae", d_latent=8)
-    tasks = {name: (lambda c=c: steps * c.batch_size / timed(lambda: compression.fit(acts, c)))
+    tasks = {name: (lambda c=c: steps * c.batch_size / timed(lambda: compressors.fit(acts, c)))
              for name, c in cfgs.items()}
     tasks[f"PCA fit k={d // 2} (activations/s)"] = lambda: len(acts) / timed(
-        lambda: compression.fit(acts, base.replace(method="pca", d_latent=d // 2)))
+        lambda: compressors.fit(acts, base.replace(method="pca", d_latent=d // 2)))
     return tasks
 
 
@@ -108,7 +109,7 @@ def main() -> None:
         sub = {k: v for k, v in res.items() if k.startswith(f"cache L{layer}:")}
         print(table(sub, f"cache L{layer}: full run_with_cache forward", "activations/s").to_string(
             index=False, float_format=lambda v: f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"))
-    acts = compression.collect_activations(hooked, tokens, hooks.name("attn_out", 0)).flatten(0, 1)
+    acts = units.collect_activations(hooked, tokens, hooks.name("attn_out", 0)).flatten(0, 1)
     print(f"\n== compressor training on {len(acts):,} activations of d={acts.shape[-1]} ({args.preset} preset: "
           f"d_hidden {nb['d_hidden']}, batch {nb['batch_size']}, {args.steps} steps per timing), {args.reps} reps; "
           f"{bench.load()}")

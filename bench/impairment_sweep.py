@@ -19,7 +19,8 @@ import warnings
 import numpy as np
 import torch
 
-from lib import bench, config, data, impair, model, prompts, train
+from lib.analysis import impairment, prompts, units
+from lib.core import bench, config, data, model, train
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 TOPICS = ("Athlete", "Artist", "Company")
@@ -46,9 +47,9 @@ def setup(preset: str, n_prompts: int | None):
     pr = prompts.keyword_prompts(tok, kw, "dbpedia", n_prompts or nb["n_prompts"], cfg.model.n_ctx, TOPICS,
                                  mode=nb["kw_mode"], min_chars=nb["kw_min_chars"])
     windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_windows"], TOPICS)
-    stats = impair.topic_stats(hooked, windows, impair.LOCATIONS, progress=False)
-    clusters = {loc: impair.selective_cluster(stats[loc], "Athlete", nb["frac"]) for loc in impair.LOCATIONS}
-    grid = impair.dose_grid(clusters, nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
+    stats = units.topic_stats(hooked, windows, units.LOCATIONS, progress=False)
+    clusters = {loc: impairment.selective_cluster(stats[loc], "Athlete", nb["frac"]) for loc in units.LOCATIONS}
+    grid = impairment.dose_grid(clusters, nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
     return cfg, hooked, pr, clusters, grid
 
 
@@ -64,9 +65,9 @@ def main() -> None:
           f"({len(clusters)} clusters x kinds x intensities x noise seeds); cluster sizes "
           + ", ".join(f"{k}: {c.sizes}" for k, c in clusters.items()))
     variants = {
-        "per-condition loop": lambda: impair.sweep_loop(hooked, pr, clusters, grid, progress=False),
-        "batched, generic path": lambda: impair.sweep(hooked, pr, clusters, grid, fast=False, progress=False),
-        "batched": lambda: impair.sweep(hooked, pr, clusters, grid, progress=False),
+        "per-condition loop": lambda: impairment.sweep_loop(hooked, pr, clusters, grid, progress=False),
+        "batched, generic path": lambda: impairment.sweep(hooked, pr, clusters, grid, fast=False, progress=False),
+        "batched": lambda: impairment.sweep(hooked, pr, clusters, grid, progress=False),
     }
     tables = {name: fn() for name, fn in variants.items()}  # warm-up, and the tables to compare
     ref = tables["per-condition loop"]

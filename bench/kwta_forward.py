@@ -19,7 +19,8 @@ import warnings
 
 import torch
 
-from lib import bench, config, model, sparse, train
+from lib.analysis import kwta
+from lib.core import bench, config, model, train
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -41,9 +42,9 @@ def variants(dense: torch.nn.Module, d_model: int, d_mlp: int, k_fracs: list[flo
     out = {"dense MLP (GELU)": dense}
     g = torch.Generator().manual_seed(0)
     for frac in k_fracs:
-        k = sparse.k_for(frac, d_mlp)
+        k = kwta.k_for(frac, d_mlp)
         for boost in (1.5, 0.0):
-            m = sparse.SparseMLP(d_model, d_mlp, k, boost_strength=boost, generator=g)
+            m = kwta.SparseMLP(d_model, d_mlp, k, boost_strength=boost, generator=g)
             m.kwta.duty_cycle.copy_(torch.rand(d_mlp, generator=g) * 2 * k / d_mlp)
             out[f"k-WTA k={k} ({frac:.0%}), {'boosted' if boost else 'no boost'}"] = m.to(device).eval()
     return out

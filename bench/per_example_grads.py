@@ -16,10 +16,11 @@ import warnings
 
 import torch
 
-from lib import attribution, bench
-from lib.config import resolve
-from lib.model import to_hooked
-from lib.train import init_model
+from lib.core import bench
+from lib.core.config import resolve
+from lib.core.model import to_hooked
+from lib.core.train import init_model
+from lib.reports.training_dynamics import kernel as attribution
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 LAYER1_ATTN = ("blocks.1.attn.W_Q", "blocks.1.attn.W_K", "blocks.1.attn.W_V", "blocks.1.attn.W_O")

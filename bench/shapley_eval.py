@@ -30,8 +30,9 @@ import warnings
 import numpy as np
 import torch
 
-from lib import bench, config, data, model, prompts, shapley, train
-from lib.artifacts import get_or_train
+from lib.analysis import prompts, shapley
+from lib.core import bench, config, data, model, train
+from lib.core.runs import get_or_train
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 TARGET = 10.0  # the aim: batched >= 10x the loop on CPU

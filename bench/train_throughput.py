@@ -19,9 +19,9 @@ import time
 import pandas as pd
 import torch
 
-from lib import bench
-from lib.config import resolve
-from lib.model import Transformer
+from lib.core import bench
+from lib.core.config import resolve
+from lib.core.model import Transformer
 
 PEAK_N = {"cpu": 2048, "cuda": 8192}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -122,7 +122,7 @@ def check_targets(df: pd.DataFrame, device: str) -> list[str]:
 
 def quality(cfg, device: str, args) -> list[str]:
     """Train fp32 and bf16 for --quality-steps over --seeds; print per-run losses, return the verdict line."""
-    from lib.data import load_token_data
+    from lib.core.data import load_token_data
 
     qcfg = cfg.replace(max_steps=args.quality_steps, eval_every=args.quality_steps,
                        warmup_steps=min(cfg.train.warmup_steps, args.quality_steps // 3))

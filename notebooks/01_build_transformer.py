@@ -2,9 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,8 +31,9 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import config, data, findings, metrics, model, plotting, train
-from lib.artifacts import get_or_train
+from lib.analysis import findings, metrics, plotting, stats
+from lib.core import config, data, model, runs, train
+from lib.core.runs import get_or_train
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -174,7 +173,7 @@ grid = [dict(n_layers=L, attention_only=ao, seed=s, max_steps=nb["bench_steps"],
              warmup_steps=min(cfg_mlp.train.warmup_steps, nb["bench_steps"] // 4),
              eval_every=nb["bench_steps"], checkpoint_every=nb["bench_steps"])
         for L in nb["bench_layers"] for ao in (True, False) for s in nb["bench_seeds"]]
-bench = train.sweep(cfg_mlp, grid, name="bench", device=device)
+bench = runs.sweep(cfg_mlp, grid, name="bench", device=device)
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
 fig = plotting.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb['bench_steps']} "
                                 f"steps vs size ({len(nb['bench_seeds'])} seeds each)")
@@ -228,7 +227,7 @@ for k, s in scores.items():
     layer, head = divmod(int(ind.argmax()), ind.shape[1])
     per_seq = s["induction"][:, layer, head].numpy()
     rows.append({"model": k, "best head": f"L{layer}H{head}", "induction score": float(ind.max()),
-                 "95% CI": findings.bootstrap_ci(per_seq), "on repeated text": float(text_scores[k]["induction"].max()),
+                 "95% CI": stats.bootstrap_ci(per_seq), "on repeated text": float(text_scores[k]["induction"].max()),
                  "max previous-token score": float(s["prev_token"].mean(0).max())})
 induction = pd.DataFrame(rows).set_index("model")
 chance = 1.0 / (1.5 * half)  # uniform attention over the ~1.5*half earlier positions of the second copy
@@ -265,7 +264,7 @@ for k, h in hooked.items():
 fig = plotting.loss_by_position(curves, boundary=half, title="Fig. 5: loss per position on repeated random tokens")
 for k in ("attention-only", "with MLP"):
     v, init = float(drops[k].mean()), float(drops["attention-only at init"].mean())
-    ci = findings.bootstrap_ci(drops[k])
+    ci = stats.bootstrap_ci(drops[k])
     findings.record(f"loss drop on the repeat (first half minus second half), {k}", v, unit="nats/token", ci=ci,
                     control="init", control_value=init, figure="Fig. 5",
                     verdict=findings.verdict_from(v, init, ci, margin=0.1))

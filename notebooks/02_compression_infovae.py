@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,8 +34,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import compression, config, data, findings, hooks, model, plotting, prompts, train
-from lib.artifacts import get_or_train
+from lib.analysis import compressors, findings, plotting, prompts, stats, units
+from lib.core import config, data, hooks, model, pretrained, train
+from lib.core.runs import get_or_train
+from lib.reports.compression_infovae import kernel as compression
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -60,7 +63,7 @@ nb = config.notebook_params("02_compression_infovae", preset, hooks=hooks_list, 
                             lambda_mmd=lambda_mmd, beta=beta, kernel=kernel, sae_expansion=sae_expansion)
 cfgs = {"attn": config.resolve(preset, attention_only=True), "mlp": config.resolve(preset, attention_only=False)}
 device = "cuda" if torch.cuda.is_available() else "cpu"
-base = compression.CompressorConfig(d_hidden=nb["d_hidden"], steps=nb["steps"], batch_size=nb["batch_size"],
+base = compressors.CompressorConfig(d_hidden=nb["d_hidden"], steps=nb["steps"], batch_size=nb["batch_size"],
                                     lr=nb["lr"], lambda_mmd=nb["lambda_mmd"], beta=nb["beta"], kernel=nb["kernel"],
                                     sae_expansion=nb["sae_expansion"])
 d_model = cfgs["mlp"].model.d_model
@@ -87,7 +90,7 @@ base_models = {(kind, s): get_or_train(cfgs[kind].replace(seed=s), device=device
 hooked = {key: model.to_hooked(m.eval()) for key, m in base_models.items()}
 model_label = {"attn": "attn-only", "mlp": "MLP model"}
 hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb["hooks"]]
-panel = {(kind, h): f"{model_label[kind]}: {compression.hook_label(h)}" for kind, h in hook_names}
+panel = {(kind, h): f"{model_label[kind]}: {hooks.hook_label(h)}" for kind, h in hook_names}
 pd.DataFrame({"panel": list(panel.values()), "hook": [h for _, h in hook_names],
               "fit tokens": fit_tokens.numel(), "eval tokens": eval_tokens.numel()})
 
@@ -196,11 +199,11 @@ lname = panel[(lkind, lhook)]
 curve = main[(main.hook == lname) & (main.method == "InfoVAE")].groupby("d_latent").frac_recovered_zero.mean()
 k_best = int(curve[curve >= 0.9].index.min()) if (curve >= 0.9).any() else int(curve.index.max())
 tok = data.get_tokenizer(cfgs[lkind].data)
-topic_tokens, topic_labels, topic_names = compression.topic_windows(tok, cfgs[lkind].model.n_ctx, nb["n_per_topic"])
+topic_tokens, topic_labels, topic_names = prompts.topic_openings(tok, cfgs[lkind].model.n_ctx, nb["n_per_topic"])
 init_hooked = model.to_hooked(train.init_model(cfgs[lkind]).eval())
 nets = {"trained": hooked[(lkind, nb["model_seeds"][0])], "at initialisation": init_hooked}
-fit_key = {name: compression.cache_activations(h, fit_tokens, lhook, "fit") for name, h in nets.items()}
-topic_acts = {name: compression.cache_activations(h, topic_tokens, lhook, "topics")[0] for name, h in nets.items()}
+fit_key = {name: units.cache_activations(h, fit_tokens, lhook, "fit") for name, h in nets.items()}
+topic_acts = {name: units.cache_activations(h, topic_tokens, lhook, "topics")[0] for name, h in nets.items()}
 display(Markdown(f"Latent-space hook: **{lname}**; best-trade-off InfoVAE latent size **{k_best}** "
                  f"(fraction of loss recovered {curve[k_best]:.3f})."))
 
@@ -211,9 +214,9 @@ display(Markdown(f"Latent-space hook: **{lname}**; best-trade-off InfoVAE latent
 # tokens). A 1-latent code has no second axis, so the view then uses the 2-latent InfoVAE.
 
 # %%
-def fitted(name: str, method: str, k: int, seed: int = nb["seeds"][0]) -> compression.Compressor:
+def fitted(name: str, method: str, k: int, seed: int = nb["seeds"][0]) -> compressors.Compressor:
     acts, key = fit_key[name]
-    return compression.get_or_fit(acts, base.replace(method=method, d_latent=k, seed=seed), key)[0]
+    return compressors.get_or_fit(acts, base.replace(method=method, d_latent=k, seed=seed), key)[0]
 
 
 latents = {name: fitted(name, "infovae", k_best).encode(topic_acts[name]) for name in nets}
@@ -223,7 +226,7 @@ tok_topic = topic_labels[:, None].expand(-1, late).flatten()[pick].numpy()
 panels = {}
 for name in nets:
     z = fitted(name, "infovae", k_view).encode(topic_acts[name])[:, 8:].flatten(0, 1)[pick]
-    xy = compression.fit(z, compression.CompressorConfig(method="pca", d_latent=2))[0].encode(z)
+    xy = compressors.fit(z, compressors.CompressorConfig(method="pca", d_latent=2))[0].encode(z)
     panels[f"{name} model (k = {k_view})"] = (xy.numpy(), tok_topic)
 fig = plotting.latent_scatter(panels, topic_names, f"Fig. 3: InfoVAE latents at {lname}, coloured by article topic")
 
@@ -254,11 +257,11 @@ fig = plotting.probe_bars(probes, f"Fig. 4: linear topic probe on {lname} featur
 acc = {key: float(v.mean()) for key, v in per_article.items()}
 shuffled = acc[shuffled_key]
 for label in (vae_label, pca_label, raw_label):
-    v, ci = acc[("trained", label)], findings.bootstrap_ci(per_article[("trained", label)])
+    v, ci = acc[("trained", label)], stats.bootstrap_ci(per_article[("trained", label)])
     findings.record(f"topic probe accuracy, {label}, {lname}", v, unit="fraction of tokens", ci=ci, control="random",
                     control_value=shuffled, figure="Fig. 4",
                     verdict=findings.verdict_from(v, shuffled, ci, margin=0.02))
-v, v_init, ci = acc[("trained", vae_label)], acc[("at initialisation", vae_label)], findings.bootstrap_ci(
+v, v_init, ci = acc[("trained", vae_label)], acc[("at initialisation", vae_label)], stats.bootstrap_ci(
     per_article[("trained", vae_label)])
 _ = findings.record(f"topic probe accuracy, {vae_label}, trained vs initialisation, {lname}", v,
                     unit="fraction of tokens", ci=ci, control="init", control_value=v_init, figure="Fig. 4",
@@ -273,7 +276,7 @@ diff = per_article[("trained", vae_label)] - per_article[("trained", pca_label)]
 other = [compression.probe_accuracy(fitted("trained", "infovae", k_best, s).encode(topic_acts["trained"]), topic_labels,
                                     train_mask, n_topics, steps=nb["probe_steps"]).mean() for s in nb["seeds"][1:]]
 seed_sd2 = 2 * float(np.std([acc[("trained", vae_label)], *other], ddof=1)) if other else 0.0
-ci = findings.bootstrap_ci(diff)
+ci = stats.bootstrap_ci(diff)
 findings.record(f"InfoVAE latents are more topic-readable than PCA of the same size (accuracy gap), {lname}",
                 float(diff.mean()), unit="fraction of tokens", ci=ci, control="seeds", control_value=seed_sd2,
                 figure="Fig. 4", verdict=findings.verdict_from(float(diff.mean()), seed_sd2, ci))
@@ -299,8 +302,8 @@ effects = pd.Series({j: compression.traversal_effect(nets["trained"], starts, lh
 top_latents = effects.index[: min(3, k_best)].tolist()
 z_held = vae.encode(topic_acts["trained"][~train_mask])
 pd.set_option("display.max_colwidth", 80)
-tables = [compression.top_contexts(z_held, held, tok, top_latents, n_top=4, sign=s)
-          .assign(end="high" if s > 0 else "low") for s in (1, -1)]
+tables = [units.top_contexts(z_held[..., j], held, tok, n_top=4, sign=s).assign(latent=j, end="high" if s > 0 else "low")
+          for j in top_latents for s in (1, -1)]
 pd.concat(tables).sort_values(["latent", "end", "rank"]).set_index(["latent", "end", "rank"])
 
 # %% [markdown]
@@ -344,9 +347,9 @@ def keyword_scores(fn=None) -> dict:
 if kp is not None and len(kp):
     refs_kw = {"clean": keyword_scores(), "zero-ablation": keyword_scores(lambda x: x * 0),
                "mean-ablation": keyword_scores(lambda x: lacts.mean(0).expand_as(x))}
-    kw_df = pd.DataFrame([{"hook": lname, "method": compression.METHOD_LABELS[m], "d_latent": k, "seed": 0,
+    kw_df = pd.DataFrame([{"hook": lname, "method": compressors.METHOD_LABELS[m], "d_latent": k, "seed": 0,
                            **keyword_scores(fitted("trained", m, k))}
-                          for m in compression.METHODS for k in latent_sizes])
+                          for m in compressors.METHODS for k in latent_sizes])
     fig = plotting.sweep_curves(
         kw_df, {"loss": "keyword cross-entropy\n(nats)", "top1": "keyword is the top-1\nnext token (fraction)"},
         f"Fig. 6: keyword prompts with the compressor spliced in ({len(kp)} held-out prompts)",
@@ -399,18 +402,18 @@ for hook in first.hook.unique() if len(nb["model_seeds"]) > 1 else []:
 
 # %%
 try:
-    big = model.load_pretrained(model_name, device=device)
+    big = pretrained.load_pretrained(model_name, device=device)
     big_hook = hooks.name("mlp_out", big.cfg.n_layers // 2)
     texts = data.load_articles("dbpedia14_test")["text"].tolist()
-    windows = compression.lm_windows_for(big, texts[:4000], n_ctx=min(64, big.cfg.n_ctx))
+    windows = prompts.lm_windows_for(big, texts[:4000], n_ctx=min(64, big.cfg.n_ctx))
     big_fit, big_eval = windows[: nb["pretrained_n_fit"]], windows[-nb["pretrained_n_eval"]:]
     big_sizes = compression.latent_sizes(big.cfg.d_model, n=nb["pretrained_n_sizes"])
-    big_label = f"{model_name}: {compression.hook_label(big_hook)}"
+    big_label = f"{model_name}: {hooks.hook_label(big_hook)}"
     big_note = f"Loaded **{model_name}** from local weights ({big.cfg.n_layers} layers, d_model {big.cfg.d_model})."
 except FileNotFoundError:
     big, big_hook = hooked[("mlp", nb["model_seeds"][0])], hooks.name("mlp_out", cfgs["mlp"].model.n_layers - 1)
     big_fit, big_eval, big_sizes = fit_tokens, eval_tokens, latent_sizes
-    big_label = panel.get(("mlp", big_hook), f"MLP model: {compression.hook_label(big_hook)}")
+    big_label = panel.get(("mlp", big_hook), f"MLP model: {hooks.hook_label(big_hook)}")
     big_note = (f"No local weights for **{model_name}** (this project never downloads them), so this section uses "
                 f"our largest trained model, the 2-layer model with MLPs (d_model {d_model}).")
 display(Markdown(big_note))

@@ -2,9 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,8 +38,11 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import config, data, findings, impair, model, plotting, prompts, train
-from lib.artifacts import get_or_train
+from lib.analysis import findings, impairment, plotting, prompts, units
+from lib.analysis.stats import bootstrap_ci
+from lib.core import config, data, model, train
+from lib.core.runs import get_or_train
+from lib.reports.neuron_impairment import kernel as impair
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -144,7 +145,7 @@ display(Markdown(
 # %%
 windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb["n_windows"]) for s in prompts.TOPIC_SETS}
 stats = {(name, s, loc): st for name, h in hooked.items() for s in prompts.TOPIC_SETS
-         for loc, st in impair.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
+         for loc, st in units.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
 g = torch.Generator().manual_seed(seed)
 TESTS = {  # test -> (topic set, target topic, evaluated topics, location)
     "test 1": ("comments", "toxic", ("toxic", "harmless", "Athlete"), "mlp_post"),
@@ -173,9 +174,9 @@ display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per l
 
 # %%
 key = dict(cfg=cfg.to_dict(), nb=nb, seed=seed)
-grid = impair.dose_grid(["found"], nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
+grid = impairment.dose_grid(["found"], nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
 sweeps = pd.concat([
-    impair.damage_sweep(hooked[name], pr.subset(TESTS[test][2]), {"found": found[(name, test, m)]}, grid,
+    impairment.damage_sweep(hooked[name], pr.subset(TESTS[test][2]), {"found": found[(name, test, m)]}, grid,
                         name=f"{name}-{test}-{m}".replace(" ", "_"), key=key, desc=f"{name}, {test}, {m}")
     .assign(model=name, test=test, method=m)
     for name, m in RUNS for test in TESTS], ignore_index=True)
@@ -187,7 +188,7 @@ METRICS = {"loss": "keyword loss (nats)", "top5": "top-5 accuracy (fraction)"}
 
 def dose_figure(test: str, title: str):
     part = tr[tr.test == test]
-    ends = part.kind.isin(impair.ENDPOINTS)
+    ends = part.kind.isin(impairment.ENDPOINTS)
     return plotting.dose_response(part[~ends], METRICS, KINDS, title, hue_order=TESTS[test][2], endpoints=part[ends])
 
 
@@ -229,13 +230,13 @@ fig = plotting.curve_stat_strip(curves.assign(impairment=curves.kind), x="model"
 curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "largest_step"]).round(2)
 
 # %%
-ci = findings.bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb["n_boot"])
+ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb["n_boot"])
 v, v0 = float(np.median(rho["trained"])), float(np.median(rho["init"]))
 findings.record("A: Spearman ρ of keyword loss vs impairment intensity (median over curves)", v, unit="Spearman ρ",
                 ci=ci, control="init", control_value=v0, figure="Fig. 4",
                 verdict=findings.verdict_from(v, v0, ci, margin=0.1))
 steps = curves[curves.model == "trained"].largest_step.dropna().to_numpy()
-s, s_ci = float(np.median(steps)), findings.bootstrap_ci(steps, stat=np.median, n_boot=nb["n_boot"])
+s, s_ci = float(np.median(steps)), bootstrap_ci(steps, stat=np.median, n_boot=nb["n_boot"])
 findings.record("A: largest step as a share of the curve's total change (median over the trained model's curves)", s,
                 unit="fraction", ci=s_ci, figure="Fig. 1-3",
                 control="none: descriptive; 1 = a single jump, 0.5 = a rise linear in intensity on the noise grid")
@@ -259,15 +260,15 @@ display(Markdown(f"Median Spearman ρ over {len(rho['trained'])} curves: **{v:.2
 null = {}
 for test, (_, target, topics, _) in TESTS.items():
     like = found[("trained", test, "selectivity")]
-    rand = {f"random {i}": impair.random_cluster(like, g) for i in range(nb["n_random"])}
-    df = impair.damage_sweep(hooked["trained"], pr.subset(topics), rand, impair.grid(rand, ["noise"],
+    rand = {f"random {i}": impairment.random_cluster(like, g) for i in range(nb["n_random"])}
+    df = impairment.damage_sweep(hooked["trained"], pr.subset(topics), rand, impairment.grid(rand, ["noise"],
                              nb["noise_intensities"], nb["noise_seeds"]), name=f"trained-{test}-random".replace(" ", "_"),
                              key=key, desc=f"random clusters, {test}")
-    null[test] = impair.specificities(df, target, topics[1:]).to_numpy()
+    null[test] = impairment.specificities(df, target, topics[1:]).to_numpy()
 
 # %%
 noise = sweeps[(sweeps.model == "trained") & (sweeps.kind == "noise")]
-spec = {(test, m): impair.specificity(noise[(noise.test == test) & (noise.method == m)], TESTS[test][1],
+spec = {(test, m): impairment.specificity(noise[(noise.test == test) & (noise.method == m)], TESTS[test][1],
                                       TESTS[test][2][1:], n_boot=nb["n_boot"])
         for test in TESTS for m in ("selectivity", "kmeans")}
 fig = plotting.null_histograms(
@@ -303,12 +304,12 @@ display(Markdown("The report's selectivity clusters reach specificity indices of
 early_cfg = cfg.replace(max_steps=nb["early_steps"], warmup_steps=min(cfg.train.warmup_steps, nb["early_steps"] // 4),
                         eval_every=nb["early_steps"], checkpoint_every=nb["early_steps"])
 hooked["early"] = model.to_hooked(get_or_train(early_cfg, name="bench", device=device)[0])
-stats[("early", "dbpedia", "mlp_post")] = impair.topic_stats(hooked["early"], windows["dbpedia"], "mlp_post")
+stats[("early", "dbpedia", "mlp_post")] = units.topic_stats(hooked["early"], windows["dbpedia"], "mlp_post")
 ath, curves_t = pr.subset(["Athlete"]), []
 for name in ("trained", "seed 1", "early"):
-    cl = {"Athlete": impair.selective_cluster(stats[(name, "dbpedia", "mlp_post")], "Athlete", nb["frac"])}
-    conds = impair.grid(cl, ["noise"], nb["tolerance_intensities"], nb["noise_seeds"])
-    curves_t.append(impair.sweep(hooked[name], ath, cl, conds, desc=f"tolerance, {name}").assign(model=name))
+    cl = {"Athlete": impairment.selective_cluster(stats[(name, "dbpedia", "mlp_post")], "Athlete", nb["frac"])}
+    conds = impairment.grid(cl, ["noise"], nb["tolerance_intensities"], nb["noise_seeds"])
+    curves_t.append(impairment.sweep(hooked[name], ath, cl, conds, desc=f"tolerance, {name}").assign(model=name))
 curves_t = pd.concat(curves_t, ignore_index=True)
 threshold = 0.5 * float(clean["trained"].loc[clean["trained"].topic == "Athlete", "top5"].mean())
 mean_t = curves_t.groupby(["model", "intensity"]).top5.mean()
@@ -342,11 +343,11 @@ pd.DataFrame({"model": list(tol), "tolerated intensity": list(tol.values()),
 # %%
 seed_rows, jac_null = [], {}
 match_tokens = torch.cat([w[: nb["n_match_windows"]] for s in prompts.TOPIC_SETS for w in windows[s].values()])
-acts = {name: impair.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
-perms = [impair.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
+acts = {name: units.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
+perms = [units.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
 for test in ("test 1", "test 2"):
     s, target, _, loc = TESTS[test]
-    c0, c1 = found[("trained", test, "selectivity")], impair.selective_cluster(stats[("seed 1", s, loc)], target, nb["frac"])
+    c0, c1 = found[("trained", test, "selectivity")], impairment.selective_cluster(stats[("seed 1", s, loc)], target, nb["frac"])
     jac_null[test] = impair.random_jaccards(c0, c1, 2000, g)
     seed_rows.append({"test": test, "cluster": target, "raw index Jaccard": impair.jaccard(c0, c1),
                       "matched Jaccard": impair.jaccard(impair.map_cluster(c0, perms), c1),

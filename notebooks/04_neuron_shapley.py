@@ -2,9 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -38,8 +36,11 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import artifacts, config, data, findings, impair, model, plotting, prompts, shapley, train
-from lib.artifacts import get_or_train
+from lib.analysis import findings, plotting, prompts, shapley, units
+from lib.analysis.stats import bootstrap_ci, spearman
+from lib.core import artifacts, config, data, model, train
+from lib.core.runs import get_or_train
+from lib.reports.neuron_shapley import kernel as neuron_shapley
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -102,7 +103,7 @@ hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
           "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
           "init": model.to_hooked(train.init_model(cfg, device).eval())}
 windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_windows"], topics)
-stats = {name: impair.topic_stats(h, windows, "mlp_post", progress=False) for name, h in hooked.items()}
+stats = {name: units.topic_stats(h, windows, "mlp_post", progress=False) for name, h in hooked.items()}
 means = {name: st.pooled()[0] for name, st in stats.items()}  # each neuron's mean activation (for mean ablation)
 games, evals = ({name: shapley.neuron_game(h, p, nb["layers"], ablation=nb["ablation"], mean=means[name], topics=topics)
                  for name, h in hooked.items()} for p in (game_pr, eval_pr))
@@ -162,7 +163,7 @@ def top_share(values: torch.Tensor) -> np.ndarray:
 
 
 share = {name: top_share(r.values) for name, r in res.items()}
-ci = findings.bootstrap_ci(share["trained"], np.median, nb["n_boot"])
+ci = bootstrap_ci(share["trained"], np.median, nb["n_boot"])
 findings.record(f"Share of a topic's absolute Shapley credit held by its top-{nb['k']} neurons (median over topics)",
                 float(np.median(share["trained"])), unit="fraction", ci=ci, figure="Fig. 1", control="init",
                 control_value=float(np.median(share["init"])),
@@ -206,23 +207,23 @@ display(Markdown(f"Across these {len(profile)} neurons, the median ratio of a ne
 # intervals over topics × prompts (× seeds for random).
 
 # %%
-gxa_pp = shapley.grad_x_act(hooked["trained"], game_pr, players, means["trained"] if nb["ablation"] == "mean" else None)
+gxa_pp = neuron_shapley.grad_x_act(hooked["trained"], game_pr, players, means["trained"] if nb["ablation"] == "mean" else None)
 scores = {"Shapley": phi, "selectivity": torch.stack([players.gather(stats["trained"].selectivity(t)) for t in topics], 1),
           "grad × act": torch.stack([gxa_pp[games["trained"].topic_idx(t)].mean(0) for t in topics], 1)}
 g = torch.Generator().manual_seed(seed)
-removal = shapley.removal_table(evals["trained"], scores, sorted({*nb["removal_ks"], nb["k"]}), nb["n_random"], g)
+removal = neuron_shapley.removal_table(evals["trained"], scores, sorted({*nb["removal_ks"], nb["k"]}), nb["n_random"], g)
 ORDER = ["Shapley", "grad × act", "selectivity", "random"]
 fig = plotting.removal_curves(removal, "k", {"top5": "top-5 keyword accuracy (fraction)", "loss": "keyword loss (nats)"},
                               "ordering", "Fig. 3: a topic's keyword metrics as its neurons are removed, by ordering",
                               "neurons removed (count)", hue_order=ORDER)
 
 # %%
-dk = shapley.destroy_k(removal)
+dk = neuron_shapley.destroy_k(removal)
 med_k = dk.groupby("ordering").k.median()
 kr = dk[dk.ordering == "random"].groupby("topic").k.median()
 ks_sh = dk[dk.ordering == "Shapley"].set_index("topic").k
 if len(ks_sh) >= 2:
-    ci = findings.bootstrap_ci(ks_sh.to_numpy(), np.median, nb["n_boot"])
+    ci = bootstrap_ci(ks_sh.to_numpy(), np.median, nb["n_boot"])
     findings.record("Neurons removed in Shapley order until a topic's top-5 keyword accuracy halves (median over "
                     f"topics; censored at {max(nb['removal_ks'])})", float(med_k["Shapley"]), unit="neurons", ci=ci, control="random",
                     control_value=float(kr.median()), figure="Fig. 3",
@@ -232,7 +233,7 @@ at_k = removal[removal.k == nb["k"]].merge(removal[removal.k == 0][["ordering", 
 at_k["d_loss"] = at_k.loss - at_k.loss_clean
 dmg = at_k.groupby(["ordering", "topic"]).d_loss.mean().unstack("ordering")
 for o in ("Shapley", "grad × act", "selectivity"):
-    ci = findings.bootstrap_ci(dmg[o].to_numpy(), np.mean, nb["n_boot"])
+    ci = bootstrap_ci(dmg[o].to_numpy(), np.mean, nb["n_boot"])
     findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb['k']} neurons by {o} "
                     "(mean over topics)", float(dmg[o].mean()), unit="nats", ci=ci, control="random",
                     control_value=float(dmg["random"].mean()), figure="Fig. 3",
@@ -257,20 +258,20 @@ display(Markdown(
 
 # %%
 clean_eval = ends["trained"][0]
-top_masks = torch.stack([shapley.removal_masks(res["trained"].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
-rand_masks = torch.stack([shapley.removal_masks(torch.randperm(n, generator=g), [nb["k"]], n)[0]
+top_masks = torch.stack([neuron_shapley.removal_masks(res["trained"].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
+rand_masks = torch.stack([neuron_shapley.removal_masks(torch.randperm(n, generator=g), [nb["k"]], n)[0]
                           for _ in range(nb["n_random"])])
 damage = -evals["trained"](top_masks) - clean_eval  # (X removed, Y measured)
 rand_damage = -evals["trained"](rand_masks) - clean_eval  # (random set, Y measured)
-gap = shapley.specificity_gap(damage).numpy()
-null = np.array([np.median(shapley.specificity_gap(row[None].expand(len(topics), -1)).numpy()) for row in rand_damage])
+gap = neuron_shapley.specificity_gap(damage).numpy()
+null = np.array([np.median(neuron_shapley.specificity_gap(row[None].expand(len(topics), -1)).numpy()) for row in rand_damage])
 fig = plotting.matrix_heatmap(pd.DataFrame(damage.numpy(), index=topics, columns=topics),
                               f"Fig. 4: keyword-loss rise on topic Y after removing topic X's top-{nb['k']} Shapley neurons",
                               "topic measured (Y)", "topic whose neurons are removed (X)", "loss rise (nats)",
                               mark_diagonal=True)
 
 # %%
-ci = findings.bootstrap_ci(gap, np.median, nb["n_boot"])
+ci = bootstrap_ci(gap, np.median, nb["n_boot"])
 q95 = float(np.quantile(null, 0.95))
 fig = plotting.null_histograms({"specificity": (null, {"top-k Shapley neurons (median over topics)": (float(np.median(gap)), ci)})},
                                "Fig. 5: specificity gap of top-k Shapley neurons vs random k-sets",
@@ -285,7 +286,7 @@ findings.record(f"Share of topics whose own keyword loss rises most when their t
 display(Markdown(f"Median specificity gap {np.median(gap):+.3f} nats (95% CI {ci[0]:+.3f} to {ci[1]:+.3f}) against a 95th "
                  f"percentile of {q95:+.3f} for random {nb['k']}-sets (median {np.median(null):+.3f}); in "
                  f"{hit.mean():.0%} of rows the removed topic is the one hurt most (chance {1 / len(topics):.0%}). "
-                 f"Notebook 3's ratio would read {np.median(shapley.specificity_index(damage).numpy()):.1f}, inflated by "
+                 f"Notebook 3's ratio would read {np.median(neuron_shapley.specificity_index(damage).numpy()):.1f}, inflated by "
                  f"off-target damage at or below zero in {int((damage.sum(1) - damage.diagonal() <= 0).sum())} of "
                  f"{len(topics)} rows."))
 
@@ -340,7 +341,7 @@ for label, r in (("TMC's evaluations to its final top-k for good ÷ TMAB's until
     if len(r):
         findings.record(f"{label} (median over {len(r)} topics where TMAB's top-{nb['k']} equals TMC's)",
                         float(np.median(r)), unit="ratio", figure="Fig. 6",
-                        ci=findings.bootstrap_ci(r, np.median, nb["n_boot"]) if len(r) >= 2 else None,
+                        ci=bootstrap_ci(r, np.median, nb["n_boot"]) if len(r) >= 2 else None,
                         control="none: a cost measurement, both estimators on the same games")
 display(Markdown(
     f"TMAB's final top-{nb['k']} equals TMC's in {int(exact.sum())} of {len(costs)} topics (mean Jaccard "
@@ -356,20 +357,20 @@ display(Markdown(
 # permutations): a cheap score cannot agree with Shapley better than Shapley agrees with itself.
 
 # %%
-a, b = shapley.split_half(res["trained"])
-rel = np.array([impair.spearman(a[:, j].numpy(), b[:, j].numpy()) for j in range(len(topics))])
-rho = {o: np.array([impair.spearman(scores[o][:, j].numpy(), phi[:, j].numpy()) for j in range(len(topics))])
+a, b = neuron_shapley.split_half(res["trained"])
+rel = np.array([spearman(a[:, j].numpy(), b[:, j].numpy()) for j in range(len(topics))])
+rho = {o: np.array([spearman(scores[o][:, j].numpy(), phi[:, j].numpy()) for j in range(len(topics))])
        for o in ("grad × act", "selectivity")}
 j0 = topics.index(t0)
 fig = plotting.agreement_scatter({o: (scores[o][:, j0].numpy(), phi[:, j0].numpy()) for o in rho},
                                  "rank under the cheap score (percentile)", "rank under Shapley (percentile)",
                                  f"Fig. 7: cheap scores vs Shapley values, one dot per neuron ({t0})")
 findings.record("Split-half reliability of the Shapley estimates (Spearman, median over topics)", float(np.median(rel)),
-                unit="Spearman ρ", ci=findings.bootstrap_ci(rel, np.median, nb["n_boot"]), figure="Fig. 7",
+                unit="Spearman ρ", ci=bootstrap_ci(rel, np.median, nb["n_boot"]), figure="Fig. 7",
                 control="none: the noise ceiling of the estimates themselves")
 for o, r in rho.items():
     findings.record(f"Spearman of {o} with Shapley values (median over topics)", float(np.median(r)), unit="Spearman ρ",
-                    ci=findings.bootstrap_ci(r, np.median, nb["n_boot"]), figure="Fig. 7",
+                    ci=bootstrap_ci(r, np.median, nb["n_boot"]), figure="Fig. 7",
                     control=f"none: compare with the split-half reliability of Shapley ({np.median(rel):.2f})")
 display(Markdown(f"Median Spearman with Shapley: gradient × activation {np.median(rho['grad × act']):.2f}, selectivity "
                  f"{np.median(rho['selectivity']):.2f}; split-half reliability of Shapley {np.median(rel):.2f}."))
@@ -388,9 +389,9 @@ display(Markdown(f"Median Spearman with Shapley: gradient × activation {np.medi
 # %%
 rise = {}
 for name in ("trained", "init"):
-    m = torch.stack([shapley.removal_masks(res[name].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
+    m = torch.stack([neuron_shapley.removal_masks(res[name].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
     rise[name] = ((-evals[name](m) - ends[name][0]).diagonal()).numpy()
-ci = findings.bootstrap_ci(rise["trained"], np.mean, nb["n_boot"])
+ci = bootstrap_ci(rise["trained"], np.mean, nb["n_boot"])
 findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb['k']} Shapley neurons, "
                 "trained vs untrained model (mean over topics)", float(rise["trained"].mean()), unit="nats", ci=ci,
                 control="init", control_value=float(rise["init"].mean()), figure="Fig. 3",
@@ -399,8 +400,8 @@ findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing
 # %%
 wins = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_match_windows"], topics)
 tokens = torch.cat(list(wins.values()))
-acts = {name: impair.unit_activations(hooked[name], tokens, "mlp_post") for name in ("trained", "seed 1")}
-perm = torch.cat([impair.match_units(acts["trained"][layer], acts["seed 1"][layer]) + i * players.d_mlp
+acts = {name: units.unit_activations(hooked[name], tokens, "mlp_post") for name in ("trained", "seed 1")}
+perm = torch.cat([units.match_units(acts["trained"][layer], acts["seed 1"][layer]) + i * players.d_mlp
                   for i, layer in enumerate(players.layers)])  # seed-0 player -> matched seed-1 player
 jac = np.array([shapley.set_jaccard(perm[res["trained"].top(nb["k"], j)].tolist(), res["seed 1"].top(nb["k"], j).tolist())
                 for j in range(len(topics))])
@@ -410,9 +411,9 @@ rand_j = np.array([np.median([shapley.set_jaccard(torch.randperm(n, generator=g)
 jq = float(np.quantile(rand_j, 0.95))
 findings.record(f"Seeds: Jaccard overlap of a topic's top-{nb['k']} Shapley neurons in two training seeds after "
                 "matching neurons (median over topics)", float(np.median(jac)), unit="Jaccard",
-                ci=findings.bootstrap_ci(jac, np.median, nb["n_boot"]), control="random", control_value=jq,
+                ci=bootstrap_ci(jac, np.median, nb["n_boot"]), control="random", control_value=jq,
                 verdict=findings.verdict_from(float(np.median(jac)), jq,
-                                                              findings.bootstrap_ci(jac, np.median, nb["n_boot"])))
+                                                              bootstrap_ci(jac, np.median, nb["n_boot"])))
 display(Markdown(f"Removing a topic's top-{nb['k']} Shapley neurons raises its loss by {rise['trained'].mean():+.3f} nats "
                  f"in the trained model and {rise['init'].mean():+.3f} at initialisation. Matched top-{nb['k']} overlap "
                  f"across seeds: median Jaccard {np.median(jac):.2f} (random k-sets: 95th percentile {jq:.2f})."))

@@ -2,9 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,8 +38,12 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import compression, config, data, findings, hooks, impair, model, plotting, prompts, sparse
-from lib.artifacts import get_or_train
+from lib.analysis import findings, impairment, kwta, plotting, prompts, stats
+from lib.analysis.units import top_contexts, topic_stats
+from lib.core import config, data, hooks, model
+from lib.core.pretrained import load_pretrained
+from lib.core.runs import get_or_train
+from lib.reports.sparse_layers import kernel as sparse
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -84,13 +86,13 @@ tok = data.get_tokenizer(cfg.data)
 td = data.load_token_data(cfg.data)
 train_tok, val_tok = td.train[: nb["n_train"]], td.val[: nb["n_eval"]]
 n_units, last = hooked.cfg.d_mlp, hooked.cfg.n_layers - 1
-ks = sorted({sparse.k_for(f, n_units) for f in nb["k_fracs"]})
-k_focus = sparse.k_for(nb["k_focus"], n_units)
+ks = sorted({kwta.k_for(f, n_units) for f in nb["k_fracs"]})
+k_focus = kwta.k_for(nb["k_focus"], n_units)
 boost = dict(boost_strength=nb["boost_strength"], boost_strength_factor=nb["boost_strength_factor"],
              duty_cycle_period=nb["duty_cycle_period"])
-SURGERY = {"(a) replace MLP": sparse.SparseConfig("replace_mlp", **boost),
-           "(b) residual layer": sparse.SparseConfig("residual", **boost)}
-fits = {s: sparse.FitConfig(nb["objective"], nb["steps"], nb["batch_size"], nb["lr"], seed=s) for s in nb["seeds"]}
+SURGERY = {"(a) replace MLP": kwta.SparseConfig("replace_mlp", **boost),
+           "(b) residual layer": kwta.SparseConfig("residual", **boost)}
+fits = {s: kwta.FitConfig(nb["objective"], nb["steps"], nb["batch_size"], nb["lr"], seed=s) for s in nb["seeds"]}
 display(Markdown(f"Sparse layers of {n_units} units; k ∈ {ks} winners per token; {len(nb['seeds'])} training seeds; "
                  f"{nb['steps']} steps of {nb['batch_size']} windows ({nb['objective']} objective) on "
                  f"{len(train_tok):,} training windows; held-out loss on {len(val_tok):,} windows."))
@@ -104,9 +106,9 @@ runs |= {("(a) replace MLP, no boosting", k_focus, s): (SURGERY["(a) replace MLP
 models, losses = sparse.train_grid(hooked, runs, train_tok, val_tok, base=base_dir.name)
 losses[["variant", "k", "seed"]] = pd.DataFrame(losses.pop("run").tolist(), index=losses.index)
 losses["k_pct"] = 100 * losses.k / n_units
-orig_loss = sparse.lm_loss(hooked, val_tok)
+orig_loss = kwta.lm_loss(hooked, val_tok)
 with hooked.hooks(fwd_hooks=[(hooks.name("mlp_out", last), lambda x, hook: torch.zeros_like(x))]):
-    removed_loss = sparse.lm_loss(hooked, val_tok)
+    removed_loss = kwta.lm_loss(hooked, val_tok)
 
 # %%
 dense = {v: losses[losses.variant == f"{v}, dense"].loss.to_numpy() for v in SURGERY}
@@ -169,7 +171,7 @@ duty, rows = {}, []
 for label, variant in BOOST_RUNS.items():
     c = SURGERY["(b) residual layer" if label.startswith("(b)") else "(a) replace MLP"]
     for s in nb["seeds"]:
-        d = sparse.duty_cycles(sparse.unit_acts(models[(variant, k_focus, s)], val_tok, sparse.units_hook(hooked, c)))
+        d = sparse.duty_cycles(sparse.unit_acts(models[(variant, k_focus, s)], val_tok, kwta.units_hook(hooked, c)))
         duty.setdefault(label, d.numpy())
         rows.append({"layer": label, "seed": s, "dead units (fraction)": float((d == 0).float().mean()),
                      "duty entropy (normalised)": sparse.duty_entropy(d), "max duty ÷ (k/n)": float(d.max() * n_units / k_focus)})
@@ -215,8 +217,8 @@ g = torch.Generator().manual_seed(seed)
 BASES = {"original dense": (hooked, hooks.name("mlp_post", last))}
 for s in nb["seeds"]:
     for v, c in SURGERY.items():
-        BASES[(f"{v[:3]} sparse", s)] = (models[(v, k_focus, s)], sparse.units_hook(hooked, c))
-        BASES[(f"{v[:3]} dense retrained", s)] = (models[(f"{v}, dense", None, s)], sparse.units_hook(hooked, c))
+        BASES[(f"{v[:3]} sparse", s)] = (models[(v, k_focus, s)], kwta.units_hook(hooked, c))
+        BASES[(f"{v[:3]} dense retrained", s)] = (models[(f"{v}, dense", None, s)], kwta.units_hook(hooked, c))
 parts = []
 for key, (m, hook) in BASES.items():
     name, s = key if isinstance(key, tuple) else (key, nb["seeds"][0])
@@ -250,14 +252,14 @@ COMPARE = [("(a) sparse", "original dense", "the original dense neurons"),
            ("(b) sparse", "(b) dense retrained", "its dense retrained control")]
 for score, adj, unit in (("selectivity", "topic-selective", "Cohen's d"), ("monosemanticity", "monosemantic", "share")):
     for basis, ref, ref_name in COMPARE:
-        diff, ci = sparse.median_diff_ci(u0.get_group(basis)[score], u0.get_group(ref)[score], nb["n_boot"])
+        diff, ci = stats.median_diff_ci(u0.get_group(basis)[score], u0.get_group(ref)[score], nb["n_boot"])
         rng = float(np.ptp(per_seed[score][basis].to_numpy()))
         findings.record(f"{basis} units (k = {k_focus}) more {adj} than {ref_name}: difference of median {score} "
                         "(95% CI over units; control: range of the sparse median over seeds)", diff, unit=unit, ci=ci,
                         control="seeds", control_value=rng, figure="Fig. 3", verdict=findings.verdict_from(diff, rng, ci))
 for name in ("original dense", "(a) sparse"):
     v, r = float(med.loc[(name, focus_seed), "selectivity"]), float(med.loc[(f"{name}, rotated", focus_seed), "selectivity"])
-    ci = findings.bootstrap_ci(units[(units.basis == name) & (units.seed == focus_seed)].selectivity.dropna().to_numpy(),
+    ci = stats.bootstrap_ci(units[(units.basis == name) & (units.seed == focus_seed)].selectivity.dropna().to_numpy(),
                                stat=np.median, n_boot=nb["n_boot"])
     findings.record(f"Median topic selectivity of the {name} units (control: a random rotation of the same units)", v,
                     unit="Cohen's d", ci=ci, control="random", control_value=r, figure="Fig. 3",
@@ -280,7 +282,7 @@ display(Markdown(
 rows = []
 for (v, k, s), m in models.items():
     if v in SURGERY and k is not None:
-        acts = sparse.unit_acts(m, win_tok, sparse.units_hook(hooked, SURGERY[v]))
+        acts = sparse.unit_acts(m, win_tok, kwta.units_hook(hooked, SURGERY[v]))
         sel = sparse.unit_scores(acts, owner, topics, nb["n_top"]).selectivity
         rows.append({"variant": v, "k": k, "k_pct": 100 * k / n_units, "seed": s, "selectivity": float(sel.median())})
 sel_k = pd.DataFrame(rows)
@@ -304,8 +306,8 @@ display(Markdown("Median selectivity of the sparse units goes from " + "; ".join
 # %%
 fa = units[(units.basis == "(a) sparse") & (units.seed == focus_seed) & units.monosemanticity.notna()]
 shown = fa.sort_values("selectivity", ascending=False).head(nb["n_shown"])
-tok_topics = [topics[i] for i in owner.tolist()]
-pd.concat([sparse.top_contexts(focus_acts[:, u], win_tok, tok, tok_topics, nb["n_contexts"])
+win_topics = [topics[i] for i in owner.view(win_tok.shape)[:, 0].tolist()]  # one topic per window
+pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb["n_contexts"], topics=win_topics)
            .assign(unit=u, selectivity=round(sel, 2), monosemanticity=round(mono, 2))
            for u, sel, mono in zip(shown.unit, shown.selectivity, shown.monosemanticity)]).set_index(["unit", "selectivity",
                                                                                                       "monosemanticity"])
@@ -333,14 +335,14 @@ LAYERS = {"original dense": hooked, "(a) dense retrained": models[("(a) replace 
 key = dict(base=base_dir.name, nb=nb, seed=seed)
 spec, null = {}, {}
 for name, m in LAYERS.items():
-    st = impair.topic_stats(m, {t: windows[t] for t in topics}, "mlp_post", progress=False)
-    cl = {"found": impair.selective_cluster(st, "Athlete", nb["frac"], layers=[last])}
-    cl |= {f"random {i}": impair.random_cluster(cl["found"], g) for i in range(nb["n_random"])}
-    df = impair.damage_sweep(m, pr, cl, impair.grid(cl, ["noise"], nb["noise_intensities"], nb["noise_seeds"]),
+    st = topic_stats(m, {t: windows[t] for t in topics}, "mlp_post", progress=False)
+    cl = {"found": impairment.selective_cluster(st, "Athlete", nb["frac"], layers=[last])}
+    cl |= {f"random {i}": impairment.random_cluster(cl["found"], g) for i in range(nb["n_random"])}
+    df = impairment.damage_sweep(m, pr, cl, impairment.grid(cl, ["noise"], nb["noise_intensities"], nb["noise_seeds"]),
                              name=f"sparse-{name}".replace(" ", "_").replace("(", "").replace(")", ""), key=key,
                              desc=f"impairment, {name}")
-    spec[name] = impair.specificity(df[df.cluster == "found"], "Athlete", TOPICS[1:], n_boot=nb["n_boot"])
-    null[name] = impair.specificities(df[df.cluster != "found"], "Athlete", TOPICS[1:]).to_numpy()
+    spec[name] = impairment.specificity(df[df.cluster == "found"], "Athlete", TOPICS[1:], n_boot=nb["n_boot"])
+    null[name] = impairment.specificities(df[df.cluster != "found"], "Athlete", TOPICS[1:]).to_numpy()
 
 # %%
 fig = plotting.null_histograms({name: (null[name], {"Athlete cluster": spec[name]}) for name in LAYERS},
@@ -363,22 +365,22 @@ pd.DataFrame([{"units": n, "specificity": v, "95% CI": tuple(np.round(ci, 2)), "
 
 # %%
 try:
-    big = model.load_pretrained(pretrained, device=device)
+    big = load_pretrained(pretrained, device=device)
 except FileNotFoundError:
     big = None
     display(Markdown(f"No local weights for **{pretrained}** (this project never downloads them), so this section is "
                      "skipped and the surgeries above on our own model stand in for it."))
 if big is not None:
     n_ctx, n_big = min(64, big.cfg.n_ctx), nb["pretrained_windows"]
-    big_tr = compression.lm_windows_for(big, data.load_articles("dbpedia14_train")["text"].tolist()[: 4 * n_big], n_ctx, n_big)
-    big_ev = compression.lm_windows_for(big, data.load_articles("dbpedia14_test")["text"].tolist()[: nb["n_eval"]], n_ctx,
+    big_tr = prompts.lm_windows_for(big, data.load_articles("dbpedia14_train")["text"].tolist()[: 4 * n_big], n_ctx, n_big)
+    big_ev = prompts.lm_windows_for(big, data.load_articles("dbpedia14_test")["text"].tolist()[: nb["n_eval"]], n_ctx,
                                         nb["n_eval"])
-    big_fit = sparse.FitConfig(nb["objective"], nb["pretrained_steps"], nb["batch_size"], nb["lr"], seed=focus_seed)
-    k_big = sparse.k_for(nb["k_focus"], big.cfg.d_mlp)
+    big_fit = kwta.FitConfig(nb["objective"], nb["pretrained_steps"], nb["batch_size"], nb["lr"], seed=focus_seed)
+    k_big = kwta.k_for(nb["k_focus"], big.cfg.d_mlp)
     big_runs = {name: (c.replace(k=k_big), big_fit) for name, c in SURGERY.items()}
     big_runs["(a) replace MLP, dense"] = (SURGERY["(a) replace MLP"].replace(k=None, act_fn=big.cfg.act_fn), big_fit)
     _, big_loss = sparse.train_grid(big, big_runs, big_tr, big_ev, base=pretrained)
-    display(big_loss.assign(original=sparse.lm_loss(big, big_ev)).round(3))
+    display(big_loss.assign(original=kwta.lm_loss(big, big_ev)).round(3))
 
 # %% [markdown]
 # ## Controls

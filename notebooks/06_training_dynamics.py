@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,7 +37,9 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import artifacts, attribution, config, data, findings, metrics, plotting, train
+from lib.analysis import findings, metrics, plotting, stats
+from lib.core import artifacts, config, data, train
+from lib.reports.training_dynamics import kernel as attribution
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -216,9 +219,9 @@ icl = {k: metrics.icl_score(metrics.per_token_loss(m, tokens.val[:n_eval]), earl
        for k, m in (("init", first), ("final", last))}
 for name, v, c, ci, better in (
         (f"induction score of head {ind_head} at the end ({main})", per_seq["final"].mean(), per_seq["init"].mean(),
-         findings.bootstrap_ci(per_seq["final"]), True),
+         stats.bootstrap_ci(per_seq["final"]), True),
         ("max induction score at the end, plant_frac=0 run", ctrl_max, curves[CONTROL].max_induction.iloc[0], None, True),
-        (f"ICL score at the end ({main})", icl["final"].mean(), icl["init"].mean(), findings.bootstrap_ci(icl["final"]),
+        (f"ICL score at the end ({main})", icl["final"].mean(), icl["init"].mean(), stats.bootstrap_ci(icl["final"]),
          False)):
     findings.record(name, float(v), unit="attention weight" if "induction" in name else "nats", ci=ci, control="init",
                     control_value=float(c), figure="Fig. 1" if "plant" in name else "Fig. 3",
@@ -288,7 +291,7 @@ top = attribution.n_top(len(score), 0.01)
 fig = plotting.score_histogram(score, group, GROUPS, np.sort(score)[-top],
                                title=f"Fig. 4: TracIn scores for the induction head ({main}, {len(score)} sequences)",
                                xlabel="TracIn score (lr × gradient dot product, summed over checkpoints)")
-exact_vs_proj = attribution.spearman(score, tracins[main].projected["induction"].numpy())
+exact_vs_proj = stats.spearman(score, tracins[main].projected["induction"].numpy())
 top_groups = pd.Series(group[np.argsort(-score)[:top]]).value_counts()
 display(Markdown(
     "Median score: " + ", ".join(f"{k}: {np.median(score[group == k]):.3g}" for k in GROUPS) + f". The top {top} "
@@ -372,15 +375,15 @@ display(Markdown("Enrichment of planted sequences among the top 1%: " + "; ".joi
 pairs = {f"seed {a} vs seed {b}": (tracins[f"seed {a}"].scores["induction"].numpy(),
                                    tracins[f"seed {b}"].scores["induction"].numpy())
          for i, a in enumerate(seeds) for b in seeds[i + 1:]}
-rho = {k: attribution.spearman(a, b) for k, (a, b) in pairs.items()}
-rho_nat = {k: attribution.spearman(a[~labels], b[~labels]) for k, (a, b) in pairs.items()}
+rho = {k: stats.spearman(a, b) for k, (a, b) in pairs.items()}
+rho_nat = {k: stats.spearman(a[~labels], b[~labels]) for k, (a, b) in pairs.items()}
 fig = plotting.rank_scatter(pairs, group, GROUPS, title="Fig. 7: per-sequence TracIn "
                             "ranks under two training seeds (" + "; ".join(f"{k}: ρ = {v:.2f}" for k, v in rho.items()) + ")")
 both_found = [k for k in pairs if all(phases[r].found for r in k.split(" vs "))]
 first_pair = (both_found or list(pairs))[0]  # a pair of seeds that both formed an induction head, if any
 for label, mask in (("all sequences", np.ones_like(labels)), ("natural sequences only", ~labels)):
     a, b = (x[mask] for x in pairs[first_pair])
-    v, ci = attribution.spearman(a, b), attribution.bootstrap_spearman(a, b, n_boot=500, seed=seed)
+    v, ci = stats.spearman(a, b), stats.bootstrap_spearman(a, b, n_boot=500, seed=seed)
     findings.record(f"seed consistency: Spearman of TracIn scores, {first_pair}, {label}", v, unit="Spearman ρ", ci=ci,
                     control="random", control_value=0.0, figure="Fig. 7",
                     verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
@@ -404,8 +407,8 @@ plotting.highlighted_tokens([{"label": f"window {int(idx[i])}: TracIn rank {int(
                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in top_nat])
 
 # %%
-v = attribution.spearman(score[nat], rep_frac)
-ci = attribution.bootstrap_spearman(score[nat], rep_frac, n_boot=500, seed=seed)
+v = stats.spearman(score[nat], rep_frac)
+ci = stats.bootstrap_spearman(score[nat], rep_frac, n_boot=500, seed=seed)
 if np.isfinite([v, *ci]).all():  # undefined when no natural window has a repeated 3-gram (tiny smoke windows)
     findings.record("Spearman of TracIn score with internal repetition (natural sequences)", v, unit="Spearman ρ",
                     ci=ci, control="random", control_value=0.0, verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
@@ -445,10 +448,10 @@ fig = plotting.dstar_histograms(df_d, names=GROUPS,
 
 # %%
 init_k, final_k = next(iter(dstar)), list(dstar)[-1]
-r_init = attribution.spearman(dstar[init_k], dstar[final_k])
-r_ci = attribution.bootstrap_spearman(dstar[init_k], dstar[final_k], n_boot=500, seed=seed)
-r_seeds = attribution.spearman(dstar[final_k], dstar_other["final"])
-r_inits = attribution.spearman(dstar[init_k], dstar_other["init"])
+r_init = stats.spearman(dstar[init_k], dstar[final_k])
+r_ci = stats.bootstrap_spearman(dstar[init_k], dstar[final_k], n_boot=500, seed=seed)
+r_seeds = stats.spearman(dstar[final_k], dstar_other["final"])
+r_inits = stats.spearman(dstar[init_k], dstar_other["init"])
 findings.record("D* per sequence: Spearman, initialisation vs end of training", r_init, unit="Spearman ρ", ci=r_ci,
                 control="seeds", control_value=r_seeds, figure="Fig. 8",
                 verdict=findings.verdict_from(r_init, r_seeds, r_ci, higher_is_better=False, margin=0.1))

@@ -2,9 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,8 +35,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib import config, data, findings, model, plotting, prompts, submodels, train
-from lib.artifacts import get_or_train
+from lib.analysis import findings, kwta, plotting, prompts, stats
+from lib.core import config, data, model, train
+from lib.core.runs import get_or_train
+from lib.reports.submodel_tool import kernel as submodels
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -147,23 +147,21 @@ display(Markdown(
 # - **Sparse units**: report 5's focus model, whose last MLP is replaced by a k-WTA layer (k = `sparse_k_frac` of
 #   its units) trained with everything else frozen; the sub-model is the top `frac` of its units by selectivity,
 #   validated on that model.
-#
-# A method whose module is missing or changed is reported and skipped (`lib.submodels.MethodUnavailable`).
 
 # %%
 def sparse_model(h):
     """Report 5's focus layer on the base model (loaded from artifacts/sparse when report 5 trained it)."""
-    from lib import sparse
+
 
     td = data.load_token_data(cfg.data)
-    sc = sparse.SparseConfig("replace_mlp", boost_strength=nb["boost_strength"],
+    sc = kwta.SparseConfig("replace_mlp", boost_strength=nb["boost_strength"],
                              boost_strength_factor=nb["boost_strength_factor"],
                              duty_cycle_period=nb["duty_cycle_period"]).replace(
-        k=sparse.k_for(nb["sparse_k_frac"], h.cfg.d_mlp))
-    fc = sparse.FitConfig(nb["sparse_objective"], nb["sparse_steps"], nb["sparse_batch_size"], nb["sparse_lr"], seed=0)
+        k=kwta.k_for(nb["sparse_k_frac"], h.cfg.d_mlp))
+    fc = kwta.FitConfig(nb["sparse_objective"], nb["sparse_steps"], nb["sparse_batch_size"], nb["sparse_lr"], seed=0)
     tokens = td.train[: nb["sparse_n_train"]]
-    key = sparse.fit_key(get_or_train(cfg, device=device)[2].name, sc, fc, {"n_train": len(tokens)})
-    return sparse.get_or_fit(h, sc, fc, tokens, key, progress=False)[0]
+    key = kwta.fit_key(get_or_train(cfg, device=device)[2].name, sc, fc, {"n_train": len(tokens)})
+    return kwta.get_or_fit(h, sc, fc, tokens, key, progress=False)[0]
 
 
 latent = lambda d: dict(k=nb["latent_k"], latent_cfg=dict(d_latent=d, steps=nb["latent_steps"], seed=seed))
@@ -171,14 +169,9 @@ OTHER = {"shapley": lambda: find(hooked, "shapley", n_permutations=nb["n_permuta
          "sae": lambda: find(hooked, "sae", **latent(nb["sae_d_latent"])),
          "infovae": lambda: find(hooked, "infovae", **latent(nb["infovae_d_latent"])),
          "sparse": lambda: find(sparse_model(hooked), "sparse")}
-skipped = {}
 for method in [m for m in nb["methods"] if m in OTHER]:
-    try:
-        found[method] = OTHER[method]()
-    except (submodels.MethodUnavailable, ImportError, AttributeError) as e:
-        skipped[method] = f"{type(e).__name__}: {e}"
+    found[method] = OTHER[method]()
 table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
-display(Markdown("Skipped methods: " + ("; ".join(f"**{k}** ({v})" for k, v in skipped.items()) or "none") + "."))
 table.pivot(index="concept", columns="method", values=["gap", "random_q95"]).round(3)
 
 # %%
@@ -283,7 +276,7 @@ fig = plotting.matrix_heatmap(confusion, "Fig. 7: most active selectivity sub-mo
                               "topic (rows)", "most active sub-model", "prompt topic", "share of the topic's prompts",
                               center=None, mark_diagonal=True)
 x = ident.correct.to_numpy(float)
-id_ci = findings.bootstrap_ci(x, n_boot=nb["n_boot"])
+id_ci = stats.bootstrap_ci(x, n_boot=nb["n_boot"])
 findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active (control: "
                 "chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
                 control_value=float(ident.chance.mean()), figure="Fig. 7",
@@ -334,15 +327,15 @@ for method, part in table.groupby("method", sort=False):
     x = part.beats_random.to_numpy(float)
     findings.record(f"Share of concepts whose {method} sub-model beats the 95th percentile of size-matched random "
                     f"sub-models (control: the 5% expected by chance)", x.mean(), unit="fraction",
-                    ci=findings.bootstrap_ci(x, n_boot=nb["n_boot"]), control="random", control_value=0.05,
+                    ci=stats.bootstrap_ci(x, n_boot=nb["n_boot"]), control="random", control_value=0.05,
                     figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
-                                                                   findings.bootstrap_ci(x, n_boot=nb["n_boot"])))
+                                                                   stats.bootstrap_ci(x, n_boot=nb["n_boot"])))
 g = sel.gap.to_numpy()
 findings.record("Median validation gap of the selectivity sub-models (control: median gap of random sub-models)",
-                float(np.median(g)), unit="nats", ci=findings.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"]),
+                float(np.median(g)), unit="nats", ci=stats.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"]),
                 control="random", control_value=float(sel.random_mean.median()), figure="Fig. 1",
                 verdict=findings.verdict_from(float(np.median(g)), float(sel.random_mean.median()),
-                                              findings.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"])))
+                                              stats.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"])))
 findings.record("Share of concepts whose selectivity sub-model beats random, trained model (control: at "
                 "initialisation)", sel.beats_random.mean(), unit="fraction", control="init",
                 control_value=float(init.beats_random.mean()), figure="Fig. 1",
@@ -377,7 +370,6 @@ display(Markdown(
     + f"- **Activity does not identify the prompt's concept better than chance** ({len(unidentified)}): "
     + (", ".join(unidentified) or "none") + ".\n"
     + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
-    + ("\n- Methods not run: " + ", ".join(skipped) + "." if skipped else "")
     + "\n- Validation uses one ablation (zero, intensity 1) and keyword loss only; sub-models are fixed-size "
       "(`frac` of a layer), found per concept set, and never combined across methods."))
 display(findings.table(findings.load("07_submodel_tool", preset)))

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib import attribution as A
-from lib import metrics
-from lib.config import ModelConfig, resolve
-from lib.model import Transformer, to_hooked
-from lib.train import init_model, list_checkpoints, load_checkpoint_weights, lr_at
 from helpers import f64_tol, float64, fp32_tol
+from lib.analysis import metrics, stats
+from lib.core.config import ModelConfig, resolve
+from lib.core.model import Transformer, to_hooked
+from lib.core.train import init_model, list_checkpoints, load_checkpoint_weights, lr_at
+from lib.reports.training_dynamics import kernel as attribution
 
 NAMES = ["blocks.1.attn.W_Q", "blocks.1.attn.W_K", "blocks.1.attn.W_V", "blocks.1.attn.W_O"]
 
@@ -33,24 +33,24 @@ def test_vmap_per_example_grads_equal_the_loop(hooked):
     tokens = torch.randint(0, 30, (7, 12))
     names = NAMES + ["blocks.0.attn.W_Q", "unembed.W_U"]
     h64 = float64(hooked)
-    fast = A.per_example_grads(h64, names, tokens, chunk=3)
-    slow = A.per_example_grads_loop(h64, names, tokens)
-    assert fast.shape == (7, sum(p.numel() for p in A.param_subset(hooked, names).values()))
+    fast = attribution.per_example_grads(h64, names, tokens, chunk=3)
+    slow = attribution.per_example_grads_loop(h64, names, tokens)
+    assert fast.shape == (7, sum(p.numel() for p in attribution.param_subset(hooked, names).values()))
     assert fast.dtype == torch.float64 and torch.allclose(fast, slow, rtol=0, atol=f64_tol(slow))
-    assert torch.allclose(A.per_example_grads(hooked, names, tokens, chunk=3), slow.float(), rtol=0,
+    assert torch.allclose(attribution.per_example_grads(hooked, names, tokens, chunk=3), slow.float(), rtol=0,
                           atol=fp32_tol(slow))  # and the float32 path the reports use
     assert not torch.allclose(fast[0], fast[1])  # per example, not the batch mean
     assert all(len(hp.fwd_hooks) == 0 for hp in hooked.hook_dict.values())
     with pytest.raises(ValueError, match="not allowed"):
-        A.per_example_grads(hooked, ["blocks.9.attn.W_Q"], tokens)
+        attribution.per_example_grads(hooked, ["blocks.9.attn.W_Q"], tokens)
 
 
 def test_projection_preserves_inner_products_and_is_applied_per_chunk(hooked):
     tokens = torch.randint(0, 30, (6, 12))
     h64 = float64(hooked)  # projection per chunk vs after: the same sums in another order
-    g = A.per_example_grads(h64, NAMES, tokens)
-    P = A.random_projection(g.shape[1], 4000, seed=1).double()
-    gp = A.per_example_grads(h64, NAMES, tokens, chunk=4, projection=P)
+    g = attribution.per_example_grads(h64, NAMES, tokens)
+    P = attribution.random_projection(g.shape[1], 4000, seed=1).double()
+    gp = attribution.per_example_grads(h64, NAMES, tokens, chunk=4, projection=P)
     assert torch.allclose(gp, g @ P, rtol=0, atol=f64_tol(g @ P))
     exact, approx = g @ g.T, gp @ gp.T
     assert ((approx - exact).abs() / exact.diagonal().max()).max() < 0.1
@@ -93,16 +93,16 @@ def test_tracin_recovers_planted_influential_examples_on_linear_regression():
     ckpts = _sgd_checkpoints(x, y, lr=0.5, steps=60, every=10)
     test_loss = lambda m: 0.5 * ((m(x_test)[:, 0] - y_test) ** 2).sum()  # noqa: E731
     w = torch.full((len(ckpts),), 0.5 * 10)
-    res = A.tracin(ckpts, ["weight", "bias"], [x, y], {"test": test_loss}, w, loss=_sq_loss, chunk=8, progress=False)
+    res = attribution.tracin(ckpts, ["weight", "bias"], [x, y], {"test": test_loss}, w, loss=_sq_loss, chunk=8, progress=False)
     scores = res.scores["test"]
     planted = torch.arange(43) >= 40
     assert set(torch.topk(scores, 3).indices.tolist()) == {40, 41, 42}
-    assert A.precision_at_k(scores, planted, 3) == 1.0 and A.enrichment(scores, planted, 3 / 43) == pytest.approx(43 / 3)
+    assert attribution.precision_at_k(scores, planted, 3) == 1.0 and attribution.enrichment(scores, planted, 3 / 43) == pytest.approx(43 / 3)
     assert torch.allclose(res.per_checkpoint["test"].sum(0), scores)
     # flipping a planted label makes that example an opponent (it pushes the test prediction the wrong way)
     y_flip = y.clone()
     y_flip[41] = -y_flip[41]
-    flip = A.tracin(_sgd_checkpoints(x, y_flip, 0.5, 60, 10), ["weight", "bias"], [x, y_flip], {"test": test_loss},
+    flip = attribution.tracin(_sgd_checkpoints(x, y_flip, 0.5, 60, 10), ["weight", "bias"], [x, y_flip], {"test": test_loss},
                     w, loss=_sq_loss, progress=False).scores["test"]
     assert flip[41] < 0 < flip[40]
 
@@ -116,7 +116,7 @@ def test_tracin_is_the_first_order_change_of_one_sgd_step():
     x_test, y_test = torch.randn(1, 6, dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
     f = lambda m: 0.5 * ((m(x_test)[:, 0] - y_test) ** 2).sum()  # noqa: E731
     lr = 1e-4
-    score = A.tracin([(0, model)], ["weight", "bias"], [x, y], {"f": f}, torch.tensor([lr]), loss=_sq_loss,
+    score = attribution.tracin([(0, model)], ["weight", "bias"], [x, y], {"f": f}, torch.tensor([lr]), loss=_sq_loss,
                      progress=False).scores["f"]
     for i in (0, 17, 41):
         step = torch.nn.Linear(6, 1, dtype=torch.float64)
@@ -132,64 +132,64 @@ def test_tracin_is_the_first_order_change_of_one_sgd_step():
 def test_tracin_weights_are_lr_sums_over_each_checkpoints_interval():
     tc = resolve("smoke", max_steps=100, warmup_steps=10, lr=1e-3).train
     lr = lambda s: lr_at(s, tc)  # noqa: E731
-    w = A.tracin_weights([0, 20, 40, 60, 80, 100], lr, end=100)
+    w = attribution.tracin_weights([0, 20, 40, 60, 80, 100], lr, end=100)
     assert w.sum().item() == pytest.approx(sum(lr(s) for s in range(100)))
     assert w[2].item() == pytest.approx(sum(lr(s) for s in range(30, 50)))
-    assert A.tracin_weights([7], lr).item() == pytest.approx(lr(7))
+    assert attribution.tracin_weights([7], lr).item() == pytest.approx(lr(7))
     with pytest.raises(ValueError, match="increasing"):
-        A.tracin_weights([5, 5], lr)
+        attribution.tracin_weights([5, 5], lr)
 
 
 def test_induction_objective_matches_head_scores_and_only_touches_query_key(hooked):
     tokens = metrics.repeated_tokens(4, 6, torch.arange(30), torch.Generator().manual_seed(0))
-    value = A.induction_objective(tokens, layer=1, head=1)(hooked)
+    value = attribution.induction_objective(tokens, layer=1, head=1)(hooked)
     assert value.item() == pytest.approx(metrics.head_scores(hooked, tokens)["induction"][1, 1].item(),
                                          abs=fp32_tol(1.0))  # a mean of attention probabilities (≤ 1)
-    g = A.objective_grad(hooked, A.induction_objective(tokens, layer=1, head=1), NAMES)
-    q, k, v, o = g.split([p.numel() for p in A.param_subset(hooked, NAMES).values()])
+    g = attribution.objective_grad(hooked, attribution.induction_objective(tokens, layer=1, head=1), NAMES)
+    q, k, v, o = g.split([p.numel() for p in attribution.param_subset(hooked, NAMES).values()])
     assert q.abs().sum() > 0 and k.abs().sum() > 0 and v.abs().sum() == 0 and o.abs().sum() == 0
-    icl = A.objective_grad(hooked, A.icl_objective(torch.randint(0, 30, (3, 12)), early=2, late=8, width=1), NAMES)
+    icl = attribution.objective_grad(hooked, attribution.icl_objective(torch.randint(0, 30, (3, 12)), early=2, late=8, width=1), NAMES)
     assert icl.abs().sum() > 0
 
 
 def test_enrichment_precision_and_shuffled_null():
     labels = np.array([True] * 10 + [False] * 90)
     perfect = np.arange(100, 0, -1)  # the labelled ones first
-    assert A.precision_at_k(perfect, labels, 10) == 1.0 and A.enrichment(perfect, labels, 0.1) == pytest.approx(10.0)
-    assert A.enrichment(-perfect, labels, 0.1) == 0.0
-    null = A.shuffled_enrichment(labels, 0.1, n_perm=400)
+    assert attribution.precision_at_k(perfect, labels, 10) == 1.0 and attribution.enrichment(perfect, labels, 0.1) == pytest.approx(10.0)
+    assert attribution.enrichment(-perfect, labels, 0.1) == 0.0
+    null = attribution.shuffled_enrichment(labels, 0.1, n_perm=400)
     assert abs(null.mean() - 1.0) < 0.15
-    low, high = A.bootstrap_enrichment(perfect, labels, 0.1, n_boot=200)
+    low, high = attribution.bootstrap_enrichment(perfect, labels, 0.1, n_boot=200)
     assert low <= 10.0 <= high + 1e-9
     with pytest.raises(ValueError, match="base rate"):
-        A.enrichment(perfect, np.zeros(100, bool))
+        attribution.enrichment(perfect, np.zeros(100, bool))
 
 
 def test_spearman():
     a = np.arange(20.0)
-    assert A.spearman(a, a**3) == pytest.approx(1.0) and A.spearman(a, -a) == pytest.approx(-1.0)
+    assert stats.spearman(a, a**3) == pytest.approx(1.0) and stats.spearman(a, -a) == pytest.approx(-1.0)
 
 
 def test_data_dimensionality_hand_cases():
     eye = torch.eye(5)
-    assert torch.allclose(A.data_dimensionality(eye, center=False), torch.ones(5))
+    assert torch.allclose(attribution.data_dimensionality(eye, center=False), torch.ones(5))
     dup = torch.cat([eye[:3], eye[:1]])  # rows 0 and 3 are the same vector: they share one dimension
-    d = A.data_dimensionality(dup, center=False)
+    d = attribution.data_dimensionality(dup, center=False)
     assert torch.allclose(d, torch.tensor([0.5, 1.0, 1.0, 0.5]))
     h = torch.randn(50, 8)
-    assert A.data_dimensionality(h).sum() <= 8 + 1e-4  # sum of D* is at most the rank
+    assert attribution.data_dimensionality(h).sum() <= 8 + 1e-4  # sum of D* is at most the rank
 
 
 def test_copy_target_mask():
     spans = torch.tensor([[2, 3, 5], [-1, -1, -1]])  # span 2..4 copied to 5..7
-    m = A.copy_target_mask(spans, n_ctx=10)
+    m = attribution.copy_target_mask(spans, n_ctx=10)
     assert m.shape == (2, 9)
     assert m[0].nonzero().flatten().tolist() == [5, 6]  # loss index t predicts token t+1 = 6, 7
     assert not m[1].any()
 
 
 def test_checkpoint_schedule():
-    s = A.checkpoint_schedule(3000, 20, 40)
+    s = attribution.checkpoint_schedule(3000, 20, 40)
     assert s[0] == 0 and s[-1] == 3000 and s == sorted(set(s)) and len(s) >= 50
     assert 1 in s and 75 in s
 
@@ -201,22 +201,22 @@ def test_train_dense_keeps_the_requested_steps_and_resumes(tmp_path):
     rand = lambda n: torch.randint(0, cfg.model.d_vocab, (n, cfg.model.n_ctx), generator=g)  # noqa: E731
     data = SimpleNamespace(train=rand(64), val=rand(16), val_beginnings=rand(16)[:, :20])
     steps = [0, 1, 2, 5, 9]
-    paths = A.train_dense(cfg, tmp_path / "ck", steps, progress=False, data=data)
-    assert [A.checkpoint_step(p) for p in paths] == steps
+    paths = attribution.train_dense(cfg, tmp_path / "ck", steps, progress=False, data=data)
+    assert [attribution.checkpoint_step(p) for p in paths] == steps
     init, _ = load_checkpoint_weights(paths[0])
     assert all(torch.equal(a, b) for a, b in zip(init.state_dict().values(), init_model(cfg).state_dict().values()))
-    assert A.train_dense(cfg, tmp_path / "ck", steps, progress=False, data=data) == paths
+    assert attribution.train_dense(cfg, tmp_path / "ck", steps, progress=False, data=data) == paths
     assert len(list_checkpoints(tmp_path / "ck")) == len(steps)
-    hooked = dict(A.hooked_checkpoints(paths[-2:]))
+    hooked = dict(attribution.hooked_checkpoints(paths[-2:]))
     assert set(hooked) == {5, 9}
 
 
 def test_stratified_sample_and_pick_checkpoints(tmp_path):
     labels = torch.arange(100) % 4 == 0  # 25 True
-    idx = A.stratified_sample(labels, 40, 0.1, seed=0)
+    idx = attribution.stratified_sample(labels, 40, 0.1, seed=0)
     assert len(set(idx.tolist())) == 40 and labels[idx].sum() == 4
     assert not torch.equal(labels[idx][:4], torch.ones(4, dtype=torch.bool))  # shuffled, not True first
     with pytest.raises(ValueError, match="have 25"):
-        A.stratified_sample(labels, 40, 0.9)
+        attribution.stratified_sample(labels, 40, 0.9)
     paths = [tmp_path / f"step_{s:07d}" for s in (0, 1, 2, 5, 10, 50, 100, 150, 200)]
-    assert [A.checkpoint_step(p) for p in A.pick_checkpoints(paths, 5)] == [0, 50, 100, 150, 200]
+    assert [attribution.checkpoint_step(p) for p in attribution.pick_checkpoints(paths, 5)] == [0, 50, 100, 150, 200]

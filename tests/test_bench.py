@@ -6,11 +6,21 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.bench import (gemm_flops, make_step, matmul_flops, matmul_peak, model_flops_per_token, round_robin,
-                       summarize, throughput_frame, training_gemms, training_steps)
-from lib.config import ModelConfig, resolve
-from lib.model import Transformer, _attend, loss_fn, to_hooked
 from helpers import bf16_tol, fp32_tol
+from lib.core.bench import (
+    gemm_flops,
+    make_step,
+    matmul_flops,
+    matmul_peak,
+    model_flops_per_token,
+    round_robin,
+    summarize,
+    throughput_frame,
+    training_gemms,
+    training_steps,
+)
+from lib.core.config import ModelConfig, resolve
+from lib.core.model import Transformer, _attend, loss_fn, to_hooked
 
 
 def _cfg(attention_only: bool, **kw) -> ModelConfig:

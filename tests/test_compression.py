@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
-from lib import artifacts, compression as C
-from lib.config import ModelConfig
-from lib.model import Transformer, to_hooked
 from helpers import f64_tol, fp32_tol
+from lib.analysis import compressors, prompts, units
+from lib.core import artifacts
+from lib.core.config import ModelConfig
+from lib.core.model import Transformer, to_hooked
+from lib.reports.compression_infovae import kernel as compression
 
 HOOK = "blocks.0.hook_attn_out"
 
@@ -45,12 +47,12 @@ def plane(n: int = 4096, d: int = 64, seed: int = 0, points_seed: int = 0) -> to
 @pytest.mark.parametrize("bandwidth", [None, "median", 2.0])
 def test_mmd_near_zero_for_one_law_and_grows_with_shift(kernel, bandwidth):
     g = torch.Generator().manual_seed(0)
-    same = [float(C.mmd(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g), kernel, bandwidth))
+    same = [float(compressors.mmd(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g), kernel, bandwidth))
             for _ in range(20)]
     assert abs(sum(same) / len(same)) < 2e-3  # unbiased: mean over draws ≈ 0
     assert min(same) < 0  # ... so single estimates can be negative
     x = torch.randn(300, 4, generator=g)
-    shifted = [float(C.mmd(x, torch.randn(300, 4, generator=g) + s, kernel, bandwidth)) for s in (0.5, 1.0, 2.0)]
+    shifted = [float(compressors.mmd(x, torch.randn(300, 4, generator=g) + s, kernel, bandwidth)) for s in (0.5, 1.0, 2.0)]
     assert 0.01 < shifted[0] < shifted[1] < shifted[2]
 
 
@@ -62,25 +64,25 @@ def test_mmd_matches_the_unbiased_formula():
     xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / 42
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
     xy = sum(k(a, b) for a in x for b in y) / 35
-    assert float(C.mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, abs=f64_tol(1.0))
+    assert float(compressors.mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, abs=f64_tol(1.0))
 
 
 def test_mmd_rejects_bad_input():
     with pytest.raises(ValueError, match="kernel='gauss'"):
-        C.mmd(torch.randn(4, 2), torch.randn(4, 2), kernel="gauss")
+        compressors.mmd(torch.randn(4, 2), torch.randn(4, 2), kernel="gauss")
     with pytest.raises(ValueError, match="bandwidth=-1"):
-        C.mmd(torch.randn(4, 2), torch.randn(4, 2), bandwidth=-1)
+        compressors.mmd(torch.randn(4, 2), torch.randn(4, 2), bandwidth=-1)
 
 
 def test_kl_nonnegative_and_zero_at_prior():
     g = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn(500, 8, generator=g) * 3, torch.randn(500, 8, generator=g) * 5
-    assert (C.gaussian_kl(mu, logvar) >= 0).all()
-    assert (C.gaussian_kl(mu * 0, logvar * 0) == 0).all()
+    assert (compressors.gaussian_kl(mu, logvar) >= 0).all()
+    assert (compressors.gaussian_kl(mu * 0, logvar * 0) == 0).all()
     tiny = torch.full((4, 3), 1e-9)
-    assert (C.gaussian_kl(tiny * 0, tiny) >= 0).all()
-    vae = C.InfoVAE(64, 2, 16)
-    parts = vae.losses(plane(256), C.CompressorConfig(d_latent=2, beta=1.0), torch.Generator().manual_seed(0))
+    assert (compressors.gaussian_kl(tiny * 0, tiny) >= 0).all()
+    vae = compressors.InfoVAE(64, 2, 16)
+    parts = vae.losses(plane(256), compressors.CompressorConfig(d_latent=2, beta=1.0), torch.Generator().manual_seed(0))
     assert parts["kl"] >= 0 and torch.isfinite(parts["loss"])
 
 
@@ -90,41 +92,41 @@ def test_kl_nonnegative_and_zero_at_prior():
 def test_full_pca_reproduces_activations():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 32, generator=g) @ torch.randn(32, 32, generator=g) * 5 + 3
-    pca, _ = C.fit(x, C.CompressorConfig(method="pca", d_latent=32))
+    pca, _ = compressors.fit(x, compressors.CompressorConfig(method="pca", d_latent=32))
     assert torch.allclose(pca(x), x, atol=1e-3 * float(x.abs().max()))
-    assert C.fvu(pca, x) < 1e-8
-    rnd, _ = C.fit(x, C.CompressorConfig(method="random", d_latent=32))
-    assert C.fvu(rnd, x) < 1e-8
+    assert compressors.fvu(pca, x) < 1e-8
+    rnd, _ = compressors.fit(x, compressors.CompressorConfig(method="random", d_latent=32))
+    assert compressors.fvu(rnd, x) < 1e-8
 
 
 def test_pca_keeps_the_top_directions():
     x = plane()
-    pca, _ = C.fit(x, C.CompressorConfig(method="pca", d_latent=2))
-    assert C.fvu(pca, x) < 1e-6
-    one, _ = C.fit(x, C.CompressorConfig(method="pca", d_latent=1))
-    assert C.fvu(one, x) == pytest.approx(0.1, abs=0.02)  # variances 9 and 1 along the plane
+    pca, _ = compressors.fit(x, compressors.CompressorConfig(method="pca", d_latent=2))
+    assert compressors.fvu(pca, x) < 1e-6
+    one, _ = compressors.fit(x, compressors.CompressorConfig(method="pca", d_latent=1))
+    assert compressors.fvu(one, x) == pytest.approx(0.1, abs=0.02)  # variances 9 and 1 along the plane
 
 
 @pytest.mark.parametrize("method", ["infovae", "sae"])
 def test_two_latents_reconstruct_a_plane(method):
     x = plane()
-    cfg = C.CompressorConfig(method=method, d_latent=2, d_hidden=64, steps=250, batch_size=256, lr=3e-3,
+    cfg = compressors.CompressorConfig(method=method, d_latent=2, d_hidden=64, steps=250, batch_size=256, lr=3e-3,
                              sae_expansion=1)
-    module, history = C.fit(x, cfg)
+    module, history = compressors.fit(x, cfg)
     assert history["loss"].iloc[-1] < 0.5 * history["loss"].iloc[0]
-    assert 1 - C.fvu(module, plane(512, points_seed=1)) >= 0.95  # held-out points on the same plane
+    assert 1 - compressors.fvu(module, plane(512, points_seed=1)) >= 0.95  # held-out points on the same plane
 
 
 def test_infovae_latents_follow_the_prior():
     x = plane()
-    vae, _ = C.fit(x, C.CompressorConfig(method="infovae", d_latent=2, d_hidden=64, steps=200, lambda_mmd=1.0))
+    vae, _ = compressors.fit(x, compressors.CompressorConfig(method="infovae", d_latent=2, d_hidden=64, steps=200, lambda_mmd=1.0))
     z = vae.encode(x[:1000])
-    assert float(C.mmd(z, torch.randn(1000, 2))) < 0.02
+    assert float(compressors.mmd(z, torch.randn(1000, 2))) < 0.02
     assert z.std(0).min() > 0.5
 
 
 def test_topk_sae_keeps_at_most_k_active():
-    sae, _ = C.fit(plane(512), C.CompressorConfig(method="sae", d_latent=3, steps=20, sae_expansion=2))
+    sae, _ = compressors.fit(plane(512), compressors.CompressorConfig(method="sae", d_latent=3, steps=20, sae_expansion=2))
     z = sae.encode(plane(100, points_seed=5))
     assert z.shape == (100, 128) and ((z != 0).sum(-1) <= 3).all() and (z >= 0).all()
     assert sae.n_active == 3 and sae.n_latents == 128
@@ -132,18 +134,18 @@ def test_topk_sae_keeps_at_most_k_active():
 
 def test_bad_compressor_config_names_the_value():
     with pytest.raises(ValueError, match="method='ica'"):
-        C.CompressorConfig(method="ica")
+        compressors.CompressorConfig(method="ica")
     with pytest.raises(ValueError, match="d_latent=0"):
-        C.CompressorConfig(d_latent=0)
+        compressors.CompressorConfig(d_latent=0)
     with pytest.raises(ValueError, match="d_latent=40"):
-        C.build(C.CompressorConfig(method="pca", d_latent=40), 32)
+        compressors.build(compressors.CompressorConfig(method="pca", d_latent=40), 32)
 
 
 def test_fit_is_deterministic_for_a_seed():
     x = plane(1024)
-    cfg = C.CompressorConfig(method="infovae", d_latent=2, d_hidden=16, steps=30)
-    a, _ = C.fit(x, cfg)
-    b, _ = C.fit(x, cfg)
+    cfg = compressors.CompressorConfig(method="infovae", d_latent=2, d_hidden=16, steps=30)
+    a, _ = compressors.fit(x, cfg)
+    b, _ = compressors.fit(x, cfg)
     assert torch.equal(a(x), b(x))
 
 
@@ -151,68 +153,68 @@ def test_fit_is_deterministic_for_a_seed():
 
 
 def test_cache_matches_run_with_cache_and_is_reused(hooked, tokens):
-    acts, key = C.cache_activations(hooked, tokens, HOOK, "test", batch_size=7)
+    acts, key = units.cache_activations(hooked, tokens, HOOK, "test", batch_size=7)
     _, cache = hooked.run_with_cache(tokens, names_filter=[HOOK])
     assert torch.allclose(acts, cache[HOOK], rtol=0, atol=fp32_tol(cache[HOOK]))  # other batch shapes
-    again, key2 = C.cache_activations(hooked, tokens, HOOK, "test")
+    again, key2 = units.cache_activations(hooked, tokens, HOOK, "test")
     assert key == key2 and torch.equal(acts, again)
-    assert C.activation_key(hooked, "blocks.1.hook_mlp_out", tokens) != key
-    assert C.activation_key(hooked, HOOK, tokens[:-1]) != key
+    assert units.activation_key(hooked, "blocks.1.hook_mlp_out", tokens) != key
+    assert units.activation_key(hooked, HOOK, tokens[:-1]) != key
     assert (artifacts.root() / "activations").is_dir()
 
 
 def test_identity_splice_reproduces_clean_loss_exactly(hooked, tokens):
-    clean = C.lm_metrics(hooked, tokens, batch_size=10)
-    same = C.lm_metrics(hooked, tokens, [(HOOK, C.splice_hook(lambda x: x))], batch_size=10)
+    clean = compression.lm_metrics(hooked, tokens, batch_size=10)
+    same = compression.lm_metrics(hooked, tokens, [(HOOK, compression.splice_hook(lambda x: x))], batch_size=10)
     assert (clean["per_seq_loss"] == same["per_seq_loss"]).all() and clean["accuracy"] == same["accuracy"]
     assert all(len(hp.fwd_hooks) == 0 for hp in hooked.hook_dict.values())
 
 
 def test_fraction_recovered_is_one_for_identity_and_zero_for_ablation(hooked, tokens):
-    acts, _ = C.cache_activations(hooked, tokens, HOOK)
+    acts, _ = units.cache_activations(hooked, tokens, HOOK)
     mean = acts.reshape(-1, acts.shape[-1]).mean(0)
-    refs = C.references(hooked, tokens, HOOK, mean)
+    refs = compression.references(hooked, tokens, HOOK, mean)
     assert refs["zero"]["loss"] > refs["clean"]["loss"] + 0.01
-    ident = C.splice_row(hooked, tokens, HOOK, lambda x: x, refs)
+    ident = compression.splice_row(hooked, tokens, HOOK, lambda x: x, refs)
     assert ident["frac_recovered_zero"] == 1.0 and ident["loss_increase"] == 0.0
-    zero = C.splice_row(hooked, tokens, HOOK, lambda x: x * 0, refs)
+    zero = compression.splice_row(hooked, tokens, HOOK, lambda x: x * 0, refs)
     assert zero["frac_recovered_zero"] == pytest.approx(0.0, abs=1e-6)
-    ablate = C.splice_row(hooked, tokens, HOOK, lambda x: mean.expand_as(x), refs)
+    ablate = compression.splice_row(hooked, tokens, HOOK, lambda x: mean.expand_as(x), refs)
     assert ablate["frac_recovered_mean"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sweep_and_stored_compressors(hooked, tokens):
-    base = C.CompressorConfig(steps=20, d_hidden=8, batch_size=64)
-    df = C.sweep(hooked, HOOK, tokens[:16], tokens[16:], [1, 16], ["infovae", "pca", "sae", "random"], [0, 1],
+    base = compressors.CompressorConfig(steps=20, d_hidden=8, batch_size=64)
+    df = compression.sweep(hooked, HOOK, tokens[:16], tokens[16:], [1, 16], ["infovae", "pca", "sae", "random"], [0, 1],
                  base, progress=False)
     assert len(df) == 2 * 4 * 2 and df[["loss", "frac_recovered_zero", "fvu"]].notna().all().all()
     full = df[(df.method == "PCA") & (df.d_latent == 16)]
     assert (full.frac_recovered_zero - 1).abs().max() < 1e-4  # PCA with every component is exact
-    acts, key = C.cache_activations(hooked, tokens[:16], HOOK)
+    acts, key = units.cache_activations(hooked, tokens[:16], HOOK)
     cfg = base.replace(method="infovae", d_latent=16, seed=1)
-    assert C.artifacts.is_complete(C.compressor_path(key, cfg))
-    module, _ = C.get_or_fit(acts, cfg, key)
-    refit, _ = C.fit(acts, cfg)
+    assert artifacts.is_complete(compressors.compressor_path(key, cfg))
+    module, _ = compressors.get_or_fit(acts, cfg, key)
+    refit, _ = compressors.fit(acts, cfg)
     assert torch.allclose(module(acts), refit(acts), rtol=0, atol=fp32_tol(refit(acts)))
-    th = C.thresholds(df)
+    th = compression.thresholds(df)
     assert set(th.seed) == {"mean", 0, 1}
 
 
 def test_threshold_interpolates_in_log_size():
-    assert C.threshold([1, 2, 4, 8], [0.5, 0.7, 0.8, 1.0], 0.9) == pytest.approx(2 ** 2.5)
-    assert C.threshold([1, 2], [0.95, 1.0], 0.9) == 1.0
-    assert math.isnan(C.threshold([1, 2], [0.1, 0.2], 0.9))
-    assert C.latent_sizes(128) == [1, 2, 4, 8, 16, 32, 64, 128]
-    assert C.latent_sizes(768, n=5)[-1] == 768 and C.latent_sizes(768, n=5)[0] == 1
+    assert compression.threshold([1, 2, 4, 8], [0.5, 0.7, 0.8, 1.0], 0.9) == pytest.approx(2 ** 2.5)
+    assert compression.threshold([1, 2], [0.95, 1.0], 0.9) == 1.0
+    assert math.isnan(compression.threshold([1, 2], [0.1, 0.2], 0.9))
+    assert compression.latent_sizes(128) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert compression.latent_sizes(768, n=5)[-1] == 768 and compression.latent_sizes(768, n=5)[0] == 1
 
 
 def test_traverse_at_the_posterior_mean_is_the_plain_splice(hooked, tokens):
-    acts, _ = C.cache_activations(hooked, tokens, HOOK)
-    vae, _ = C.fit(acts, C.CompressorConfig(d_latent=2, d_hidden=8, steps=10))
+    acts, _ = units.cache_activations(hooked, tokens, HOOK)
+    vae, _ = compressors.fit(acts, compressors.CompressorConfig(d_latent=2, d_hidden=8, steps=10))
     prompt = tokens[0]
     mu = float(vae.encode(acts[0, -1])[1])
-    probs = C.traverse(hooked, prompt, HOOK, vae, 1, [mu, mu + 3])
-    plain = hooked.run_with_hooks(prompt[None], fwd_hooks=[(HOOK, C.splice_hook(vae))])[0, -1].softmax(-1)
+    probs = compression.traverse(hooked, prompt, HOOK, vae, 1, [mu, mu + 3])
+    plain = hooked.run_with_hooks(prompt[None], fwd_hooks=[(HOOK, compression.splice_hook(vae))])[0, -1].softmax(-1)
     assert torch.allclose(probs[0], plain, rtol=0, atol=fp32_tol(1.0))  # probabilities: at most 1
     assert probs.shape == (2, 50) and torch.allclose(probs.sum(-1), torch.ones(2), rtol=0, atol=fp32_tol(1.0))
 
@@ -221,12 +223,12 @@ def test_probe_beats_shuffled_labels_on_separable_features():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(20)
     feats = torch.randn(80, 5, 6, generator=g) + 5 * torch.nn.functional.one_hot(labels, 6)[:, None].float()
-    mask = C.split_mask(labels)
+    mask = compression.split_mask(labels)
     assert mask.sum() == 40 and all(mask[labels == c].sum() == 10 for c in range(4))
-    acc = C.probe_accuracy(feats, labels, mask, 4, steps=100)
-    shuffled = C.probe_accuracy(feats, labels, mask, 4, shuffle=True, steps=100)
+    acc = compression.probe_accuracy(feats, labels, mask, 4, steps=100)
+    shuffled = compression.probe_accuracy(feats, labels, mask, 4, shuffle=True, steps=100)
     assert acc.mean() > 0.95 and shuffled.mean() < 0.6
-    table, per_window = C.probe_table({("m", "good"): feats, ("m", "shuffled"): feats}, labels, mask, 4,
+    table, per_window = compression.probe_table({("m", "good"): feats, ("m", "shuffled"): feats}, labels, mask, 4,
                                       shuffled=[("m", "shuffled")], steps=100)
     assert list(table.features) == ["good", "shuffled"] and (table.ci_low <= table.accuracy).all()
     assert per_window[("m", "good")].mean() == pytest.approx(acc.mean())
@@ -236,15 +238,15 @@ def test_on_a_tiny_pretrained_gpt2(tmp_path):
     """Caching, splicing and the sweep run unchanged on a HookedTransformer loaded from local GPT-2 weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lib.model import load_pretrained
+    from lib.core.pretrained import load_pretrained
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=4)).save_pretrained(
         tmp_path)
     big = load_pretrained(tmp_path)
-    windows = C.lm_windows_for(big, ["Kum is a village in Iran.", "The film was released in 1999."] * 8, n_ctx=8)
+    windows = prompts.lm_windows_for(big, ["Kum is a village in Iran.", "The film was released in 1999."] * 8, n_ctx=8)
     assert windows.shape[1] == 8 and len(windows) >= 4
-    df = C.sweep(big, "blocks.1.hook_mlp_out", windows[:3], windows[3:], [1, 32], ["pca", "infovae"], [0],
-                 C.CompressorConfig(steps=5, d_hidden=8), progress=False)
+    df = compression.sweep(big, "blocks.1.hook_mlp_out", windows[:3], windows[3:], [1, 32], ["pca", "infovae"], [0],
+                 compressors.CompressorConfig(steps=5, d_hidden=8), progress=False)
     assert df.loss.notna().all()
     assert df[(df.method == "PCA") & (df.d_latent == 32)].loss_increase.abs().max() < 1e-3

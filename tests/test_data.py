@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from lib import config, data
+from lib.core import config, data
 
 ROWS = {"dbpedia14_train": 23000, "dbpedia14_test": 7000, "dbpedia14_extra": 9540, "dbpedia_l2": 20473,
         "toxic": 12177, "wikitext2_test": 62}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import findings
+from lib.analysis import findings, stats
 
 
 @pytest.fixture(autouse=True)
@@ -160,18 +160,18 @@ def test_verdict_from_rejects_bad_numbers():
 
 def test_bootstrap_ci_is_deterministic_and_covers_the_mean():
     x = np.random.default_rng(1).normal(2.0, 1.0, size=200)
-    low, high = findings.bootstrap_ci(x, seed=3)
-    assert (low, high) == findings.bootstrap_ci(x, seed=3)
-    assert (low, high) != findings.bootstrap_ci(x, seed=4)
+    low, high = stats.bootstrap_ci(x, seed=3)
+    assert (low, high) == stats.bootstrap_ci(x, seed=3)
+    assert (low, high) != stats.bootstrap_ci(x, seed=4)
     assert low < x.mean() < high and high - low < 0.5
-    assert findings.bootstrap_ci(torch.tensor(x), seed=3) == (low, high)
+    assert stats.bootstrap_ci(torch.tensor(x), seed=3) == (low, high)
 
 
 def test_bootstrap_ci_rejects_bad_samples():
     with pytest.raises(ValueError, match="at least 2 finite numbers"):
-        findings.bootstrap_ci([1.0, float("nan")])
+        stats.bootstrap_ci([1.0, float("nan")])
     with pytest.raises(ValueError, match="alpha=1.5"):
-        findings.bootstrap_ci([1.0, 2.0], alpha=1.5)
+        stats.bootstrap_ci([1.0, 2.0], alpha=1.5)
 
 
 def test_check_ledgers_reports_missing_empty_and_ok():

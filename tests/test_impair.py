@@ -5,9 +5,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import config, hooks, impair, model, train
-from lib.prompts import KeywordPrompts
 from helpers import fp32_tol
+from lib.analysis import impairment
+from lib.analysis.prompts import KeywordPrompts
+from lib.analysis.stats import spearman
+from lib.analysis.units import LOCATIONS, TopicStats, match_units, topic_stats, unit_activations
+from lib.core import config, hooks, model, train
+from lib.reports.neuron_impairment import kernel as impair
 
 CFG = config.resolve("smoke", attention_only=False, n_layers=3, init_range=0.3)
 
@@ -33,11 +37,11 @@ def pr():
 def clusters(hooked, pr):
     """Selectivity clusters at every location: all layers, the first, the middle and the last layer."""
     windows = {t: pr.tokens[[i for i, x in enumerate(pr.topics) if x == t]] for t in "abc"}
-    stats = impair.topic_stats(hooked, windows, impair.LOCATIONS, progress=False)
+    stats = topic_stats(hooked, windows, LOCATIONS, progress=False)
     out = {}
-    for loc in impair.LOCATIONS:
+    for loc in LOCATIONS:
         for name, layers in (("all", None), ("first", [0]), ("middle", [1]), ("last", [2])):
-            out[f"{loc} {name}"] = impair.selective_cluster(stats[loc], "a", 0.1, layers)
+            out[f"{loc} {name}"] = impairment.selective_cluster(stats[loc], "a", 0.1, layers)
     return out
 
 
@@ -46,11 +50,11 @@ def _no_hooks_left(m) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["noise", "negative_noise", "scale", "zero", "mean"])
-@pytest.mark.parametrize("loc", impair.LOCATIONS)
+@pytest.mark.parametrize("loc", LOCATIONS)
 def test_intensity_zero_is_bit_identical(hooked, pr, clusters, kind, loc):
     clean = hooked(pr.tokens)
     g = torch.Generator().manual_seed(0)
-    out = hooked.run_with_hooks(pr.tokens, fwd_hooks=impair.cluster_hooks(clusters[f"{loc} all"], kind, 0.0, g))
+    out = hooked.run_with_hooks(pr.tokens, fwd_hooks=impairment.cluster_hooks(clusters[f"{loc} all"], kind, 0.0, g))
     assert torch.equal(out, clean)
     assert _no_hooks_left(hooked)
 
@@ -61,12 +65,12 @@ def test_hooks_touch_only_the_cluster_units_and_negative_noise_is_nonpositive():
     units = torch.tensor([2, 5, 11])
     others = torch.ones(20, dtype=torch.bool)
     others[units] = False
-    for kind in impair.KINDS:
-        fn = impair.impairment(kind, units, 0.7, generator=g, sd=torch.full((3,), 2.0), mean=torch.ones(3))
+    for kind in impairment.KINDS:
+        fn = impairment.impairment(kind, units, 0.7, generator=g, sd=torch.full((3,), 2.0), mean=torch.ones(3))
         y = fn(x.clone())
         assert torch.equal(y[..., others], x[..., others])
         assert not torch.equal(y[..., units], x[..., units])
-    shift = impair.impairment("negative_noise", units, 3.0, generator=g)(x.clone()) - x
+    shift = impairment.impairment("negative_noise", units, 3.0, generator=g)(x.clone()) - x
     assert (shift <= 0).all() and (shift[..., units] < 0).any()
     assert torch.equal(shift[..., units].amax(-1), torch.zeros(4, 7))  # shifted so that the maximum is 0
 
@@ -75,18 +79,18 @@ def test_per_row_intensity_and_same_seed_same_result():
     x = torch.randn(3, 5, 8)
     units = torch.tensor([1, 4])
     a = torch.tensor([0.0, 1.0, 2.0])
-    y = impair.impairment("scale", units, a)(x.clone())
+    y = impairment.impairment("scale", units, a)(x.clone())
     assert torch.equal(y[0], x[0]) and torch.allclose(y[2, :, units], -x[2, :, units])
-    draw = [impair.impairment("noise", units, 1.0, generator=torch.Generator().manual_seed(s))(x.clone())
+    draw = [impairment.impairment("noise", units, 1.0, generator=torch.Generator().manual_seed(s))(x.clone())
             for s in (7, 7, 8)]
     assert torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
 
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_batched_sweep_equals_per_condition_loop(hooked, pr, clusters, fast):
-    conds = impair.dose_grid(clusters, (0.0, 0.5, 3.0), (0.0, 0.6), seeds=(0, 1))
-    loop = impair.sweep_loop(hooked, pr, clusters, conds, progress=False)
-    batched = impair.sweep(hooked, pr, clusters, conds, max_tokens=200, chunk_tokens=60, fast=fast, progress=False)
+    conds = impairment.dose_grid(clusters, (0.0, 0.5, 3.0), (0.0, 0.6), seeds=(0, 1))
+    loop = impairment.sweep_loop(hooked, pr, clusters, conds, progress=False)
+    batched = impairment.sweep(hooked, pr, clusters, conds, max_tokens=200, chunk_tokens=60, fast=fast, progress=False)
     assert len(batched) == len(conds) * len(pr)
     keys = ["cluster", "kind", "intensity", "seed", "prompt", "topic"]
     pd.testing.assert_frame_equal(batched[keys], loop[keys])
@@ -96,33 +100,33 @@ def test_batched_sweep_equals_per_condition_loop(hooked, pr, clusters, fast):
 
 
 def test_grid_deduplicates():
-    conds = impair.dose_grid(["c"], (0.0, 1.0), (0.0, 0.5), seeds=(0, 1, 2))
+    conds = impairment.dose_grid(["c"], (0.0, 1.0), (0.0, 0.5), seeds=(0, 1, 2))
     by = pd.DataFrame([c.__dict__ for c in conds]).groupby("kind").size().to_dict()
     assert by == {"noise": 4, "negative_noise": 4, "scale": 2, "zero": 1, "mean": 1}
 
 
-def _planted_stats() -> impair.TopicStats:
+def _planted_stats() -> TopicStats:
     mean = torch.zeros(3, 2, 40)
     mean[0, :, :4] = 3.0  # units 0-3 fire on topic "a"
     mean[1, :, 4:8] = 3.0
     mean[2, :, 8:12] = 3.0
-    return impair.TopicStats("mlp_post", ("a", "b", "c"), mean, torch.ones(3, 2, 40), torch.tensor([100, 100, 100]))
+    return TopicStats("mlp_post", ("a", "b", "c"), mean, torch.ones(3, 2, 40), torch.tensor([100, 100, 100]))
 
 
 def test_clusters_find_planted_units_and_random_keeps_sizes():
     st = _planted_stats()
-    sel = impair.selective_cluster(st, "a", frac=0.1)
+    sel = impairment.selective_cluster(st, "a", frac=0.1)
     assert sel.sizes == (4, 4) and set(sel.units(0).tolist()) == {0, 1, 2, 3}
     km = impair.kmeans_cluster(st, "a", frac=0.1, generator=torch.Generator().manual_seed(0))
     assert set(km.units(1).tolist()) == {0, 1, 2, 3}
-    r1, r2 = (impair.random_cluster(sel, torch.Generator().manual_seed(s)) for s in (0, 0))
+    r1, r2 = (impairment.random_cluster(sel, torch.Generator().manual_seed(s)) for s in (0, 0))
     assert r1.sizes == sel.sizes and torch.equal(r1.mask, r2.mask)
     assert impair.jaccard(sel, sel) == 1.0 and impair.jaccard(sel, impair.find_cluster(st, "b")) == 0.0
 
 
 def test_random_jaccard_matches_hypergeometric_expectation():
     st = _planted_stats()
-    c = impair.selective_cluster(st, "a", frac=0.25)  # 10 of 40 per layer
+    c = impairment.selective_cluster(st, "a", frac=0.25)  # 10 of 40 per layer
     null = impair.random_jaccards(c, c, 3000, torch.Generator().manual_seed(0))
     k, n = 10, 40
     expected_overlap = 2 * k * k / n  # two layers
@@ -133,15 +137,17 @@ def test_match_units_recovers_a_permutation():
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(500, 30, generator=g)
     perm = torch.randperm(30, generator=g)
-    found = impair.match_units(acts, acts[:, perm])
+    found = match_units(acts, acts[:, perm])
     assert torch.equal(perm[found], torch.arange(30))
 
 
 def test_curve_measures():
     x = np.array([0.0, 1.0, 2.0, 4.0])
-    assert impair.spearman(x, np.array([1.0, 2.0, 2.5, 9.0])) == pytest.approx(1.0)
-    assert impair.spearman(x, np.array([4.0, 3.0, 2.0, 1.0])) == pytest.approx(-1.0)
-    assert impair.spearman(x, np.ones(4)) == 0.0
+    assert spearman(x, np.array([1.0, 2.0, 2.5, 9.0])) == pytest.approx(1.0)
+    assert spearman(x, np.array([4.0, 3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert np.isnan(spearman(x, np.ones(4)))  # undefined for a constant input (lib.analysis.stats)
+    flat = pd.DataFrame({"intensity": np.tile(x, 3), "prompt": np.repeat([0, 1, 2], 4), "loss": 2.0})
+    assert impair.monotonicity(flat, n_boot=20)["spearman"] == 0.0  # report 3 reads a curve that never moves as 0
     assert impair.largest_step_share(np.array([0.0, 1.0, 2.0, 3.0])) == pytest.approx(1 / 3)
     assert impair.largest_step_share(np.array([0.0, 0.0, 5.0, 5.0])) == pytest.approx(1.0)
     assert impair.threshold_intensity(x, np.array([0.8, 0.6, 0.4, 0.2]), 0.5) == pytest.approx(1.5)
@@ -152,20 +158,20 @@ def test_specificity_index_and_ci():
     rng = np.random.default_rng(0)
     rows = [{"topic": t, "prompt": i + 100 * j, "intensity": 1.0, "d_loss": d + rng.normal(0, 0.05)}
             for j, (t, d) in enumerate((("a", 2.0), ("b", 1.0), ("c", 1.0))) for i in range(50)]
-    value, (lo, hi) = impair.specificity(pd.DataFrame(rows), "a", ["b", "c"], n_boot=300)
+    value, (lo, hi) = impairment.specificity(pd.DataFrame(rows), "a", ["b", "c"], n_boot=300)
     assert value == pytest.approx(2.0, abs=0.05) and lo < value < hi
-    assert impair.specificities(pd.DataFrame(rows).assign(cluster="x"), "a", ["b", "c"]).index.tolist() == ["x"]
+    assert impairment.specificities(pd.DataFrame(rows).assign(cluster="x"), "a", ["b", "c"]).index.tolist() == ["x"]
 
 
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="kind='blur'"):
-        impair.impairment("blur", torch.tensor([0]), 1.0)
+        impairment.impairment("blur", torch.tensor([0]), 1.0)
     with pytest.raises(ValueError, match="generator"):
-        impair.impairment("noise", torch.tensor([0]), 1.0)
+        impairment.impairment("noise", torch.tensor([0]), 1.0)
     with pytest.raises(ValueError, match="location"):
-        impair.unit_activations(None, torch.zeros(1, 1, dtype=torch.long), "resid")
-    assert hooks.name("mlp_post", 0) in {n for n, _ in impair.cluster_hooks(_clu(), "scale", 0.5)}
+        unit_activations(None, torch.zeros(1, 1, dtype=torch.long), "resid")
+    assert hooks.name("mlp_post", 0) in {n for n, _ in impairment.cluster_hooks(_clu(), "scale", 0.5)}
 
 
-def _clu() -> impair.Cluster:
-    return impair.selective_cluster(_planted_stats(), "a", 0.1)
+def _clu() -> impairment.Cluster:
+    return impairment.selective_cluster(_planted_stats(), "a", 0.1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from lib.metrics import frequent_tokens, head_scores, ngram_baseline, repeated_tokens
+from lib.analysis.metrics import frequent_tokens, head_scores, ngram_baseline, repeated_tokens
 
 
 def _attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32, seed=0) -> HookedTransformer:

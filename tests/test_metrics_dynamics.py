@@ -3,11 +3,19 @@
 import numpy as np
 import pytest
 import torch
-
-from lib.metrics import (attention_patterns, head_scores, icl_score, induction_from_patterns, phase_change,
-                         prefix_matching_score, repeated_ngram_mask, repeated_tokens)
 from test_metrics import _attn_model, _hand_induction_model  # tests/ is on sys.path under pytest
+
 from helpers import fp32_tol
+from lib.analysis.metrics import (
+    attention_patterns,
+    head_scores,
+    icl_score,
+    induction_from_patterns,
+    phase_change,
+    prefix_matching_score,
+    repeated_ngram_mask,
+    repeated_tokens,
+)
 
 
 def _distinct_repeats(n, half, vocab, seed=0):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from lib.config import ModelConfig
-from lib.model import Transformer, generate, load_pretrained, to_hooked
 from helpers import f64_tol, float64, fp32_tol
+from lib.core.config import ModelConfig
+from lib.core.model import Transformer, generate, to_hooked
+from lib.core.pretrained import load_pretrained
 
 
 def _model(attention_only: bool, seed: int = 0) -> Transformer:

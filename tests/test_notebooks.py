@@ -197,7 +197,7 @@ def test_smoke_findings_ledger(smoke: Smoke) -> None:
         pytest.skip("no notebooks/NN_*.py yet")
     if importlib.util.find_spec("lib.findings") is None:
         pytest.skip("lib.findings does not exist yet, so the ledger cannot be read")
-    from lib import findings
+    from lib.analysis import findings
 
     smoke.run_reports()
     with smoke.env():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import config, data, model, prompts, train
 from helpers import fp32_tol
+from lib.analysis import prompts
+from lib.core import config, data, model, train
 
 CFG = config.resolve("smoke", attention_only=False)
 SMOKE_KW = dict(n_per_topic=3, min_count=5, min_chars=1, mode="word_start", min_ratio=0.0, exclusive=False,

@@ -5,13 +5,14 @@ import math
 
 import numpy as np
 import pandas as pd
-
 import pytest
 import torch
 
-from lib import config, hooks, model, shapley, train
-from lib.prompts import KeywordPrompts, evaluate
 from helpers import fp32_tol
+from lib.analysis import shapley
+from lib.analysis.prompts import KeywordPrompts, evaluate
+from lib.core import config, hooks, model, train
+from lib.reports.neuron_shapley import kernel as neuron_shapley
 
 # ---------------------------------------------------------------------------------------------- games
 
@@ -259,7 +260,7 @@ def test_grad_x_act_is_first_order_for_small_ablations(hooked, pr):
     kernels (AVX2 vs AVX-512). The tolerance 1e-6 is far above both errors and far below the attributions
     (1e-2 to 1 here)."""
     h64 = copy.deepcopy(hooked).to(torch.float64)
-    attr = shapley.grad_x_act(h64, pr, shapley.neuron_players(h64))
+    attr = neuron_shapley.grad_x_act(h64, pr, shapley.neuron_players(h64))
     assert attr.shape == (9, 10) and attr.dtype == torch.float64
 
     def neg_loss(name: str, factor: float) -> torch.Tensor:
@@ -284,13 +285,13 @@ def _scale_unit(unit: int, factor: float):
 
 
 def test_removal_masks_and_specificity_index():
-    m = shapley.removal_masks(torch.tensor([3, 0, 2, 1]), [0, 1, 3], 4)
+    m = neuron_shapley.removal_masks(torch.tensor([3, 0, 2, 1]), [0, 1, 3], 4)
     assert m.tolist() == [[True] * 4, [True, True, True, False], [False, True, False, False]]
     d = torch.tensor([[2.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    assert torch.allclose(shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
-    assert torch.allclose(shapley.specificity_gap(d), torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.allclose(neuron_shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
+    assert torch.allclose(neuron_shapley.specificity_gap(d), torch.tensor([1.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match="ks"):
-        shapley.removal_masks(torch.arange(4), [5], 4)
+        neuron_shapley.removal_masks(torch.arange(4), [5], 4)
 
 
 def test_cached_result_round_trips(tmp_path):
@@ -308,7 +309,7 @@ def test_cached_result_round_trips(tmp_path):
 def test_removal_table_and_destroy_k(hooked, pr):
     game = shapley.neuron_game(hooked, pr)
     sc = torch.randn(10, 3)
-    df = shapley.removal_table(game, {"s": sc}, [0, 2, 10], 2, torch.Generator().manual_seed(0))
+    df = neuron_shapley.removal_table(game, {"s": sc}, [0, 2, 10], 2, torch.Generator().manual_seed(0))
     assert len(df) == (3 + 2 * 3) * 3 * 3  # (3 topics + 2 random orders x 3 topics) x 3 ks x 3 prompts per topic
     clean = df[df.k == 0].groupby("topic").loss.first()
     full = game.scores(torch.zeros(1, 10, dtype=bool))["loss"][0]
@@ -316,9 +317,9 @@ def test_removal_table_and_destroy_k(hooked, pr):
         sorted(df[(df.k == 10) & (df.ordering == "s")].prompt))].numpy(), rtol=0, atol=fp32_tol(full))
     assert len(clean) == 3
     curve = pd.DataFrame({"ordering": "o", "seed": 0, "topic": "t", "k": [0, 0, 1, 1, 4, 4], "top5": [1, 1, 1, 0, 0, 0]})
-    out = shapley.destroy_k(curve)
+    out = neuron_shapley.destroy_k(curve)
     assert out.k.tolist() == [1] and not out.censored.any()
-    first, second = shapley.split_half(shapley.tmc_shapley(GAMES["voting"][0], 4, 10))
+    first, second = neuron_shapley.split_half(shapley.tmc_shapley(GAMES["voting"][0], 4, 10))
     assert first.shape == second.shape == (4,)
 
 

@@ -11,8 +11,10 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from lib import data, submodels
-from lib.prompts import KeywordPrompts
+from lib.analysis.prompts import KeywordPrompts
+from lib.core import data
+from lib.reports.submodel_tool import cli
+from lib.reports.submodel_tool import kernel as submodels
 
 REPO = Path(__file__).resolve().parent.parent
 RANGES = {"A": range(8, 16), "B": range(16, 24), "C": range(24, 32)}  # each concept's own tokens
@@ -142,8 +144,8 @@ def _word_tokenizer() -> data.Tokenizer:
 
 
 def test_cli_runs_on_a_tiny_model(planted, concepts, capsys):
-    ex = submodels.main(["explain", "--prompt", "w8 w9 w10", "--ablate", "A", "--ablate", "A+B", "--top-k", "3"],
-                        model=planted, tokenizer=_word_tokenizer(), concepts={"letters": concepts})
+    ex = cli.main(["explain", "--prompt", "w8 w9 w10", "--ablate", "A", "--ablate", "A+B", "--top-k", "3"],
+                  model=planted, tokenizer=_word_tokenizer(), concepts={"letters": concepts})
     out = capsys.readouterr().out
     assert "Next token" in out and "A + B" in out and "clean_prob" in out
     assert list(ex.predictions.ablated.unique()) == ["none", "A", "A + B"]
@@ -153,9 +155,3 @@ def test_cli_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "lib.submodels", "explain", "--help"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--ablate" in r.stdout and "--intensity" in r.stdout
-
-
-def test_unusable_method_names_itself_and_the_usable_ones(planted, concepts, validation, monkeypatch):
-    monkeypatch.setitem(submodels.REQUIRES, "shapley", ("shapley", ("no_such_function",)))
-    with pytest.raises(submodels.MethodUnavailable, match="method='shapley'.*allowed now: .*selectivity"):
-        submodels.find_submodels(planted, concepts, "shapley", prompts=validation, progress=False)

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from lib import artifacts
-from lib.config import resolve
-from lib.data import load_token_data
-from lib.train import batch_indices, list_checkpoints, lr_at, train
+from lib.core import artifacts, runs
+from lib.core.config import resolve
+from lib.core.data import load_token_data
+from lib.core.train import batch_indices, list_checkpoints, lr_at, train
 
 OVERRIDES = dict(max_steps=12, eval_every=4, checkpoint_every=4, warmup_steps=3, batch_size=8)
 
@@ -74,9 +74,9 @@ def test_checkpoints_are_complete_pruned_and_loadable(smoke, tmp_path):
 
 def test_get_or_train_trains_once_then_loads(smoke):
     cfg, _ = smoke
-    m1, h1, d1 = artifacts.get_or_train(cfg, name="test", progress=False)
+    m1, h1, d1 = runs.get_or_train(cfg, name="test", progress=False)
     mtime = (d1 / "weights.safetensors").stat().st_mtime_ns
-    m2, h2, d2 = artifacts.get_or_train(cfg, name="test", progress=False)
+    m2, h2, d2 = runs.get_or_train(cfg, name="test", progress=False)
     assert d1 == d2 and (d2 / "weights.safetensors").stat().st_mtime_ns == mtime
     assert _same_weights(m1, m2) and h1["val_loss"].tolist() == h2["val_loss"].tolist()
 
@@ -87,10 +87,10 @@ def test_ddp_two_processes_equals_single_process(smoke, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sets = [f"{k}={v}" for k, v in OVERRIDES.items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "lib.train", "--preset", "smoke", "--out", str(tmp_path / "ddp"), "--set", *sets]
+           "-m", "lib.core.runs", "--preset", "smoke", "--out", str(tmp_path / "ddp"), "--set", *sets]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ddp, ddp_cfg = artifacts.load_model(tmp_path / "ddp")
+    ddp, ddp_cfg = runs.load_model(tmp_path / "ddp")
     assert ddp_cfg == cfg
     # The all-reduce sums the two halves' gradients in another order than one process does: the gradients agree
     # to float32 rounding. AdamW's step is smooth in the gradient except near 0, where an entry within rounding

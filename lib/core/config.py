@@ -7,18 +7,11 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lib.core.checks import check, positive_int
+
 PRESET_NAMES = ("smoke", "cpu", "gpu")
 
 
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    """Raise ValueError naming the bad value and what is allowed."""
-    if not ok:
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-           name, value, "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -40,21 +33,21 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_vocab", "n_ctx"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         if self.d_head is None:
-            _check(self.d_model % self.n_heads == 0, "d_head", None,
+            check(self.d_model % self.n_heads == 0, "d_head", None,
                    f"an explicit d_head when d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
             object.__setattr__(self, "d_head", self.d_model // self.n_heads)
-        _positive_int("d_head", self.d_head)
+        positive_int("d_head", self.d_head)
         if self.attention_only:
-            _check(self.d_mlp in (None, 0), "d_mlp", self.d_mlp, "None or 0 for an attention-only model")
+            check(self.d_mlp in (None, 0), "d_mlp", self.d_mlp, "None or 0 for an attention-only model")
             object.__setattr__(self, "d_mlp", 0)
         else:
             if self.d_mlp is None:
                 object.__setattr__(self, "d_mlp", 4 * self.d_model)
-            _positive_int("d_mlp", self.d_mlp)
-        _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        _check(self.act_fn in ("gelu", "gelu_new", "relu"), "act_fn", self.act_fn, "'gelu', 'gelu_new' or 'relu'")
+            positive_int("d_mlp", self.d_mlp)
+        check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
+        check(self.act_fn in ("gelu", "gelu_new", "relu"), "act_fn", self.act_fn, "'gelu', 'gelu_new' or 'relu'")
 
     @property
     def n_params(self) -> int:
@@ -82,17 +75,17 @@ class DataConfig:
     corpus: tuple[str, ...] = ("dbpedia14_train", "dbpedia14_extra", "dbpedia_l2")
 
     def __post_init__(self) -> None:
-        _check(self.tokenizer in ("bpe", "gpt2"), "tokenizer", self.tokenizer, "'bpe' or 'gpt2'")
-        _check(self.task in ("windows", "beginnings"), "task", self.task, "'windows' or 'beginnings'")
+        check(self.tokenizer in ("bpe", "gpt2"), "tokenizer", self.tokenizer, "'bpe' or 'gpt2'")
+        check(self.task in ("windows", "beginnings"), "task", self.task, "'windows' or 'beginnings'")
         if self.tokenizer == "gpt2":
             object.__setattr__(self, "vocab_size", 50257)
-        _check(isinstance(self.vocab_size, int) and self.vocab_size >= 260, "vocab_size", self.vocab_size,
+        check(isinstance(self.vocab_size, int) and self.vocab_size >= 260, "vocab_size", self.vocab_size,
                "an integer >= 260 (256 bytes plus special tokens)")
         for name in ("n_ctx", "beginning_tokens", "plant_min", "plant_max"):
-            _positive_int(name, getattr(self, name))
-        _check(0.0 <= self.plant_frac <= 1.0, "plant_frac", self.plant_frac, "a float in [0, 1]")
-        _check(self.plant_min <= self.plant_max, "plant_min", self.plant_min, f"<= plant_max={self.plant_max}")
-        _check(2 * self.plant_max <= self.n_ctx or self.plant_frac == 0.0, "plant_max", self.plant_max,
+            positive_int(name, getattr(self, name))
+        check(0.0 <= self.plant_frac <= 1.0, "plant_frac", self.plant_frac, "a float in [0, 1]")
+        check(self.plant_min <= self.plant_max, "plant_min", self.plant_min, f"<= plant_max={self.plant_max}")
+        check(2 * self.plant_max <= self.n_ctx or self.plant_frac == 0.0, "plant_max", self.plant_max,
                f"at most n_ctx/2={self.n_ctx / 2} so that a span and its copy fit in a window")
         object.__setattr__(self, "corpus", tuple(self.corpus))
 
@@ -118,12 +111,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "eval_every", "eval_batches", "checkpoint_every"):
-            _positive_int(name, getattr(self, name))
-        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps",
+            positive_int(name, getattr(self, name))
+        check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps",
                self.warmup_steps, "a non-negative integer")
-        _check(self.lr > 0, "lr", self.lr, "a positive float")
-        _check(0.0 <= self.min_lr_frac <= 1.0, "min_lr_frac", self.min_lr_frac, "a float in [0, 1]")
-        _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "'fp32' or 'bf16'")
+        check(self.lr > 0, "lr", self.lr, "a positive float")
+        check(0.0 <= self.min_lr_frac <= 1.0, "min_lr_frac", self.min_lr_frac, "a float in [0, 1]")
+        check(self.precision in ("fp32", "bf16"), "precision", self.precision, "'fp32' or 'bf16'")
 
 
 @dataclass(frozen=True)
@@ -135,9 +128,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check(self.model.n_ctx == self.data.n_ctx, "model.n_ctx", self.model.n_ctx,
+        check(self.model.n_ctx == self.data.n_ctx, "model.n_ctx", self.model.n_ctx,
                f"equal to data.n_ctx={self.data.n_ctx}")
-        _check(self.model.d_vocab == self.data.vocab_size, "model.d_vocab", self.model.d_vocab,
+        check(self.model.d_vocab == self.data.vocab_size, "model.d_vocab", self.model.d_vocab,
                f"equal to data.vocab_size={self.data.vocab_size}")
 
     def to_dict(self) -> dict:
@@ -210,7 +203,7 @@ def _apply(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 def resolve(preset: str = "cpu", **overrides: Any) -> RunConfig:
     """Preset values, then every override that is not None (papermill passes None for 'use the preset')."""
-    _check(preset in PRESETS, "preset", preset, f"one of {PRESET_NAMES}")
+    check(preset in PRESETS, "preset", preset, f"one of {PRESET_NAMES}")
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return _apply(RunConfig(), values)
@@ -368,11 +361,11 @@ NOTEBOOK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 def notebook_params(notebook: str, preset: str, **overrides: Any) -> dict[str, Any]:
     """A notebook's own knobs for a preset, with every non-None override applied (unknown names rejected)."""
-    _check(notebook in NOTEBOOK_PRESETS, "notebook", notebook, f"one of {sorted(NOTEBOOK_PRESETS)}")
-    _check(preset in PRESETS, "preset", preset, f"one of {PRESET_NAMES}")
+    check(notebook in NOTEBOOK_PRESETS, "notebook", notebook, f"one of {sorted(NOTEBOOK_PRESETS)}")
+    check(preset in PRESETS, "preset", preset, f"one of {PRESET_NAMES}")
     values = dict(NOTEBOOK_PRESETS[notebook][preset])
     for key, value in overrides.items():
-        _check(key in values, "parameter", key, f"one of {sorted(values)}")
+        check(key in values, "parameter", key, f"one of {sorted(values)}")
         if value is not None:
             values[key] = value
     return values

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from torch import Tensor
+
+HookFn = Callable[[Tensor, Any], Tensor]  # a TransformerLens hook function: (activation, hook) -> activation
+
 _BLOCK_HOOKS = {
     "resid_pre": "hook_resid_pre",
     "resid_mid": "hook_resid_mid",
@@ -37,3 +43,21 @@ def name(kind: str, layer: int | None = None) -> str:
     if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
         raise ValueError(f"hook kind {kind!r} needs a layer index >= 0 (got layer={layer!r})")
     return f"blocks.{layer}.{_BLOCK_HOOKS[kind]}"
+
+
+def hook_label(hook: str) -> str:
+    """A short readable name: 'blocks.1.hook_attn_out' -> 'attn out L1'."""
+    layer = layer_of(hook)
+    for kind in KINDS:
+        try:
+            if name(kind, layer) == hook:
+                return kind.replace("_", " ") + ("" if layer is None else f" L{layer}")
+        except ValueError:
+            continue
+    return hook
+
+
+def layer_of(hook: str) -> int | None:
+    """Block index of a 'blocks.{l}.…' hook name, else None (global hooks)."""
+    parts = hook.split(".")
+    return int(parts[1]) if parts[0] == "blocks" else None

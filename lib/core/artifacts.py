@@ -1,4 +1,4 @@
-"""Artifacts on disk: directories keyed by a config hash, atomic writes, one loader for models."""
+"""Artifacts on disk (storage only): directories keyed by a config hash, atomic writes, safe loaders."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ENV_VAR = "ARTIFACTS_DIR"
 def root() -> Path:
     """Artifacts root: $ARTIFACTS_DIR, else ./artifacts next to the repo's lib/."""
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "artifacts"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def config_hash(obj: Any, n: int = 10) -> str:
@@ -109,50 +109,3 @@ def _jsonable(x: Any) -> Any:
 def is_complete(directory: Path, required: tuple[str, ...] = ("weights.safetensors", "config.json")) -> bool:
     """True if every required file exists in the artifact directory."""
     return all((Path(directory) / f).exists() for f in required)
-
-
-def save_model(directory: Path, model: torch.nn.Module, cfg: Any, metrics: Any = None) -> Path:
-    """Write weights.safetensors, config.json (and metrics.json) into an artifact directory."""
-    directory = Path(directory)
-    if metrics is not None:
-        write_json(directory / "metrics.json", metrics)
-    save_tensors(directory / "weights.safetensors", model.state_dict())
-    write_json(directory / "config.json", cfg.to_dict())  # written last: its presence marks completion
-    return directory
-
-
-def load_model(directory: Path, device: str | torch.device = "cpu"):
-    """The one loader: rebuild our Transformer from config.json + weights.safetensors."""
-    from lib.config import RunConfig
-    from lib.model import Transformer
-
-    directory = Path(directory)
-    if not is_complete(directory):
-        raise FileNotFoundError(f"no complete model artifact in {directory} (need weights.safetensors and config.json)")
-    cfg = RunConfig.from_dict(read_json(directory / "config.json"))
-    model = Transformer(cfg.model)
-    model.load_state_dict(load_tensors(directory / "weights.safetensors"))
-    return model.to(device).eval(), cfg
-
-
-def model_dir(cfg: Any, name: str = "model") -> Path:
-    """Artifact directory of the model trained with RunConfig `cfg`."""
-    return path("models", name, cfg)
-
-
-def get_or_train(cfg: Any, *, name: str = "model", progress: bool = True, device: str = "cpu"):
-    """Load the model trained with `cfg` if present, else train it (resuming from its checkpoints) and save it.
-
-    Returns (model, history DataFrame, run directory).
-    """
-    import pandas as pd
-
-    from lib import train
-
-    directory = model_dir(cfg, name)
-    if not is_complete(directory):
-        model, history = train.train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device)
-        save_model(directory, model, cfg, metrics=history.to_dict(orient="list"))
-    model, _ = load_model(directory, device=device)
-    history = pd.DataFrame(read_json(directory / "metrics.json"))
-    return model, history, directory

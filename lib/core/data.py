@@ -21,11 +21,11 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib import artifacts
-from lib.config import DataConfig
+from lib.core import artifacts
+from lib.core.config import DataConfig
 
 DATA_ENV_VAR = "DATA_DIR"
-DATA_DIR: Path = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent.parent / "data")
+DATA_DIR: Path = Path(os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parents[2] / "data")
 EOS = "<|endoftext|>"
 PLANT_SEED = 1234  # planting is part of the data, not of a training run: the same for every training seed
 

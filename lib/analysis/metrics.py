@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from lib import hooks
+from lib.core import hooks
 
 
 def repeated_tokens(

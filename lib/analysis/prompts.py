@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from lib import data
+from lib.core import data
+from lib.core.data import lm_windows, load_articles
 
 TOPIC_SETS = ("dbpedia", "comments")
 SPLITS = ("fit", "heldout")
@@ -334,3 +335,32 @@ def topic_windows(tok: data.Tokenizer, topic_set: str, split: str, n_ctx: int, n
                 break
         out[topic] = data.lm_windows(ids, n_ctx, tok.eos_id)[:n_windows]
     return out
+
+
+def topic_openings(tok, n_ctx: int, n_per_topic: int, seed: int = 0, split: str = "dbpedia14_test"
+                  ) -> tuple[Int[Tensor, "n n_ctx"], Int[Tensor, " n"], list[str]]:
+    """The first n_ctx tokens of n_per_topic random articles per DBpedia topic (articles at least n_ctx long).
+
+    `tok` is a lib.data Tokenizer (or anything with encode_batch). Returns (tokens, topic index per window, names).
+    """
+    df = load_articles(split)
+    names = sorted(df["label"].unique())
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for i, name in enumerate(names):
+        texts = df.loc[df["label"] == name, "text"].tolist()
+        ids = [t for t in tok.encode_batch([texts[j] for j in rng.permutation(len(texts))]) if len(t) >= n_ctx]
+        if len(ids) < n_per_topic:
+            raise ValueError(f"topic {name!r} has only {len(ids)} articles of >= {n_ctx} tokens; "
+                             f"n_per_topic={n_per_topic} is too many")
+        rows += [t[:n_ctx] for t in ids[:n_per_topic]]
+        labels += [i] * n_per_topic
+    return torch.tensor(rows), torch.tensor(labels), names
+
+
+def lm_windows_for(hooked, texts: Sequence[str], n_ctx: int, max_windows: int | None = None) -> Int[Tensor, "n n_ctx"]:
+    """Texts tokenised with the model's own (Hugging Face) tokenizer, eos-joined and cut into n_ctx windows."""
+    tok = hooked.tokenizer
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    windows = lm_windows(ids, n_ctx, tok.eos_token_id)
+    return windows[:max_windows] if max_windows is not None else windows

@@ -17,8 +17,12 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from lib import hooks, metrics
-from lib.config import RunConfig
+from lib.analysis import metrics
+from lib.core import artifacts, hooks
+from lib.core import train as tr
+from lib.core.config import RunConfig
+from lib.core.model import hooked_state_dict, to_hooked
+from lib.core.train import load_checkpoint_weights
 
 Objective = Callable[..., Tensor]  # hooked -> scalar tensor (differentiable)
 CACHE_VERSION = 1  # part of every cache key built by callers: bump when a cached analysis changes
@@ -44,8 +48,6 @@ def train_dense(cfg: RunConfig, ckpt_dir: Path, steps: Sequence[int], progress: 
 
     Resumes from the newest checkpoint in ckpt_dir, so a finished run is only listed.
     """
-    from lib import train as tr
-
     ckpt_dir = Path(ckpt_dir)
     if 0 in steps and not (ckpt_dir / "step_0000000").exists():
         model = tr.init_model(cfg, device)
@@ -60,8 +62,6 @@ def train_dense(cfg: RunConfig, ckpt_dir: Path, steps: Sequence[int], progress: 
 
 def run_dir(cfg: RunConfig, steps: Sequence[int]) -> Path:
     """Artifact folder of a dense-checkpoint run, keyed by its config and checkpoint steps."""
-    from lib import artifacts
-
     return artifacts.path("dynamics", "run", {"config": cfg.to_dict(), "checkpoint_steps": list(map(int, steps))})
 
 
@@ -97,9 +97,6 @@ def checkpoint_step(path: Path) -> int:
 
 def load_hooked(path: Path, hooked=None, device: str | torch.device = "cpu"):
     """(HookedTransformer, step) for a checkpoint folder; reuses `hooked` (same architecture) if given."""
-    from lib.model import hooked_state_dict, to_hooked
-    from lib.train import load_checkpoint_weights
-
     model, step = load_checkpoint_weights(path, device)
     if hooked is None:
         return to_hooked(model.eval()), step
@@ -402,27 +399,6 @@ def enrichment_curve(scores, labels, fracs: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN if either input is constant."""
-    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def bootstrap_spearman(a, b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of the Spearman correlation, resampling pairs."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    stats = [spearman(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot))]
-    stats = [v for v in stats if np.isfinite(v)]  # a resample of constant values has no rank correlation
-    if not stats:
-        return float("nan"), float("nan")
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
-
-
 # ---------------------------------------------------------------------------------------------
 # Data dimensionality D* (Henighan et al. 2023, "Superposition, Memorization, and Double Descent")
 
@@ -457,8 +433,6 @@ def data_dimensionality(h: Float[Tensor, "n d"], center: bool = True) -> Float[T
 
 def cached_tracin(path: Path, compute: Callable[[], TracIn]) -> TracIn:
     """compute() once and store it at `path` (torch file of tensors); later calls load it."""
-    from lib import artifacts
-
     path = Path(path)
     if not path.exists():
         r = compute()
@@ -470,8 +444,6 @@ def cached_tracin(path: Path, compute: Callable[[], TracIn]) -> TracIn:
 
 def cached_frames(folder: Path, compute: Callable[[], tuple[pd.DataFrame, ...]]) -> tuple[pd.DataFrame, ...]:
     """compute() once and store its DataFrames as folder/0.csv, 1.csv, ...; later calls load them."""
-    from lib import artifacts
-
     folder = Path(folder)
     if not (folder / "done.json").exists():
         frames = compute()

@@ -14,9 +14,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from lib.config import ModelConfig, RunConfig, TrainConfig
-from lib.model import loss_fn
-from lib.train import autocast, make_optimizer
+from lib.core.config import ModelConfig, RunConfig, TrainConfig
+from lib.core.model import loss_fn, to_hooked
+from lib.core.train import autocast, make_optimizer, train
 
 
 def cpu_capability() -> str:
@@ -204,8 +204,6 @@ def summarize(values: list[float]) -> Summary:
 def training_steps(model: torch.nn.Module, train_cfg: TrainConfig, precisions: tuple[str, ...] = ("fp32", "bf16"),
                    device: str | torch.device = "cpu", hooked: bool = True) -> dict[str, StepFn]:
     """Step closures on independent copies of one model's weights: 'ours <prec>' and 'hooked <prec>' (to_hooked)."""
-    from lib.model import to_hooked
-
     steps = {}
     for prec in precisions:
         steps[f"ours {prec}"] = make_step(copy.deepcopy(model).to(device), train_cfg, prec, device)
@@ -238,8 +236,6 @@ def throughput_frame(tokens_per_s: dict[str, list[float]], peak_flops: dict[str,
 def quality_runs(cfg: RunConfig, data, seeds: tuple[int, ...], precisions: tuple[str, ...] = ("fp32", "bf16"),
                  device: str | torch.device = "cpu", n_val: int = 2048) -> pd.DataFrame:
     """lib.train.train for each (seed, precision); final val loss as trained and re-evaluated in fp32 on n_val windows."""
-    from lib.train import evaluate, train
-
     rows = []
     for seed in seeds:
         for prec in precisions:

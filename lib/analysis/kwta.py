@@ -7,9 +7,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -19,8 +17,8 @@ from tqdm.auto import tqdm
 from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
 from transformer_lens.hook_points import HookPoint
 
-from lib import artifacts, hooks
-from lib.impair import TopicStats
+from lib.core import artifacts, hooks
+from lib.core.checks import check, is_int
 
 EVAL_BOOST = ("duty", "none")  # eval mode: boost with the learned duty cycles, or plain top-k
 ACTS = ("none", "relu", "gelu", "gelu_new")  # applied before k-WTA ("none": k-WTA is the nonlinearity, as Numenta)
@@ -31,22 +29,12 @@ KIND = "sparse"  # artifacts.root() / KIND / <name>-<hash>/
 _ACT = {"none": lambda x: x, "relu": F.relu, "gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
 
 
-def _check(ok: bool, label: str, value, allowed: str) -> None:
-    """Raise ValueError naming the bad value and what is allowed."""
-    if not ok:
-        raise ValueError(f"{label}={value!r} is not allowed: {allowed}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 # ------------------------------------------------------------------------------------------------ k-WTA
 
 
 def kwta_mask(scores: Float[Tensor, "... n"], k: int) -> Bool[Tensor, "... n"]:
     """Exactly k True per row (last axis) at the k largest scores; ties at the k-th value go to the lowest index."""
-    _check(_is_int(k) and 1 <= k <= scores.shape[-1], "k", k, f"an integer in [1, {scores.shape[-1]}]")
+    check(is_int(k) and 1 <= k <= scores.shape[-1], "k", k, f"an integer in [1, {scores.shape[-1]}]")
     kth = scores.topk(k, dim=-1).values[..., -1:]
     mask = scores >= kth
     if bool((mask.sum(-1) == k).all()):  # no tie at the k-th value (the common case): done
@@ -85,15 +73,15 @@ class KWinners(nn.Module):
     def __init__(self, n_units: int, k: int, boost_strength: float = 1.0, boost_strength_factor: float = 0.9,
                  duty_cycle_period: int = 1000, eval_boost: str = "duty"):
         super().__init__()
-        _check(_is_int(n_units) and n_units > 0, "n_units", n_units, "a positive integer")
-        _check(_is_int(k) and 1 <= k <= n_units, "k", k, f"an integer in [1, n_units={n_units}]")
-        _check(isinstance(boost_strength, (int, float)) and boost_strength >= 0, "boost_strength", boost_strength,
+        check(is_int(n_units) and n_units > 0, "n_units", n_units, "a positive integer")
+        check(is_int(k) and 1 <= k <= n_units, "k", k, f"an integer in [1, n_units={n_units}]")
+        check(isinstance(boost_strength, (int, float)) and boost_strength >= 0, "boost_strength", boost_strength,
                "a float >= 0 (0 = plain top-k)")
-        _check(isinstance(boost_strength_factor, (int, float)) and 0 < boost_strength_factor <= 1,
+        check(isinstance(boost_strength_factor, (int, float)) and 0 < boost_strength_factor <= 1,
                "boost_strength_factor", boost_strength_factor, "a float in (0, 1]")
-        _check(_is_int(duty_cycle_period) and duty_cycle_period > 0, "duty_cycle_period", duty_cycle_period,
+        check(is_int(duty_cycle_period) and duty_cycle_period > 0, "duty_cycle_period", duty_cycle_period,
                "a positive integer (rows)")
-        _check(eval_boost in EVAL_BOOST, "eval_boost", eval_boost, f"one of {EVAL_BOOST}")
+        check(eval_boost in EVAL_BOOST, "eval_boost", eval_boost, f"one of {EVAL_BOOST}")
         self.n_units, self.k, self.boost_strength_factor = n_units, k, float(boost_strength_factor)
         self.duty_cycle_period, self.eval_boost = duty_cycle_period, eval_boost
         self.register_buffer("duty_cycle", torch.zeros(n_units))
@@ -137,8 +125,8 @@ class SparseMLP(nn.Module):
                  boost_strength_factor: float = 0.9, duty_cycle_period: int = 1000, eval_boost: str = "duty",
                  weight_sparsity: float = 0.0, init_range: float = 0.02, generator: torch.Generator | None = None):
         super().__init__()
-        _check(act_fn in ACTS, "act_fn", act_fn, f"one of {ACTS}")
-        _check(0.0 <= weight_sparsity < 1.0, "weight_sparsity", weight_sparsity, "a float in [0, 1)")
+        check(act_fn in ACTS, "act_fn", act_fn, f"one of {ACTS}")
+        check(0.0 <= weight_sparsity < 1.0, "weight_sparsity", weight_sparsity, "a float in [0, 1)")
         self.act_fn = act_fn
         self.W_in = nn.Parameter(torch.randn(d_model, d_mlp, generator=generator) * init_range)
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
@@ -223,14 +211,14 @@ class SparseConfig:
     init: str = "random"  # "copy": start from the replaced MLP's weights (replace_mlp, same width only)
 
     def __post_init__(self) -> None:
-        _check(self.surgery in SURGERIES, "surgery", self.surgery, f"one of {SURGERIES}")
-        _check(self.init in INITS, "init", self.init, f"one of {INITS}")
-        _check(self.k is None or (_is_int(self.k) and self.k > 0), "k", self.k, "None (dense) or a positive integer")
-        _check(self.d_sparse is None or (_is_int(self.d_sparse) and self.d_sparse > 0), "d_sparse", self.d_sparse,
+        check(self.surgery in SURGERIES, "surgery", self.surgery, f"one of {SURGERIES}")
+        check(self.init in INITS, "init", self.init, f"one of {INITS}")
+        check(self.k is None or (is_int(self.k) and self.k > 0), "k", self.k, "None (dense) or a positive integer")
+        check(self.d_sparse is None or (is_int(self.d_sparse) and self.d_sparse > 0), "d_sparse", self.d_sparse,
                "None (the model's d_mlp) or a positive integer")
-        _check(self.layer is None or (_is_int(self.layer) and self.layer >= 0), "layer", self.layer,
+        check(self.layer is None or (is_int(self.layer) and self.layer >= 0), "layer", self.layer,
                "None (the last block) or a block index >= 0")
-        _check(self.init == "random" or self.surgery == "replace_mlp", "init", self.init,
+        check(self.init == "random" or self.surgery == "replace_mlp", "init", self.init,
                "'random' for surgery='residual' (there is no layer to copy)")
 
     def replace(self, **kw) -> "SparseConfig":
@@ -240,7 +228,7 @@ class SparseConfig:
 
 def k_for(frac: float, width: int) -> int:
     """Winners for a fraction of the units (at least 1)."""
-    _check(0.0 < frac <= 1.0, "frac", frac, "a float in (0, 1]")
+    check(0.0 < frac <= 1.0, "frac", frac, "a float in (0, 1]")
     return max(1, round(frac * width))
 
 
@@ -254,7 +242,7 @@ def start_layer(model, cfg: SparseConfig) -> int:
     if cfg.surgery == "residual":
         return model.cfg.n_layers
     layer = model.cfg.n_layers - 1 if cfg.layer is None else cfg.layer
-    _check(layer < model.cfg.n_layers, "layer", cfg.layer, f"a block index < n_layers={model.cfg.n_layers}")
+    check(layer < model.cfg.n_layers, "layer", cfg.layer, f"a block index < n_layers={model.cfg.n_layers}")
     return layer
 
 
@@ -265,7 +253,7 @@ def units_hook(model, cfg: SparseConfig) -> str:
 
 def _new_mlp(model, cfg: SparseConfig, generator: torch.Generator) -> SparseMLP:
     n = width(model, cfg)
-    _check(cfg.k is None or cfg.k <= n, "k", cfg.k, f"None or at most the layer's width {n}")
+    check(cfg.k is None or cfg.k <= n, "k", cfg.k, f"None or at most the layer's width {n}")
     return SparseMLP(model.cfg.d_model, n, cfg.k, cfg.act_fn, cfg.boost_strength, cfg.boost_strength_factor,
                      cfg.duty_cycle_period, cfg.eval_boost, cfg.weight_sparsity, model.cfg.d_model ** -0.5, generator)
 
@@ -274,7 +262,7 @@ def _copy_weights(new: SparseMLP, old: nn.Module) -> None:
     """init='copy': the replaced MLP's W_in, b_in, W_out, b_out."""
     for name in ("W_in", "b_in", "W_out", "b_out"):
         src = getattr(old, name, None)
-        _check(src is not None and src.shape == getattr(new, name).shape, "init", "copy",
+        check(src is not None and src.shape == getattr(new, name).shape, "init", "copy",
                f"'random' here: the replaced MLP has no {name} of shape {tuple(getattr(new, name).shape)}")
         getattr(new, name).data.copy_(src.detach())
 
@@ -286,7 +274,7 @@ def surgery(model, cfg: SparseConfig, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     mlp = _new_mlp(new, cfg, g)
     if cfg.surgery == "replace_mlp":
-        _check(not c.attn_only and not getattr(c, "gated_mlp", False), "surgery", cfg.surgery,
+        check(not c.attn_only and not getattr(c, "gated_mlp", False), "surgery", cfg.surgery,
                "'residual' for a model without a plain MLP (attention-only or gated)")
         block = new.blocks[start_layer(new, cfg)]
         if cfg.init == "copy":
@@ -294,7 +282,7 @@ def surgery(model, cfg: SparseConfig, seed: int = 0):
         block.mlp = mlp.to(c.device, c.dtype)
     else:
         norm_cls = _SPARSE_NORMS.get(type(new.ln_final)) if c.normalization_type else None
-        _check(norm_cls is not None, "surgery", cfg.surgery,
+        check(norm_cls is not None, "surgery", cfg.surgery,
                f"'replace_mlp': the final norm {type(getattr(new, 'ln_final', None)).__name__} is not one of "
                f"{[t.__name__ for t in _SPARSE_NORMS]}")
         norm = norm_cls(c)
@@ -334,11 +322,11 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
+        check(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
         for name in ("steps", "batch_size"):
-            _check(_is_int(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
+            check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
                    "a positive integer")
-        _check(self.lr > 0, "lr", self.lr, "a positive float")
+        check(self.lr > 0, "lr", self.lr, "a positive float")
 
 
 @torch.no_grad()
@@ -438,114 +426,6 @@ def get_or_fit(model, cfg: SparseConfig, fit_cfg: FitConfig, tokens: Tensor, key
     return new, history
 
 
-def train_grid(model, runs: Mapping[tuple, tuple[SparseConfig, FitConfig]], tokens: Int[Tensor, "n pos"],
-               eval_tokens: Int[Tensor, "m pos"], base: str, progress: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Train (or load) the layer of every run; (run -> surgered model, table of held-out losses, one row per run).
-
-    The frozen prefix's residual stream is computed once per start layer and shared by all runs."""
-    resid: dict[int, tuple[Tensor, Tensor]] = {}
-    models, rows = {}, []
-    for run, (cfg, fit_cfg) in tqdm(runs.items(), desc="sparse layers", disable=not progress):
-        start = start_layer(model, cfg)
-        if start not in resid:
-            resid[start] = (resid_at(model, tokens, start), resid_at(model, eval_tokens, start))
-        key = fit_key(base, cfg, fit_cfg, {"n_train": len(tokens)})
-        new, hist = get_or_fit(model, cfg, fit_cfg, tokens, key, resid=resid[start][0], progress=False)
-        models[run] = new
-        rows.append({"run": run, "loss": lm_loss(new, eval_tokens, start, resid[start][1]),
-                     "train_loss_end": float(hist.loss.tail(max(1, len(hist) // 10)).mean())})
-    return models, pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------------------------------------- measuring
 
 
-@torch.no_grad()
-def unit_acts(model, tokens: Int[Tensor, "n pos"], hook: str, batch_size: int = 64) -> Float[Tensor, "tokens unit"]:
-    """Activations at hook `hook` for every position of `tokens`, flattened over (n, pos)."""
-    out = []
-    for i in range(0, len(tokens), batch_size):
-        _, cache = model.run_with_cache(tokens[i : i + batch_size].to(model.cfg.device), return_type=None,
-                                        names_filter=[hook])
-        out.append(cache[hook].flatten(0, -2).cpu())
-    return torch.cat(out)
-
-
-def random_rotation(n: int, generator: torch.Generator) -> Float[Tensor, "n n"]:
-    """A Haar-random orthogonal matrix (QR of a Gaussian, signs fixed)."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()
-
-
-def stats_from_acts(acts: Float[Tensor, "tokens unit"], owner: Int[Tensor, " tokens"],
-                    topics: Sequence[str]) -> TopicStats:
-    """TopicStats (one 'layer') of a unit basis from activations and each token's topic index."""
-    parts = [acts[owner == i].double() for i in range(len(topics))]
-    mean = torch.stack([p.mean(0) for p in parts])[:, None].float()
-    var = torch.stack([p.var(0, unbiased=False) for p in parts])[:, None].float()
-    return TopicStats("mlp_post", tuple(topics), mean, var, torch.tensor([len(p) for p in parts]))
-
-
-def selectivity(stats: TopicStats) -> tuple[Float[Tensor, " unit"], Int[Tensor, " unit"]]:
-    """Per unit: the largest Cohen's d of one topic versus the rest, and that topic's index (one-layer stats)."""
-    d = torch.stack([stats.selectivity(t)[0] for t in stats.topics])  # (topic, unit)
-    best, top = d.max(0)
-    return best, top
-
-
-def monosemanticity(acts: Float[Tensor, "tokens unit"], owner: Int[Tensor, " tokens"], n_top: int,
-                    n_topics: int) -> Float[Tensor, " unit"]:
-    """Per unit: share of its n_top largest activations that fall in its most frequent topic among them;
-    NaN for units positive on fewer than n_top tokens (too rarely active to score)."""
-    _check(_is_int(n_top) and 0 < n_top <= len(acts), "n_top", n_top, f"an integer in [1, {len(acts)}]")
-    top = acts.topk(n_top, dim=0).indices  # (n_top, unit)
-    counts = F.one_hot(owner[top], n_topics).sum(0)  # (unit, topic)
-    share = counts.max(-1).values.float() / n_top
-    return torch.where((acts > 0).sum(0) >= n_top, share, torch.tensor(float("nan")))
-
-
-def median_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """median(a) - median(b) (NaNs dropped) and its percentile-bootstrap 95% CI, resampling each group's units."""
-    a, b = (np.asarray(v, float) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    _check(len(a) > 1 and len(b) > 1, "samples", (len(a), len(b)), "at least 2 finite values in each group")
-    rng = np.random.default_rng(seed)
-    boots = [np.median(rng.choice(a, len(a))) - np.median(rng.choice(b, len(b))) for _ in range(n_boot)]
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return float(np.median(a) - np.median(b)), (float(lo), float(hi))
-
-
-def duty_cycles(acts: Float[Tensor, "tokens unit"]) -> Float[Tensor, " unit"]:
-    """Share of tokens on which each unit is nonzero (measured, not the running buffer)."""
-    return (acts != 0).float().mean(0)
-
-
-def duty_entropy(duty: Float[Tensor, " unit"]) -> float:
-    """Entropy of the duty-cycle distribution (duty / sum) over units, divided by log(units): 1 = all equal."""
-    p = duty.double() / duty.sum()
-    p = p[p > 0]
-    return float(-(p * p.log()).sum() / math.log(len(duty)))
-
-
-def top_contexts(acts: Float[Tensor, " tokens"], tokens: Int[Tensor, "n pos"], tok, owner_topics: Sequence[str],
-                 n: int = 5, before: int = 8) -> pd.DataFrame:
-    """The n tokens where a unit is largest: activation, topic, and the text up to that token ([token] marked)."""
-    pos, rows = tokens.shape[1], []
-    for flat in acts.topk(n).indices.tolist():
-        i, j = divmod(flat, pos)
-        ctx = tok.decode(tokens[i, max(0, j - before) : j].tolist()).replace("\n", " ")
-        rows.append({"activation": float(acts[flat]), "topic": owner_topics[flat],
-                     "context": f"{ctx}[{tok.decode([int(tokens[i, j])])}]"})
-    return pd.DataFrame(rows)
-
-
-def unit_scores(acts: Float[Tensor, "tokens unit"], owner: Int[Tensor, " tokens"], topics: Sequence[str],
-                n_top: int) -> pd.DataFrame:
-    """One row per unit: selectivity (max Cohen's d), top topic, monosemanticity, duty cycle; the scores are NaN
-    for units positive on fewer than n_top tokens (dead or too rarely active to score, `scored` False)."""
-    sel, top = selectivity(stats_from_acts(acts, owner, topics))
-    scored = ((acts > 0).sum(0) >= n_top).numpy()
-    return pd.DataFrame({"unit": np.arange(acts.shape[1]), "selectivity": np.where(scored, sel.numpy(), np.nan),
-                         "top_topic": [topics[i] for i in top.tolist()],
-                         "monosemanticity": monosemanticity(acts, owner, n_top, len(topics)).numpy(),
-                         "duty": duty_cycles(acts).numpy(), "scored": scored})

@@ -8,13 +8,12 @@ import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
-from lib import artifacts
-from lib.config import PRESET_NAMES
+from lib.core import artifacts
+from lib.core.config import PRESET_NAMES
 
 KIND = "findings"  # artifacts.root() / KIND / f"{notebook}-{preset}.json"
 CONTROL_KINDS = ("init", "seeds", "random")
@@ -273,24 +272,6 @@ def verdict_from(value: Any, control_value: Any, ci: Any = None, *, higher_is_be
     if gain > margin and worst > 0:
         return "supported"
     return "not supported" if best <= 0 else "inconclusive"
-
-
-def bootstrap_ci(samples: Any, stat: Callable[[np.ndarray], Any] = np.mean, n_boot: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) CI of stat over 1-D samples: (low, high), deterministic for seed."""
-    if hasattr(samples, "detach"):  # a torch tensor
-        samples = samples.detach().cpu().numpy()
-    x = np.asarray(samples, dtype=float)
-    if x.ndim != 1 or x.size < 2 or not np.isfinite(x).all():
-        _fail("samples", samples, "a 1-D sequence of at least 2 finite numbers")
-    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 1:
-        _fail("n_boot", n_boot, "a positive integer")
-    if not 0.0 < alpha < 1.0:
-        _fail("alpha", alpha, "a float in (0, 1)")
-    rng = np.random.default_rng(seed)
-    stats = np.array([stat(x[rng.integers(0, x.size, x.size)]) for _ in range(n_boot)], dtype=float)
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
 
 
 # ---------------------------------------------------------------- display

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import shutil
@@ -20,9 +18,10 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib import artifacts
-from lib.config import RunConfig, TrainConfig
-from lib.model import Transformer, loss_fn
+from lib.core import artifacts
+from lib.core.config import RunConfig, TrainConfig
+from lib.core.data import load_token_data
+from lib.core.model import Transformer, loss_fn
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -147,7 +146,7 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -192,9 +191,7 @@ def train(
     `checkpoint_steps` adds checkpoints at chosen steps (kept regardless of `keep_checkpoints`).
     Under torchrun (torch.distributed initialised) the global batch is split evenly across ranks.
     """
-    from lib.data import load_token_data
-
-    rank, world = _rank_world()
+    rank, world = rank_world()
     tc = cfg.train
     if tc.batch_size % world:
         raise ValueError(f"batch_size={tc.batch_size} must be divisible by the world size {world}")
@@ -243,57 +240,3 @@ def train(
             _prune(ckpt_dir, keep_checkpoints, protect)
     bar.close()
     return _unwrap(model).eval(), pd.DataFrame(history)
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    """CLI for torchrun: `torchrun --nproc_per_node N -m lib.train --preset smoke --out DIR [--set key=value ...]`."""
-    ap = argparse.ArgumentParser(description=_main.__doc__)
-    ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--out", required=True, help="folder for the final weights.safetensors, config.json, metrics.json")
-    ap.add_argument("--set", nargs="*", default=[], help="overrides key=value (value parsed as JSON if possible)")
-    args = ap.parse_args(argv)
-    from lib.config import resolve
-
-    overrides = {}
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    cfg = resolve(args.preset, **overrides)
-    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    device = "cpu"
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-    elif torch.cuda.is_available():
-        device = "cuda"
-    model, history = train(cfg, progress=True, device=device)
-    if _rank_world()[0] == 0:
-        artifacts.save_model(Path(args.out), model, cfg, metrics=history.to_dict(orient="list"))
-    if distributed:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _main()
-
-
-def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True,
-          device: str = "cpu") -> pd.DataFrame:
-    """Train (or load) one model per override dict in `grid` on `device`; one row per run with its final held-out
-    metrics."""
-    rows = []
-    for overrides in tqdm(grid, desc="sweep", disable=not progress):
-        cfg = base.replace(**overrides)
-        _, history, directory = artifacts.get_or_train(cfg, name=name, progress=False, device=device)
-        last = history.iloc[-1]
-        rows.append({**overrides, "n_params": cfg.model.n_params, "val_loss": last["val_loss"],
-                     "val_accuracy": last["val_accuracy"], "val_beginnings_loss": last["val_beginnings_loss"],
-                     "val_beginnings_accuracy": last["val_beginnings_accuracy"], "seconds": last["seconds"],
-                     "init_val_loss": history["val_loss"].iloc[0], "path": str(directory)})
-    return pd.DataFrame(rows)

@@ -1,18 +1,16 @@
-"""Our decoder-only transformer (fast, for training), its exact TransformerLens twin, and pretrained loading."""
+"""Our decoder-only transformer (fast, for training) and its exact TransformerLens twin."""
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from lib.config import ModelConfig
+from lib.core.config import ModelConfig
 
 KVCache = list[tuple[Tensor, Tensor]]
 _ACT = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
@@ -218,7 +216,7 @@ def hooked_state_dict(model: Transformer) -> dict[str, Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in sd.items()}
 
 
-def _quiet_hooked(cfg, tokenizer=None):
+def quiet_hooked(cfg, tokenizer=None):
     """Construct a HookedTransformer without its 3.9 deprecation chatter."""
     from transformer_lens import HookedTransformer
 
@@ -230,91 +228,9 @@ def _quiet_hooked(cfg, tokenizer=None):
 def to_hooked(model: Transformer, tokenizer=None):
     """A TransformerLens HookedTransformer carrying the same weights (identical logits in eval mode)."""
     device = next(model.parameters()).device
-    hooked = _quiet_hooked(hooked_config(model.cfg, device), tokenizer=tokenizer)
+    hooked = quiet_hooked(hooked_config(model.cfg, device), tokenizer=tokenizer)
     missing, unexpected = hooked.load_state_dict(hooked_state_dict(model), strict=False)
     missing = [k for k in missing if not k.endswith(("IGNORE", "mask"))]
     if missing or unexpected:
         raise RuntimeError(f"weight conversion mismatch: missing={missing}, unexpected={unexpected}")
     return hooked.eval()
-
-
-def hf_tokenizer(tok):
-    """One of our lib.data Tokenizers as a transformers tokenizer (for HookedTransformer's string APIs).
-
-    TransformerLens reloads tokenizers by name, so the wrapper is saved once as an artifact and loaded from there.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    from lib import artifacts
-
-    spec = tok.hf.to_str()
-    folder = artifacts.path("tokenizers", "hf", spec)
-    if not (folder / "tokenizer.json").exists():
-        eos = "<|endoftext|>"
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok.hf, eos_token=eos, bos_token=eos, pad_token=eos)
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        wrapped.save_pretrained(tmp)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process won the race; its folder is equivalent
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pretrained models from local weights only
-
-
-def _find_local(name_or_path: str | os.PathLike) -> Path:
-    """A local folder holding a saved Hugging Face model: the path itself or the HF cache snapshot."""
-    p = Path(name_or_path).expanduser()
-    if p.is_dir() and (p / "config.json").exists():
-        return p
-    try:
-        from huggingface_hub import snapshot_download
-
-        snap = Path(snapshot_download(str(name_or_path), local_files_only=True))
-        if (snap / "config.json").exists():
-            return snap
-    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
-        pass
-    raise FileNotFoundError(
-        f"no local weights for {str(name_or_path)!r}: this project never downloads. Put a Hugging Face model "
-        f"saved with save_pretrained() in a folder and pass its path, or fill the Hugging Face cache "
-        f"(~/.cache/huggingface/hub, or $HF_HOME) on a machine with network and copy it here."
-    )
-
-
-def load_pretrained(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", fold_ln: bool = True):
-    """A HookedTransformer for a local GPT-2-architecture model (distilgpt2, gpt2, ... or a saved folder)."""
-    from transformer_lens import HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
-    from transformers import AutoTokenizer, GPT2LMHeadModel
-
-    folder = _find_local(name_or_path)
-    hf = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
-    c = hf.config
-    if c.model_type != "gpt2":
-        raise ValueError(f"model_type={c.model_type!r} is not supported: only GPT-2-architecture models ('gpt2')")
-    cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_ctx=c.n_positions, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
-        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, act_fn="gelu_new", eps=c.layer_norm_epsilon,
-        normalization_type="LNPre" if fold_ln else "LN", positional_embedding_type="standard",
-        original_architecture="GPT2LMHeadModel", model_name=folder.name, device=str(device),
-        default_prepend_bos=True, init_weights=False,
-    )
-    if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    else:  # weights saved without a tokenizer: GPT-2's shipped vocabulary
-        from lib.data import gpt2_tokenizer
-
-        tok = hf_tokenizer(gpt2_tokenizer())
-    hooked = _quiet_hooked(cfg, tokenizer=tok)
-    hooked.load_and_process_state_dict(
-        convert_gpt2_weights(hf, cfg), fold_ln=fold_ln, center_writing_weights=fold_ln, center_unembed=fold_ln,
-        fold_value_biases=fold_ln,
-    )
-    return hooked.to(device).eval()

@@ -8,33 +8,23 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib import artifacts, hooks
-from lib.impair import _last_query_block, _prompt_chunks, fast_path_ok
-from lib.prompts import KeywordPrompts, at_last, keyword_scores
+from lib.analysis.fastpath import fast_path_ok, last_query_block, prompt_chunks
+from lib.analysis.prompts import KeywordPrompts, at_last, keyword_scores
+from lib.core import artifacts, hooks
+from lib.core.checks import check, int_at_least
 
 ValueFn = Callable[[Bool[Tensor, "batch n"]], Float[Tensor, "batch *games"]]
 ABLATIONS = ("zero", "mean")
 METRICS = ("neg_loss", "top1", "top5")
 EXACT_MAX = 16
-
-
-def _check(ok: bool, label: str, value, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{label}={value!r} is not allowed: {allowed}")
-
-
-def _int_at_least(label: str, value, low: int) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, label, value,
-           f"an integer >= {low}")
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -65,8 +55,8 @@ class ShapleyResult:
 
 def top_k(values: Float[Tensor, " n"], k: int) -> Int[Tensor, " k"]:
     """Indices of the k largest values (ties broken by index, so deterministic)."""
-    _int_at_least("k", k, 1)
-    _check(values.dim() == 1 and k <= len(values), "k", k, f"at most the number of players ({len(values)})")
+    int_at_least("k", k, 1)
+    check(values.dim() == 1 and k <= len(values), "k", k, f"at most the number of players ({len(values)})")
     order = np.lexsort((np.arange(len(values)), -values.double().numpy()))
     return torch.as_tensor(order[:k].copy())
 
@@ -77,7 +67,7 @@ def _evaluate(value_fn: ValueFn, masks: Bool[Tensor, "batch n"], batch_size: int
     for i in range(0, len(masks), batch_size):
         part = masks[i : i + batch_size]
         v = torch.as_tensor(value_fn(part))
-        _check(v.dim() in (1, 2) and v.shape[0] == len(part), "value_fn output shape", tuple(v.shape),
+        check(v.dim() in (1, 2) and v.shape[0] == len(part), "value_fn output shape", tuple(v.shape),
                f"(batch,) or (batch, games) with batch = {len(part)} coalitions")
         out.append(v.detach().double().cpu())
     return torch.cat(out)
@@ -89,9 +79,9 @@ def _evaluate(value_fn: ValueFn, masks: Bool[Tensor, "batch n"], batch_size: int
 def exact_shapley(value_fn: ValueFn, n_players: int, batch_size: int = 4096) -> ShapleyResult:
     """Shapley values by enumerating all 2^n coalitions (n <= 16): sum over S not containing i of
     |S|! (n - |S| - 1)! / n! · (v(S ∪ {i}) − v(S))."""
-    _int_at_least("n_players", n_players, 1)
-    _check(n_players <= EXACT_MAX, "n_players", n_players, f"at most {EXACT_MAX} for enumeration (2^n coalitions)")
-    _int_at_least("batch_size", batch_size, 1)
+    int_at_least("n_players", n_players, 1)
+    check(n_players <= EXACT_MAX, "n_players", n_players, f"at most {EXACT_MAX} for enumeration (2^n coalitions)")
+    int_at_least("batch_size", batch_size, 1)
     codes = torch.arange(2**n_players)
     masks = ((codes[:, None] >> torch.arange(n_players)) & 1).bool()
     v = _evaluate(value_fn, masks, batch_size)
@@ -154,9 +144,9 @@ def permutation_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], v_full: Te
 
 
 def _check_common(n_players: int, truncation_tol: float, batch_size: int) -> None:
-    _int_at_least("n_players", n_players, 1)
-    _check(0.0 <= truncation_tol < 1.0, "truncation_tol", truncation_tol, "a float in [0, 1)")
-    _int_at_least("batch_size", batch_size, 1)
+    int_at_least("n_players", n_players, 1)
+    check(0.0 <= truncation_tol < 1.0, "truncation_tol", truncation_tol, "a float in [0, 1)")
+    int_at_least("batch_size", batch_size, 1)
 
 
 def _ends(value_fn: ValueFn, n_players: int) -> tuple[Tensor, Tensor]:
@@ -180,7 +170,7 @@ def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncati
     """Truncated Monte-Carlo Shapley: the mean marginal of each player over n_permutations uniform permutations
     (walked in removal order, truncated as in `permutation_marginals`). Works for several games at once."""
     _check_common(n_players, truncation_tol, batch_size)
-    _int_at_least("n_permutations", n_permutations, 1)
+    int_at_least("n_permutations", n_permutations, 1)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v_full, v_empty = _ends(value_fn, n_players)
     sums = torch.zeros(n_players, *v_full.shape, dtype=torch.float64)
@@ -237,15 +227,15 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
     or that have fewer than min_samples marginals; epsilon > 0 also retires a player once its half-width is below
     epsilon. Stops when no player is active or after max_permutations. For a single game (value_fn -> [batch])."""
     _check_common(n_players, truncation_tol, batch_size)
-    _int_at_least("k", k, 1)
-    _check(k < n_players, "k", k, f"less than n_players={n_players} (a boundary needs a (k+1)-th player)")
-    _check(0.0 < delta < 1.0, "delta", delta, "a float in (0, 1)")
-    _int_at_least("max_permutations", max_permutations, 1)
-    _int_at_least("min_samples", min_samples, 2)
-    _check(epsilon >= 0, "epsilon", epsilon, "a float >= 0")
+    int_at_least("k", k, 1)
+    check(k < n_players, "k", k, f"less than n_players={n_players} (a boundary needs a (k+1)-th player)")
+    check(0.0 < delta < 1.0, "delta", delta, "a float in (0, 1)")
+    int_at_least("max_permutations", max_permutations, 1)
+    int_at_least("min_samples", min_samples, 2)
+    check(epsilon >= 0, "epsilon", epsilon, "a float >= 0")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v_full, v_empty = _ends(value_fn, n_players)
-    _check(v_full.dim() == 0, "value_fn output shape", (1, *v_full.shape), "(batch,): TMAB ranks a single game")
+    check(v_full.dim() == 0, "value_fn output shape", (1, *v_full.shape), "(batch,): TMAB ranks a single game")
     sums, sq = torch.zeros(n_players, dtype=torch.float64), torch.zeros(n_players, dtype=torch.float64)
     counts, active = torch.zeros(n_players, dtype=torch.long), torch.ones(n_players, dtype=bool)
     evals, trace_e, trace_v = 2, [], []
@@ -336,9 +326,9 @@ def neuron_players(model, layers: Sequence[int] | None = None) -> Players:
     """Players for the MLP neurons of `layers` (default: every layer) of a HookedTransformer."""
     n_layers = model.cfg.n_layers
     layers = tuple(range(n_layers)) if layers is None else tuple(sorted(set(int(x) for x in layers)))
-    _check(len(layers) > 0 and all(0 <= x < n_layers for x in layers), "layers", layers,
+    check(len(layers) > 0 and all(0 <= x < n_layers for x in layers), "layers", layers,
            f"a non-empty subset of 0..{n_layers - 1}")
-    _check(not model.cfg.attn_only, "model.cfg.attn_only", True, "False: the players are MLP neurons")
+    check(not model.cfg.attn_only, "model.cfg.attn_only", True, "False: the players are MLP neurons")
     return Players(layers, model.cfg.d_mlp)
 
 
@@ -379,7 +369,7 @@ class NeuronGame:
 
     def single(self, topic: str) -> ValueFn:
         """A value function [batch] of one topic's metric."""
-        _check(topic in self.topics, "topic", topic, f"one of {self.topics}")
+        check(topic in self.topics, "topic", topic, f"one of {self.topics}")
         j = self.topics.index(topic)
         return lambda masks: self(masks)[:, j]
 
@@ -408,7 +398,7 @@ class NeuronGame:
             if first < last:
                 for layer in range(first + 1, last):
                     x = model.blocks[layer](x)
-                x = _last_query_block(model.blocks[last], x, lengths)
+                x = last_query_block(model.blocks[last], x, lengths)
             if model.cfg.normalization_type is not None:
                 x = model.ln_final(x)
             return model.unembed(x)[:, 0]
@@ -441,7 +431,7 @@ class NeuronGame:
 
     def _masks(self, masks: Tensor) -> Tensor:
         masks = torch.as_tensor(masks)
-        _check(masks.dim() == 2 and masks.shape[1] == self.n_players and masks.dtype == torch.bool, "masks",
+        check(masks.dim() == 2 and masks.shape[1] == self.n_players and masks.dtype == torch.bool, "masks",
                f"{masks.dtype} {tuple(masks.shape)}", f"a bool tensor (batch, {self.n_players})")
         return masks.cpu()
 
@@ -458,17 +448,17 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
     position only, and unembeds only that position (GPT-2-style models; `fast=False` or other architectures run
     whole forwards with per-row mask hooks). Exact up to float rounding (a test compares `scores_loop`).
     """
-    _check(metric in METRICS, "metric", metric, f"one of {METRICS}")
-    _check(ablation in ABLATIONS, "ablation", ablation, f"one of {ABLATIONS}")
-    _check(ablation == "zero" or mean is not None, "mean", mean, "the neurons' mean activations [layer, unit]")
+    check(metric in METRICS, "metric", metric, f"one of {METRICS}")
+    check(ablation in ABLATIONS, "ablation", ablation, f"one of {ABLATIONS}")
+    check(ablation == "zero" or mean is not None, "mean", mean, "the neurons' mean activations [layer, unit]")
     players = neuron_players(model, layers)
     topics = tuple(dict.fromkeys(prompts.topics)) if topics is None else tuple(topics)
-    _check(all(t in prompts.topics for t in topics), "topics", topics, f"topics of the prompts: {set(prompts.topics)}")
+    check(all(t in prompts.topics for t in topics), "topics", topics, f"topics of the prompts: {set(prompts.topics)}")
     shape = (model.cfg.n_layers, model.cfg.d_mlp)
     fill = torch.zeros(shape) if ablation == "zero" else torch.as_tensor(mean, dtype=torch.float32)
-    _check(tuple(fill.shape) == shape, "mean.shape", tuple(fill.shape), f"{shape} (layer, unit)")
+    check(tuple(fill.shape) == shape, "mean.shape", tuple(fill.shape), f"{shape} (layer, unit)")
     fast = fast_path_ok(model) if fast is None else fast
-    chunks = tuple(_prompt_chunks(prompts, chunk_tokens))
+    chunks = tuple(prompt_chunks(prompts, chunk_tokens))
     clean = tuple(_clean_cache(model, prompts, idx, players.layers[0], fill[players.layers[0]]) if fast else {}
                   for idx in chunks)
     return NeuronGame(model, prompts, players, topics, metric, fill, fast, max_tokens, chunks, clean)
@@ -504,111 +494,7 @@ def _first_layer(clean: dict[str, Tensor], mask: Bool[Tensor, " d_mlp"], w_out: 
 # ------------------------------------------------------------------------------------------ cheap attribution
 
 
-def grad_x_act(model, prompts: KeywordPrompts, players: Players, fill: Float[Tensor, "layer unit"] | None = None,
-               batch_size: int = 64) -> Float[Tensor, "prompt n"]:
-    """First-order estimate, per prompt, of how much each neuron's ablation lowers −(keyword loss):
-    Σ_pos (act − fill) · ∂(−loss)/∂act over the prompt's positions (gradient × activation)."""
-    fill = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp) if fill is None else fill
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        part = prompts.select(torch.arange(i, min(i + batch_size, len(prompts))))
-        acts: dict[int, Tensor] = {}
-
-        def keep(x: Tensor, hook) -> Tensor:
-            x.retain_grad()
-            acts[hook.layer()] = x
-            return x
-
-        with torch.enable_grad():
-            logits = model.run_with_hooks(part.tokens.to(model.cfg.device),
-                                          fwd_hooks=[(hooks.name("mlp_post", layer), keep) for layer in players.layers])
-            loss = torch.nn.functional.cross_entropy(at_last(logits, part.lengths), part.targets.to(logits.device),
-                                                     reduction="sum")
-            loss.backward()
-        out.append(torch.cat([(-(acts[layer] - fill[layer].to(acts[layer])) * acts[layer].grad).sum(1).detach().cpu()
-                              for layer in players.layers], 1))
-    model.zero_grad(set_to_none=True)
-    return torch.cat(out)
-
-
 # ------------------------------------------------------------------------------------------ removal and specificity
-
-
-def removal_masks(order: Int[Tensor, " n"], ks: Sequence[int], n_players: int) -> Bool[Tensor, "k n"]:
-    """One coalition per k: every player except the first k of `order` (most important first)."""
-    _check(all(0 <= k <= n_players for k in ks), "ks", tuple(ks), f"integers in [0, {n_players}]")
-    masks = torch.ones(len(ks), n_players, dtype=torch.bool)
-    for row, k in enumerate(ks):
-        masks[row, order[:k]] = False
-    return masks
-
-
-def specificity_index(damage: Float[Tensor, "x y"], floor: float = 1e-3) -> Float[Tensor, " x"]:
-    """Per row X of a topics × topics damage matrix (remove X's neurons, measure Y): damage on X ÷ mean damage on
-    the other topics (an off-target damage below `floor` counts as `floor`)."""
-    _check(damage.dim() == 2 and damage.shape[0] == damage.shape[1], "damage.shape", tuple(damage.shape),
-           "square (topics x topics)")
-    n = len(damage)
-    off = (damage.sum(1) - damage.diagonal()) / max(n - 1, 1)
-    return damage.diagonal() / off.clamp(min=floor)
-
-
-def specificity_gap(damage: Float[Tensor, "x y"]) -> Float[Tensor, " x"]:
-    """Per row X of a topics × topics damage matrix: damage on X minus the mean damage on the other topics (same
-    unit as the damage; 0 = no specificity; defined when off-target damage is 0 or negative, unlike the ratio)."""
-    _check(damage.dim() == 2 and damage.shape[0] == damage.shape[1] > 1, "damage.shape", tuple(damage.shape),
-           "square (topics x topics), at least 2 topics")
-    return damage.diagonal() - (damage.sum(1) - damage.diagonal()) / (len(damage) - 1)
-
-
-def removal_table(game: NeuronGame, scores: Mapping[str, Float[Tensor, "n topics"]], ks: Sequence[int],
-                  n_random: int, generator: torch.Generator) -> pd.DataFrame:
-    """Keyword metrics on each topic's own prompts after removing its k highest-scoring players, for every score
-    table (one column per game topic) and k, plus n_random uniformly random orders (the same for every topic).
-    One row per (ordering, seed, topic, k, prompt): columns ordering, seed, topic, k, prompt, loss, top1, top5."""
-    n, topics, blocks, masks = game.n_players, game.topics, [], []
-    for name, sc in scores.items():
-        _check(tuple(sc.shape) == (n, len(topics)), f"scores[{name!r}].shape", tuple(sc.shape), f"({n}, {len(topics)})")
-        for j, t in enumerate(topics):
-            blocks.append((name, 0, (t,)))
-            masks.append(removal_masks(torch.argsort(sc[:, j], descending=True, stable=True), ks, n))
-    for r in range(n_random):
-        blocks.append(("random", r, topics))
-        masks.append(removal_masks(torch.randperm(n, generator=generator), ks, n))
-    s = game.scores(torch.cat(masks))
-    rows, b = [], 0
-    for name, seed, ts in blocks:
-        for t in ts:
-            idx = game.topic_idx(t)
-            for i, k in enumerate(ks):
-                rows.append(pd.DataFrame({"ordering": name, "seed": seed, "topic": t, "k": k, "prompt": idx.numpy(),
-                                          **{m: s[m][b + i, idx].numpy() for m in ("loss", "top1", "top5")}}))
-        b += len(ks)
-    return pd.concat(rows, ignore_index=True)
-
-
-def destroy_k(df: pd.DataFrame, metric: str = "top5", frac: float = 0.5) -> pd.DataFrame:
-    """Per (ordering, seed, topic) of a removal_table: the fewest removed players at which the mean `metric` is at
-    most frac times its value with none removed (censored at the largest k, flagged), for topics above 0 at k=0."""
-    rows = []
-    for (o, s, t), part in df.groupby(["ordering", "seed", "topic"]):
-        curve = part.groupby("k")[metric].mean()
-        if curve.iloc[0] <= 0:
-            continue
-        hit = curve.index[curve.to_numpy() <= frac * curve.iloc[0]]
-        rows.append({"ordering": o, "seed": s, "topic": t, "clean": float(curve.iloc[0]),
-                     "k": int(hit[0]) if len(hit) else int(curve.index[-1]), "censored": not len(hit)})
-    return pd.DataFrame(rows, columns=["ordering", "seed", "topic", "clean", "k", "censored"])
-
-
-def split_half(res: ShapleyResult) -> tuple[Tensor, Tensor]:
-    """Estimates from the first and the second half of a TMC run's permutations (from its trace)."""
-    t = len(res.trace_values)
-    _check(t >= 2, "len(trace_values)", t, "at least 2 permutations")
-    h = t // 2
-    first = res.trace_values[h - 1].double()
-    second = (res.trace_values[-1].double() * t - first * h) / (t - h)
-    return first.float(), second.float()
 
 
 # ------------------------------------------------------------------------------------------ cache

@@ -1,0 +1,52 @@
+"""Resuming a pre-LayerNorm forward pass: the pieces that let batched evaluations (the impairment sweep, the
+neuron game) start from cached clean activations at one layer and unembed only each prompt's last position."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
+
+from lib.analysis.prompts import KeywordPrompts, at_last
+
+
+def prompt_chunks(prompts: KeywordPrompts, max_tokens: int) -> list[Tensor]:
+    """Prompt indices sorted by length (longest first) and cut into chunks of at most max_tokens padded tokens."""
+    order = prompts.lengths.argsort(descending=True, stable=True)
+    chunks, start = [], 0
+    while start < len(order):
+        size = max(1, max_tokens // int(prompts.lengths[order[start]]))
+        chunks.append(order[start : start + size])
+        start += size
+    return chunks
+
+
+def fast_path_ok(model) -> bool:
+    """Whether `sweep` may run blocks piecewise: pre-LayerNorm GPT-2-style blocks (attention then an ungated MLP,
+    learned absolute positions, plain causal multi-head attention). Other architectures take the generic path."""
+    c = model.cfg
+    plain = not any(getattr(c, f, False) for f in (
+        "attn_only", "parallel_attn_mlp", "use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after",
+        "use_attn_result", "use_hook_mlp_in", "use_local_attn", "use_attention_sinks", "load_in_4bit", "gated_mlp"))
+    return (plain and c.positional_embedding_type == "standard" and c.attention_dir == "causal"
+            and c.n_key_value_heads is None and not (c.attn_scores_soft_cap or 0) > 0
+            and c.original_architecture not in POST_NORM_ARCHITECTURES)
+
+
+def mlp_half(block, resid_mid: Tensor) -> Tensor:
+    """The second half of a pre-LN block (ln2, MLP, residual add), firing its hooks."""
+    return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(resid_mid)))
+
+
+def last_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[Tensor, " batch"]) -> Tensor:
+    """A block's output at each row's last real position only: one query, keys and values up to it."""
+    attn, h = block.attn, block.ln1(x)
+    q, k, v = attn.calculate_qkv_matrices(at_last(h, lengths)[:, None], h, h)
+    scores = attn.calculate_attention_scores(q, k)  # (batch, head, 1, pos)
+    keep = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]
+    pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None, None], float("-inf")), -1))
+    z = attn.calculate_z_scores(v, pattern)
+    w_o = attn.W_O.flatten(0, 1).T  # (d_model, head * d_head)
+    out = torch.nn.functional.linear(z.flatten(-2), w_o, attn.b_O)
+    return mlp_half(block, block.hook_resid_mid(at_last(x, lengths)[:, None] + block.hook_attn_out(out)))

@@ -1,0 +1,381 @@
+"""Partial impairment of unit clusters (used by reports 3, 5 and 7): impairments as TransformerLens hooks (noise,
+scaling, zero and mean ablation), clusters of units, the condition grid, and the batched dose-response sweep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib.analysis.fastpath import fast_path_ok, last_query_block, prompt_chunks
+from lib.analysis.prompts import KeywordPrompts, at_last, evaluate, keyword_scores
+from lib.analysis.units import LOCATIONS, TopicStats, n_units, top_units
+from lib.core import artifacts, hooks
+from lib.core.checks import check
+from lib.core.hooks import HookFn
+
+KINDS = ("noise", "negative_noise", "scale", "zero", "mean")
+
+
+NOISY = ("noise", "negative_noise")
+
+
+ENDPOINTS = ("zero", "mean")  # full ablations: a sweep evaluates them at intensity 1 only
+
+
+def _impaired(kind: str, x: Tensor, a: Tensor, eps: Tensor | None, sd: Tensor, mean: Tensor) -> Tensor:
+    """The impaired values of the selected units (x: [..., k]; a broadcastable to x)."""
+    if kind == "noise":
+        return x + a * sd * eps
+    if kind == "negative_noise":  # the same noise shifted down so that its maximum over the units is 0
+        n = a * sd * eps
+        return x + (n - n.amax(-1, keepdim=True))
+    if kind in ("scale", "zero"):
+        return x * (1 - a)
+    return x + a * (mean - x)  # "mean"
+
+
+def impairment(kind: str, units: Int[Tensor, " k"], intensity: float | Float[Tensor, " batch"], *,
+               generator: torch.Generator | None = None, noise: Float[Tensor, "batch pos k"] | None = None,
+               sd: Float[Tensor, " k"] | None = None, mean: Float[Tensor, " k"] | None = None) -> HookFn:
+    """A (tensor, hook) -> tensor function impairing `units` (last axis) at `intensity` (a float or one per row).
+
+    noise: x + a·sd·ε; negative_noise: x + (n − max_units n) with n = a·sd·ε (≤ 0 everywhere);
+    scale: x·(1 − a); zero: x·(1 − a) (full ablation at a = 1); mean: x + a·(mean − x) (mean ablation at 1).
+    ε ~ N(0, 1) is `noise` if given, else drawn from `generator` at each call. Intensity 0 is the identity.
+    """
+    check(kind in KINDS, "kind", kind, f"one of {KINDS}")
+    check(kind not in NOISY or generator is not None or noise is not None, "generator", generator,
+           f"a torch.Generator (or `noise`) for kind {kind!r}")
+    check(kind != "mean" or mean is not None, "mean", mean, "the units' mean activations for kind 'mean'")
+    units = torch.as_tensor(units, dtype=torch.long)
+
+    def hook_fn(x: Tensor, hook=None) -> Tensor:
+        sel = x[..., units]
+        a = torch.as_tensor(intensity, dtype=x.dtype, device=x.device)
+        a = a.view(-1, *([1] * (x.dim() - 1))) if a.dim() else a
+        eps = noise
+        if kind in NOISY and eps is None:
+            eps = torch.randn(sel.shape, generator=generator, dtype=x.dtype)
+        eps = eps.to(x.device) if eps is not None else None
+        s = sd.to(x.device, x.dtype) if sd is not None else torch.ones((), dtype=x.dtype, device=x.device)
+        m = mean.to(x.device, x.dtype) if mean is not None else None
+        out = x.clone()
+        out[..., units] = _impaired(kind, sel, a, eps, s, m)
+        return out
+
+    return hook_fn
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A set of units per layer at one location, with each unit's activation mean and sd (for `mean`, noise scale)."""
+
+    mask: Bool[Tensor, "layer unit"]
+    location: str
+    mean: Float[Tensor, "layer unit"]
+    sd: Float[Tensor, "layer unit"]
+    name: str = ""
+    method: str = ""
+
+    def __post_init__(self) -> None:
+        check(self.location in LOCATIONS, "location", self.location, f"one of {LOCATIONS}")
+        check(self.mask.shape == self.mean.shape == self.sd.shape, "mask.shape", tuple(self.mask.shape),
+               "equal to mean.shape and sd.shape")
+
+    def units(self, layer: int) -> Int[Tensor, " k"]:
+        """Indices of the cluster's units in `layer`."""
+        return self.mask[layer].nonzero().flatten()
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Layers holding at least one unit, ascending."""
+        return tuple(int(i) for i in self.mask.any(1).nonzero().flatten())
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Number of units in each layer."""
+        return tuple(int(k) for k in self.mask.sum(1))
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.sum())
+
+    def with_mask(self, mask: Bool[Tensor, "layer unit"], name: str, method: str) -> "Cluster":
+        """The same location and unit statistics with another unit set."""
+        return replace(self, mask=mask, name=name, method=method)
+
+
+def _base(stats: TopicStats, topics: Sequence[str] | None = None) -> Cluster:
+    """An empty cluster carrying the pooled unit statistics of `stats`."""
+    m, v = stats.pooled(topics)
+    return Cluster(torch.zeros_like(m, dtype=torch.bool), stats.location, m, v.sqrt())
+
+
+def selective_cluster(stats: TopicStats, topic: str, frac: float = 0.025,
+                      layers: Sequence[int] | None = None) -> Cluster:
+    """The top `frac` of units per layer by selectivity for `topic` (the report's method)."""
+    k = n_units(frac, stats.mean.shape[-1])
+    return _base(stats).with_mask(top_units(stats.selectivity(topic), k, layers), f"{topic} selectivity", "selectivity")
+
+
+def random_cluster(like: Cluster, generator: torch.Generator, name: str | None = None) -> Cluster:
+    """Units drawn uniformly at random with the same number per layer as `like` (the control)."""
+    mask = torch.zeros_like(like.mask)
+    for layer, k in enumerate(like.sizes):
+        mask[layer, torch.randperm(mask.shape[1], generator=generator)[:k]] = True
+    return like.with_mask(mask, name or f"random like {like.name}", "random")
+
+
+def cluster_hooks(cluster: Cluster, kind: str, intensity: float | Float[Tensor, " batch"],
+                  generator: torch.Generator | None = None,
+                  noise: Mapping[int, Tensor] | None = None) -> list[tuple[str, HookFn]]:
+    """(hook name, hook fn) per layer of the cluster, in layer order (so one generator draws layer by layer)."""
+    return [(hooks.name(cluster.location, layer),
+             impairment(kind, cluster.units(layer), intensity, generator=generator,
+                        noise=None if noise is None else noise[layer], sd=cluster.sd[layer, cluster.units(layer)],
+                        mean=cluster.mean[layer, cluster.units(layer)]))
+            for layer in cluster.layers]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One impairment: which cluster, which kind, at which intensity, with which noise draw (seed)."""
+
+    cluster: str
+    kind: str
+    intensity: float
+    seed: int = 0
+
+
+def grid(clusters: Iterable[str], kinds: Sequence[str], intensities: Sequence[float],
+         seeds: Sequence[int] = (0,)) -> list[Condition]:
+    """Conditions: clusters × kinds × intensities × seeds, without duplicates: deterministic kinds and
+    intensity 0 take the first seed only; zero and mean ablation are taken at intensity 1 only."""
+    out = []
+    for c in clusters:
+        for kind in kinds:
+            check(kind in KINDS, "kind", kind, f"one of {KINDS}")
+            for a in ((1.0,) if kind in ENDPOINTS else intensities):
+                for s in (seeds if kind in NOISY and a != 0 else seeds[:1]):
+                    out.append(Condition(c, kind, float(a), int(s)))
+    return out
+
+
+def dose_grid(clusters: Iterable[str], noise_intensities: Sequence[float], scale_intensities: Sequence[float],
+              seeds: Sequence[int] = (0, 1, 2), kinds: Sequence[str] = KINDS) -> list[Condition]:
+    """The report's grid: noisy kinds on the noise intensities × seeds, scale on its own intensities (fraction
+    removed, in [0, 1]), and the zero / mean end-points."""
+    clusters = list(clusters)
+    return (grid(clusters, [k for k in kinds if k in NOISY], noise_intensities, seeds)
+            + grid(clusters, [k for k in kinds if k == "scale"], scale_intensities)
+            + grid(clusters, [k for k in kinds if k in ENDPOINTS], (1.0,)))
+
+
+def draw_noise(cluster: Cluster, seed: int, n: int, pos: int) -> dict[int, Float[Tensor, "n pos k"]]:
+    """The noise ε of draw `seed` for n prompts of pos tokens: per layer in order, from one generator.
+
+    A single forward of all n prompts with cluster_hooks(..., generator=torch.Generator().manual_seed(seed))
+    draws exactly these tensors.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return {layer: torch.randn(n, pos, cluster.sizes[layer], generator=g) for layer in cluster.layers}
+
+
+def _clean_names(location: str, layer: int) -> list[str]:
+    """What the fast path caches to resume at `location` of `layer`: resid_mid, the hooked activation and,
+    after the nonlinearity, the MLP output."""
+    extra = [hooks.name("mlp_out", layer)] if location == "mlp_post" else []
+    return [hooks.name("resid_mid", layer), hooks.name(location, layer), *extra]
+
+
+def _resume(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn, r: int) -> Tensor:
+    """resid_post of the cluster's first layer from cached clean activations (repeated r times along the batch),
+    applying the impairment fn directly: after the nonlinearity only the cluster's units pass through W_out."""
+    layer, loc = cluster.layers[0], cluster.location
+    mid, act = (clean[hooks.name(k, layer)].repeat(r, 1, 1) for k in ("resid_mid", loc))
+    if loc == "mlp_out":
+        return mid + fn(act)
+    if loc == "ln2":  # the hook sits before LayerNorm's gain and bias (LNPre has neither)
+        x = fn(act)
+        return mid + block.apply_mlp(x * block.ln2.w + block.ln2.b if hasattr(block.ln2, "w") else x)
+    units = cluster.units(layer).to(act.device)
+    delta = (fn(act) - act)[..., units] @ block.mlp.W_out[units]
+    return mid + clean[hooks.name("mlp_out", layer)].repeat(r, 1, 1) + delta
+
+
+@torch.no_grad()
+def _final_logits(model, clean: Mapping[str, Tensor], cluster: Cluster, lengths: Tensor,
+                  fwd_hooks: list[tuple[str, HookFn]], r: int, fast: bool) -> Float[Tensor, "batch vocab"]:
+    """Logits at each row's last real position, resuming the model from cached clean activations with hooks.
+
+    fast: the first impaired layer resumes at the hook itself (its hook fn applied directly) and the last block
+    runs for the last position only; else blocks run whole from the first impaired layer's resid_pre.
+    """
+    n, start = model.cfg.n_layers, cluster.layers[0]
+    with model.hooks(fwd_hooks=fwd_hooks[1:] if fast else fwd_hooks):
+        if not fast:
+            resid = clean[hooks.name("resid_pre", start)].repeat(r, 1, 1)
+            h = at_last(model(resid, start_at_layer=start, stop_at_layer=n), lengths)[:, None]
+        elif start == n - 1:
+            last = {k: at_last(v, lengths[: len(v)])[:, None] for k, v in clean.items()}
+            h = _resume(model.blocks[start], last, cluster, fwd_hooks[0][1], r)
+        else:
+            x = _resume(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
+            for layer in range(start + 1, n - 1):
+                x = model.blocks[layer](x)
+            h = last_query_block(model.blocks[n - 1], x, lengths)
+        if model.cfg.normalization_type is not None:
+            h = model.ln_final(h)
+        return model.unembed(h)[:, 0]
+
+
+def _batch_hooks(cluster: Cluster, kind: str, conds: Sequence[Condition], noise: Mapping[int, dict], idx: Tensor,
+                 lengths: Tensor, pos: int, last_only: int | None) -> list[tuple[str, HookFn]]:
+    """Hooks for several conditions stacked along the batch (condition-major): per-row intensity and noise.
+    Layer `last_only` runs at each prompt's last position only, so it gets that position's noise."""
+    a = torch.tensor([c.intensity for c in conds]).repeat_interleave(len(idx))
+    eps = None
+    if kind in NOISY:
+        eps = {}
+        for layer in cluster.layers:
+            per = [noise[c.seed][layer][idx, :pos] for c in conds]
+            if layer == last_only:
+                per = [e[torch.arange(len(idx)), lengths - 1][:, None] for e in per]
+            eps[layer] = torch.cat(per)
+    return cluster_hooks(cluster, kind, a, noise=eps)
+
+
+def _score_frame(scores: dict[str, Tensor], conds: Sequence[Condition], idx: Tensor,
+                 prompts: KeywordPrompts) -> pd.DataFrame:
+    """Rows (condition-major, then prompts in idx order) of a stacked batch's scores."""
+    r, p = len(conds), len(idx)
+    topics = np.asarray(prompts.topics, dtype=object)[idx.numpy()]
+    return pd.DataFrame({
+        "cluster": np.repeat([c.cluster for c in conds], p), "kind": np.repeat([c.kind for c in conds], p),
+        "intensity": np.repeat([c.intensity for c in conds], p), "seed": np.repeat([c.seed for c in conds], p),
+        "prompt": np.tile(idx.numpy(), r), "topic": np.tile(topics, r), **{k: v.numpy() for k, v in scores.items()}})
+
+
+def _tidy(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(parts, ignore_index=True).sort_values(["cluster", "kind", "intensity", "seed", "prompt"],
+                                                           kind="stable", ignore_index=True)
+
+
+def _clean(model, tokens: Tensor, clusters: Iterable[Cluster], fast: bool) -> dict[str, Tensor]:
+    """One clean forward caching what every cluster's first impaired layer resumes from."""
+    names = set()
+    for c in clusters:
+        names.update(_clean_names(c.location, c.layers[0]) if fast else [hooks.name("resid_pre", c.layers[0])])
+    stop = max(c.layers[0] for c in clusters) + 1
+    _, cache = model.run_with_cache(tokens, names_filter=sorted(names), stop_at_layer=stop)
+    return {k: cache[k] for k in names}
+
+
+def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
+          max_tokens: int = 16384, chunk_tokens: int = 4096, fast: bool | None = None, progress: bool = True,
+          desc: str = "sweep") -> pd.DataFrame:
+    """Keyword metrics for every prompt under every condition: one row per prompt × condition.
+
+    Batched: prompts are sorted by length and cut into chunks of about `chunk_tokens` tokens; one clean
+    forward per chunk caches what the clusters' first impaired layers resume from; the conditions of one
+    (cluster, kind) share forward passes of about `max_tokens` tokens (the chunk repeated along the batch axis,
+    a per-row intensity and noise inside one hook); only each prompt's last position is unembedded. On
+    GPT-2-style models (`fast_path_ok`; `fast=None` decides) the first impaired layer resumes at the hook itself
+    (after the nonlinearity only the cluster's units go through W_out) and the last block runs for each
+    prompt's last position only; elsewhere blocks run whole from the first impaired layer. Every impairment
+    is position-wise, so this is exact up to float rounding. Noise is `draw_noise`'s, so the table equals
+    `sweep_loop`'s. Columns: cluster, kind, intensity, seed, prompt, topic, loss, top1, top5.
+    """
+    fast = fast_path_ok(model) if fast is None else fast
+    device, n, pos_all, last = model.cfg.device, len(prompts), prompts.tokens.shape[1], model.cfg.n_layers - 1
+    groups: dict[tuple[str, str], list[Condition]] = {}
+    for c in conditions:
+        groups.setdefault((c.cluster, c.kind), []).append(c)
+    seeds = {(c.cluster, c.seed) for c in conditions if c.kind in NOISY}
+    noise: dict[str, dict[int, dict]] = {}
+    for name, seed in sorted(seeds):
+        noise.setdefault(name, {})[seed] = draw_noise(clusters[name], seed, n, pos_all)
+    parts, bar = [], tqdm(total=len(conditions) * n, desc=desc, disable=not progress, leave=False)
+    for idx in prompt_chunks(prompts, chunk_tokens):
+        pos, lengths = int(prompts.lengths[idx].max()), prompts.lengths[idx]
+        clean = _clean(model, prompts.tokens[idx, :pos].to(device), [clusters[name] for name, _ in groups], fast)
+        per_batch = max(1, max_tokens // (len(idx) * pos))
+        for (name, kind), conds in groups.items():
+            cl = clusters[name]
+            for j in range(0, len(conds), per_batch):
+                part = conds[j : j + per_batch]
+                fwd = _batch_hooks(cl, kind, part, noise.get(name, {}), idx, lengths, pos, last if fast else None)
+                logits = _final_logits(model, clean, cl, lengths.repeat(len(part)), fwd, len(part), fast)
+                scores = keyword_scores(logits, prompts.targets[idx].repeat(len(part)))
+                parts.append(_score_frame(scores, part, idx, prompts))
+                bar.update(len(part) * len(idx))
+    bar.close()
+    return _tidy(parts)
+
+
+@torch.no_grad()
+def sweep_loop(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
+               progress: bool = True) -> pd.DataFrame:
+    """The same table as `sweep`, one full run_with_hooks forward of all prompts per condition (the reference)."""
+    parts = []
+    tokens = prompts.tokens.to(model.cfg.device)
+    for c in tqdm(conditions, desc="loop", disable=not progress, leave=False):
+        g = torch.Generator().manual_seed(c.seed)
+        logits = model.run_with_hooks(tokens, fwd_hooks=cluster_hooks(clusters[c.cluster], c.kind, c.intensity, g))
+        scores = keyword_scores(at_last(logits, prompts.lengths), prompts.targets)
+        parts.append(_score_frame(scores, [c], torch.arange(len(prompts)), prompts))
+    return _tidy(parts)
+
+
+def damage_sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
+                 name: str | None = None, key=None, **kwargs) -> pd.DataFrame:
+    """`sweep` plus damage against the unimpaired model (`with_damage`), saved with `save_sweep` if name is given."""
+    df = with_damage(sweep(model, prompts, clusters, conditions, **kwargs), evaluate(model, prompts))
+    if name is not None:
+        save_sweep(df, name, key)
+    return df
+
+
+def save_sweep(df: pd.DataFrame, name: str, key) -> Path:
+    """Write a sweep table to artifacts/impairment/<name>-<hash(key)>/sweep.csv (atomically); its path."""
+    return artifacts.save_dataframe(artifacts.path("impairment", name, key) / "sweep.csv", df)
+
+
+def with_damage(df: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
+    """df plus damage columns: loss minus the clean loss, clean top-1/top-5 minus impaired (per prompt)."""
+    base = clean.set_index("prompt")
+    out = df.copy()
+    out["d_loss"] = out["loss"] - out["prompt"].map(base["loss"])
+    for m in ("top1", "top5"):
+        out[f"d_{m}"] = out["prompt"].map(base[m]) - out[m]
+    return out
+
+
+def specificity(df: pd.DataFrame, target: str, off_targets: Sequence[str], value: str = "d_loss",
+                n_boot: int = 1000, seed: int = 0, floor: float = 1e-3) -> tuple[float, tuple[float, float]]:
+    """Target-topic damage ÷ mean off-target damage, each averaged over the rows' conditions (intensity > 0),
+    with a bootstrap 95% CI over prompts (resampled within each topic). An off-target damage below `floor`
+    (e.g. a loss that does not rise) counts as `floor`, so the index is always defined."""
+    per = df[df["intensity"] > 0].groupby(["topic", "prompt"])[value].mean()
+    groups = [per.loc[t].to_numpy() for t in (target, *off_targets)]
+
+    def ratio(gs: list[np.ndarray]) -> float:
+        return float(gs[0].mean() / max(np.mean([g.mean() for g in gs[1:]]), floor))
+
+    rng = np.random.default_rng(seed)
+    boots = np.array([ratio([g[rng.integers(0, len(g), len(g))] for g in groups]) for _ in range(n_boot)])
+    return ratio(groups), tuple(np.quantile(boots, [0.025, 0.975]).tolist())
+
+
+def specificities(df: pd.DataFrame, target: str, off_targets: Sequence[str], by: str = "cluster",
+                  value: str = "d_loss") -> pd.Series:
+    """The specificity index (no CI) of every group of rows, e.g. of many random clusters."""
+    return pd.Series({k: specificity(d, target, off_targets, value, n_boot=2)[0] for k, d in df.groupby(by)})

@@ -1,0 +1,98 @@
+"""Statistics shared by the reports: rank correlation and one percentile-bootstrap engine.
+
+Conventions (one behaviour each):
+- `spearman` of a constant input is NaN (a rank correlation is undefined there); a caller that wants another
+  reading of a constant curve says so where it calls.
+- Bootstrap draws resample with `numpy.random.default_rng(seed).integers(0, n, n)`, one draw per replicate
+  (jointly across paired arrays, or one after the other for independent groups); draws whose statistic is not
+  finite are dropped (e.g. a resample with no positive label), and an error is raised if none is left.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from lib.core.checks import check, is_int
+
+
+def ranks(v: Any) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    v = np.asarray(v, float)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman rank correlation (Pearson correlation of average ranks); NaN when x or y is constant."""
+    rx, ry = ranks(x), ranks(y)
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _as_array(x: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+
+
+def bootstrap(stat: Callable[..., Any], *arrays: Any, n_boot: int = 1000, seed: int = 0,
+              paired: bool = True) -> np.ndarray:
+    """The finite values of `stat` over n_boot bootstrap resamples of `arrays` (rows resampled).
+
+    paired: one index draw per replicate shared by all arrays (they must have equal lengths); else each array is
+    resampled on its own, in order.
+    """
+    check(is_int(n_boot) and n_boot >= 1, "n_boot", n_boot, "a positive integer")
+    xs = [_as_array(a) for a in arrays]
+    check(bool(xs) and all(len(x) >= 1 for x in xs), "arrays", [len(x) for x in xs], "at least one non-empty array")
+    if paired:
+        check(len({len(x) for x in xs}) == 1, "arrays", [len(x) for x in xs], "equal lengths for a paired bootstrap")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        if paired:
+            idx = rng.integers(0, len(xs[0]), len(xs[0]))
+            draw = [x[idx] for x in xs]
+        else:
+            draw = [x[rng.integers(0, len(x), len(x))] for x in xs]
+        out.append(float(stat(*draw)))
+    out = np.asarray(out)
+    out = out[np.isfinite(out)]
+    check(len(out) > 0, "stat", getattr(stat, "__name__", stat), "a statistic finite on at least one resample")
+    return out
+
+
+def percentile_ci(boots: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+    """(low, high) percentile interval of bootstrap replicates."""
+    check(0.0 < alpha < 1.0, "alpha", alpha, "a float in (0, 1)")
+    low, high = np.quantile(np.asarray(boots, float), [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def bootstrap_ci(samples: Any, stat: Callable[[np.ndarray], Any] = np.mean, n_boot: int = 1000,
+                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of stat over 1-D samples: (low, high), deterministic for seed."""
+    x = np.asarray(_as_array(samples), dtype=float)
+    check(x.ndim == 1 and x.size >= 2 and bool(np.isfinite(x).all()), "samples", samples,
+          "a 1-D sequence of at least 2 finite numbers")
+    check(0.0 < alpha < 1.0, "alpha", alpha, "a float in (0, 1)")
+    return percentile_ci(bootstrap(stat, x, n_boot=n_boot, seed=seed), alpha)
+
+
+def bootstrap_spearman(a: Any, b: Any, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the Spearman correlation, resampling pairs; constant resamples are dropped,
+    and (NaN, NaN) is returned when every resample is constant."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # then every resample is constant too
+        return float("nan"), float("nan")
+    return percentile_ci(bootstrap(spearman, x, y, n_boot=n_boot, seed=seed), alpha)
+
+
+def median_diff_ci(a: Any, b: Any, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """median(a) - median(b) (NaNs dropped) and its percentile-bootstrap 95% CI, resampling each group on its own."""
+    a, b = (np.asarray(v, float) for v in (a, b))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    check(len(a) > 1 and len(b) > 1, "samples", (len(a), len(b)), "at least 2 finite values in each group")
+    boots = bootstrap(lambda x, y: np.median(x) - np.median(y), a, b, n_boot=n_boot, seed=seed, paired=False)
+    return float(np.median(a) - np.median(b)), percentile_ci(boots)

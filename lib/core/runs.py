@@ -1,0 +1,117 @@
+"""Runs: trained models as artifacts (save, load, get-or-train), sweeps, and the command line for torchrun.
+
+    torchrun --nproc_per_node 2 -m lib.core.runs --preset smoke --out DIR [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from lib.core import artifacts
+from lib.core.config import RunConfig, resolve
+from lib.core.model import Transformer
+from lib.core.train import rank_world, train
+
+
+def save_model(directory: Path, model: torch.nn.Module, cfg: Any, metrics: Any = None) -> Path:
+    """Write weights.safetensors, config.json (and metrics.json) into an artifact directory."""
+    directory = Path(directory)
+    if metrics is not None:
+        artifacts.write_json(directory / "metrics.json", metrics)
+    artifacts.save_tensors(directory / "weights.safetensors", model.state_dict())
+    artifacts.write_json(directory / "config.json", cfg.to_dict())  # written last: its presence marks completion
+    return directory
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu"):
+    """The one loader: rebuild our Transformer from config.json + weights.safetensors."""
+    directory = Path(directory)
+    if not artifacts.is_complete(directory):
+        raise FileNotFoundError(f"no complete model artifact in {directory} (need weights.safetensors and config.json)")
+    cfg = RunConfig.from_dict(artifacts.read_json(directory / "config.json"))
+    model = Transformer(cfg.model)
+    model.load_state_dict(artifacts.load_tensors(directory / "weights.safetensors"))
+    return model.to(device).eval(), cfg
+
+
+def model_dir(cfg: Any, name: str = "model") -> Path:
+    """Artifact directory of the model trained with RunConfig `cfg`."""
+    return artifacts.path("models", name, cfg)
+
+
+def get_or_train(cfg: Any, *, name: str = "model", progress: bool = True, device: str = "cpu"):
+    """Load the model trained with `cfg` if present, else train it (resuming from its checkpoints) and save it.
+
+    Returns (model, history DataFrame, run directory).
+    """
+    directory = model_dir(cfg, name)
+    if not artifacts.is_complete(directory):
+        model, history = train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device)
+        save_model(directory, model, cfg, metrics=history.to_dict(orient="list"))
+    model, _ = load_model(directory, device=device)
+    history = pd.DataFrame(artifacts.read_json(directory / "metrics.json"))
+    return model, history, directory
+
+
+def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True,
+          device: str = "cpu") -> pd.DataFrame:
+    """Train (or load) one model per override dict in `grid` on `device`; one row per run with its final held-out
+    metrics."""
+    rows = []
+    for overrides in tqdm(grid, desc="sweep", disable=not progress):
+        cfg = base.replace(**overrides)
+        _, history, directory = get_or_train(cfg, name=name, progress=False, device=device)
+        last = history.iloc[-1]
+        rows.append({**overrides, "n_params": cfg.model.n_params, "val_loss": last["val_loss"],
+                     "val_accuracy": last["val_accuracy"], "val_beginnings_loss": last["val_beginnings_loss"],
+                     "val_beginnings_accuracy": last["val_beginnings_accuracy"], "seconds": last["seconds"],
+                     "init_val_loss": history["val_loss"].iloc[0], "path": str(directory)})
+    return pd.DataFrame(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI for torchrun: `torchrun --nproc_per_node N -m lib.core.runs --preset smoke --out DIR [--set key=value ...]`."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--out", required=True, help="folder for the final weights.safetensors, config.json, metrics.json")
+    ap.add_argument("--set", nargs="*", default=[], help="overrides key=value (value parsed as JSON if possible)")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    cfg = resolve(args.preset, **overrides)
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    device = "cpu"
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
+        device = "cuda"
+    model, history = train(cfg, progress=True, device=device)
+    if rank_world()[0] == 0:
+        save_model(Path(args.out), model, cfg, metrics=history.to_dict(orient="list"))
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+
+
+

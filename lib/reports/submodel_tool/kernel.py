@@ -1,0 +1,436 @@
+"""Sub-models: sets of units (or latent directions) that match a concept, found by one of several methods and
+validated against random sets of the same size; `explain` reruns a prediction with chosen sub-models impaired.
+
+Command line: `python -m lib.submodels explain --prompt "..." --ablate Athlete` (see `cli.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib.analysis import compressors, kwta, shapley
+from lib.analysis.impairment import impairment
+from lib.analysis.prompts import KeywordPrompts, evaluate
+from lib.analysis.units import TopicStats, n_units
+from lib.core.checks import check
+from lib.core.hooks import HookFn
+
+METHODS = ("selectivity", "shapley", "sparse", "sae", "infovae")
+KINDS = ("zero", "mean", "noise")  # zero: x -> (1 - a) x; mean: x -> x + a (mean - x); noise: x + a sd ε
+SPARSE_HOOKS = ("ln_final.sparse.mlp.hook_post",)  # lib.sparse's residual layer (its block MLPs are checked too)
+Data = KeywordPrompts | Mapping[str, Tensor]
+
+
+# ----------------------------------------------------------------------------------------------- sub-models
+
+
+@dataclass(frozen=True)
+class SubModel:
+    """A concept's units: per hook name, unit indices (or latent ids of `compressors[hook]`); per hook the mean and
+    sd of every unit on the concept data (full width: mean ablation, noise scale, activity); the finding method and
+    its validation `scores` (empty until `validate`)."""
+
+    name: str
+    method: str
+    units: Mapping[str, Int[Tensor, " k"]]
+    mean: Mapping[str, Float[Tensor, " width"]]
+    sd: Mapping[str, Float[Tensor, " width"]]
+    compressors: Mapping[str, Any] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for h, idx in self.units.items():
+            check(h in self.mean and h in self.sd, "hook", h, f"a hook with unit statistics: {sorted(self.mean)}")
+            check(idx.dim() == 1 and (len(idx) == 0 or int(idx.max()) < len(self.mean[h])), f"units[{h!r}]",
+                   idx.tolist(), f"1-d indices below the width {len(self.mean[h])}")
+
+    @property
+    def size(self) -> int:
+        """Number of units (or latents) over all hooks."""
+        return sum(len(v) for v in self.units.values())
+
+    @property
+    def signature(self) -> tuple[tuple[str, int], ...]:
+        """(hook, number of units) per hook: what a size-matched random sub-model keeps."""
+        return tuple(sorted((h, len(v)) for h, v in self.units.items()))
+
+    def with_units(self, units: Mapping[str, Tensor], name: str, method: str) -> "SubModel":
+        """The same hooks, statistics and compressors with other units (and no scores)."""
+        return replace(self, units=dict(units), name=name, method=method, scores={})
+
+
+def empty(like: SubModel, name: str = "empty") -> SubModel:
+    """A sub-model with no units at like's hooks (ablating it changes nothing)."""
+    return like.with_units({h: torch.zeros(0, dtype=torch.long) for h in like.units}, name, "empty")
+
+
+def random_like(like: SubModel, generator: torch.Generator, name: str | None = None) -> SubModel:
+    """Units drawn uniformly at random with like's number per hook (the size-matched control)."""
+    units = {h: torch.randperm(len(like.mean[h]), generator=generator)[: len(v)].sort().values
+             for h, v in like.units.items()}
+    return like.with_units(units, name or f"random like {like.name}", "random")
+
+
+def check_hooks(model, names: Sequence[str]) -> None:
+    """ValueError naming any hook name the model does not have, with examples of what it has."""
+    have = model.hook_dict
+    for h in names:
+        if h not in have:
+            mlp = [n for n in have if n.endswith(("mlp.hook_post", "hook_mlp_out", "hook_resid_post"))]
+            raise ValueError(f"hook name {h!r} is not allowed: a hook of this model, e.g. {', '.join(mlp)} "
+                             f"({len(have)} hooks in model.hook_dict)")
+
+
+# ------------------------------------------------------------------------------------------------ impairing
+
+
+def _latent_hook(comp, fn: Callable[[Tensor], Tensor]) -> HookFn:
+    """x + decode(fn(z)) - decode(z), z = encode(x): impair latents, keep the compressor's reconstruction error."""
+    def hook_fn(x: Tensor, hook=None) -> Tensor:
+        z = comp.encode(x.float())
+        return x + (comp.decode(fn(z)) - comp.decode(z)).to(x.dtype)
+    return hook_fn
+
+
+def submodel_hooks(sm: SubModel, kind: str = "zero", intensity: float = 1.0,
+                   generator: torch.Generator | None = None) -> list[tuple[str, HookFn]]:
+    """(hook name, hook fn) impairing the sub-model's units at `intensity` (1 = full ablation for zero / mean)."""
+    check(kind in KINDS, "kind", kind, f"one of {KINDS}")
+    check(0.0 <= float(intensity), "intensity", intensity, "a number >= 0 (1 = full ablation for zero/mean)")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    out = []
+    for h, idx in sm.units.items():
+        if len(idx) == 0:
+            continue
+        fn = impairment("scale" if kind == "zero" else kind, idx, float(intensity), generator=g,
+                               sd=sm.sd[h][idx], mean=sm.mean[h][idx])
+        out.append((h, _latent_hook(sm.compressors[h], fn) if h in sm.compressors else fn))
+    return out
+
+
+def combined_hooks(subs: Sequence[SubModel], kind: str = "zero", intensity: float = 1.0,
+                   seed: int = 0) -> list[tuple[str, HookFn]]:
+    """Hooks impairing several sub-models at once (hooks on one point compose)."""
+    g = torch.Generator().manual_seed(seed)
+    return [hk for sm in subs for hk in submodel_hooks(sm, kind, intensity, g)]
+
+
+# ------------------------------------------------------------------------------------------------ activations
+
+
+@torch.no_grad()
+def activations(model, tokens: Int[Tensor, "n pos"], names: Sequence[str],
+                batch_size: int = 64) -> dict[str, Float[Tensor, "tokens width"]]:
+    """Activations at each hook for all positions of tokens, flattened over (n, pos)."""
+    check_hooks(model, names)
+    out: dict[str, list[Tensor]] = {h: [] for h in names}
+    for i in range(0, len(tokens), batch_size):
+        _, cache = model.run_with_cache(tokens[i : i + batch_size].to(model.cfg.device), return_type=None,
+                                        names_filter=list(names))
+        for h in names:
+            out[h].append(cache[h].flatten(0, -2).float().cpu())
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+def _concept_acts(model, concepts: Mapping[str, Tensor], names: Sequence[str],
+                  compressors: Mapping[str, Any]) -> dict[str, dict[str, Tensor]]:
+    """concept -> hook -> activations (latent codes where the hook has a compressor)."""
+    out = {}
+    for c, tokens in concepts.items():
+        acts = activations(model, tokens, names)
+        out[c] = {h: (compressors[h].encode(a) if h in compressors else a) for h, a in acts.items()}
+    return out
+
+
+def concept_stats(acts: Mapping[str, Mapping[str, Tensor]], hook: str) -> TopicStats:
+    """TopicStats (one 'layer') of one hook's units over the concepts' tokens."""
+    parts = [acts[c][hook].double() for c in acts]
+    return TopicStats(hook, tuple(acts), torch.stack([p.mean(0) for p in parts])[:, None].float(),
+                             torch.stack([p.var(0, unbiased=False) for p in parts])[:, None].float(),
+                             torch.tensor([len(p) for p in parts]))
+
+
+def _pooled(acts: Mapping[str, Mapping[str, Tensor]], hook: str) -> tuple[Tensor, Tensor]:
+    a = torch.cat([acts[c][hook] for c in acts])
+    return a.mean(0), a.std(0).clamp_min(1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ finding
+
+
+def _top(score: Float[Tensor, " width"], k: int) -> Int[Tensor, " k"]:
+    return score.topk(min(k, len(score))).indices.sort().values
+
+
+def _sparse_hooks(model) -> list[str]:
+    """Hook names of lib.sparse k-WTA units in the model (residual layer, or replaced block MLPs)."""
+    names = [h for h in SPARSE_HOOKS if h in model.hook_dict]
+    names += [f"blocks.{i}.mlp.hook_post" for i, b in enumerate(model.blocks)
+              if isinstance(b.mlp, kwta.SparseMLP) and b.mlp.kwta is not None]
+    return names
+
+
+def _method_hooks(model, method: str, hooks: Sequence[str] | None) -> list[str]:
+    """Default hooks per method: MLP post-activations of every layer (selectivity), the last layer (shapley), the
+    sparse layer's units (sparse), the last MLP's output (latents)."""
+    if hooks is not None:
+        names = list(hooks)
+    elif method == "selectivity":
+        names = [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
+    elif method == "shapley":
+        names = [f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"]
+    elif method == "sparse":
+        names = _sparse_hooks(model)
+        check(bool(names), "method", method, "'sparse' only for a model with a lib.sparse k-WTA layer "
+               "(lib.sparse.surgery + fit); else one of 'selectivity', 'shapley', 'sae', 'infovae'")
+    else:
+        names = [f"blocks.{model.cfg.n_layers - 1}.hook_mlp_out"]
+    check_hooks(model, names)
+    return names
+
+
+def _fit_compressors(model, method: str, names: Sequence[str], concepts: Mapping[str, Tensor],
+                     compressor: Any, latent_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """One fitted lib.compression compressor per hook (given, or fit on all concept tokens)."""
+    check(len(names) == 1 or compressor is None, "hooks", list(names), "one hook when a compressor is given")
+    if compressor is not None:
+        return {names[0]: compressor}
+    cfg = compressors.CompressorConfig(method="sae" if method == "sae" else "infovae", **dict(latent_cfg))
+    tokens = torch.cat(list(concepts.values()))
+    return {h: compressors.fit(a, cfg)[0] for h, a in activations(model, tokens, names).items()}
+
+
+def _shapley_scores(model, names: Sequence[str], prompts: KeywordPrompts | None, concepts: Sequence[str],
+                    n_permutations: int, seed: int) -> dict[str, dict[str, Tensor]]:
+    """concept -> hook -> concept-specific Shapley value of each neuron (its value for the concept's keyword loss
+    minus its mean value for the other concepts), by lib.shapley's TMC on the neuron game."""
+    check(prompts is not None, "prompts", prompts, "KeywordPrompts of the concepts for method 'shapley'")
+    check(all(h.endswith("mlp.hook_post") and h.startswith("blocks.") for h in names), "hooks", list(names),
+           "blocks.L.mlp.hook_post names for method 'shapley' (its players are MLP neurons)")
+    missing = [c for c in concepts if c not in prompts.topics]
+    check(not missing, "concepts", missing, f"concepts with prompts: {sorted(set(prompts.topics))}")
+    layers = [int(h.split(".")[1]) for h in names]
+    game = shapley.neuron_game(model, prompts, layers, topics=list(concepts))
+    res = shapley.tmc_shapley(game, game.n_players, n_permutations, generator=torch.Generator().manual_seed(seed))
+    v = res.values  # [players, concepts]
+    spec = v - (v.sum(1, keepdim=True) - v) / max(len(concepts) - 1, 1)
+    return {c: {h: spec[i * model.cfg.d_mlp : (i + 1) * model.cfg.d_mlp, j] for i, h in enumerate(names)}
+            for j, c in enumerate(concepts)}
+
+
+def find_submodels(model, concepts: Mapping[str, Int[Tensor, "n pos"]], method: str = "selectivity", *,
+                   hooks: Sequence[str] | None = None, frac: float = 0.025, k: int | None = None,
+                   prompts: KeywordPrompts | None = None, n_permutations: int = 20, compressor: Any = None,
+                   latent_cfg: Mapping[str, Any] | None = None, validation: Data | None = None,
+                   n_random: int = 20, kind: str = "zero", intensity: float = 1.0, seed: int = 0,
+                   progress: bool = True) -> dict[str, SubModel]:
+    """A SubModel per concept (concepts: name -> token windows, each scored against the others).
+
+    Methods: 'selectivity' (top units by Cohen's d of the concept vs the other concepts, at `hooks`, default every
+    MLP's post-activation), 'shapley' (top neurons by concept-specific Shapley value, lib.shapley TMC on `prompts`),
+    'sparse' (selectivity on a lib.sparse k-WTA layer's units), 'sae' / 'infovae' (selectivity on the latents of a
+    lib.compression compressor at one hook: `compressor`, or one fit with `latent_cfg`). k units per hook (default
+    `frac` of its width). With `validation` (KeywordPrompts or name -> windows), `validate` fills the scores.
+    """
+    check(method in METHODS, "method", method, f"one of {METHODS}")
+    check(len(concepts) >= 2, "concepts", list(concepts), "at least two named concepts (each is scored vs the rest)")
+    names = _method_hooks(model, method, hooks)
+    comps = (_fit_compressors(model, method, names, concepts, compressor, latent_cfg or {})
+             if method in ("sae", "infovae") else {})
+    acts = _concept_acts(model, concepts, names, comps)
+    stats = {h: concept_stats(acts, h) for h in names}
+    pooled = {h: _pooled(acts, h) for h in names}
+    if method == "shapley":
+        score = _shapley_scores(model, names, prompts, list(concepts), n_permutations, seed)
+    else:
+        score = {c: {h: stats[h].selectivity(c)[0] for h in names} for c in concepts}
+    out = {}
+    for c in concepts:
+        units = {h: _top(score[c][h], k or n_units(frac, len(score[c][h]))) for h in names}
+        out[c] = SubModel(c, method, units, {h: p[0] for h, p in pooled.items()},
+                          {h: p[1] for h, p in pooled.items()}, comps)
+    if validation is not None:
+        out = validate(model, out, validation, n_random=n_random, kind=kind, intensity=intensity, seed=seed,
+                       progress=progress)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ validating
+
+
+@torch.no_grad()
+def concept_losses(model, data: Data, fwd_hooks: Sequence[tuple[str, HookFn]] = ()) -> pd.Series:
+    """Mean loss per concept: keyword loss of KeywordPrompts, or next-token loss of each concept's windows."""
+    if isinstance(data, KeywordPrompts):
+        return evaluate(model, data, fwd_hooks).groupby("topic", sort=False).loss.mean()
+    out = {}
+    for c, tokens in data.items():
+        losses = [model.run_with_hooks(tokens[i : i + 64].to(model.cfg.device), return_type="loss",
+                                       fwd_hooks=list(fwd_hooks)).item() for i in range(0, len(tokens), 64)]
+        out[c] = float(np.mean(losses))
+    return pd.Series(out)
+
+
+def _gaps(damage: pd.Series, concept: str) -> tuple[float, float]:
+    """(own damage, mean damage on the other concepts)."""
+    return float(damage[concept]), float(damage.drop(concept).mean())
+
+
+def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int = 20, kind: str = "zero",
+             intensity: float = 1.0, seed: int = 0, progress: bool = True) -> dict[str, SubModel]:
+    """The sub-models with validation scores: damage (loss rise) on their own concept, mean damage on the other
+    concepts, the gap own − other, and the same gap for n_random size-matched random sub-models (shared by the
+    sub-models of one size): its mean and 95th percentile, p (share of random gaps >= the gap), beats_random."""
+    names = list(dict.fromkeys(data.topics)) if isinstance(data, KeywordPrompts) else list(data)
+    bad = [c for c in submodels if c not in names]
+    check(not bad, "concept", bad[0] if bad else None, f"one of the validation data's concepts {names}")
+    check(len(names) >= 2, "validation concepts", names, "at least two (damage on a concept vs the others)")
+    base = concept_losses(model, data)
+    g = torch.Generator().manual_seed(seed)
+    groups: dict[tuple, list[pd.Series]] = {}
+    for sm in submodels.values():
+        groups.setdefault(sm.signature, [])
+    n_evals = len(submodels) + n_random * len(groups)
+    bar = tqdm(total=n_evals, desc="validate", disable=not progress, leave=False)
+
+    def damage(sm: SubModel) -> pd.Series:
+        bar.update(1)
+        return concept_losses(model, data, combined_hooks([sm], kind, intensity, seed)) - base
+
+    for sig in groups:
+        like = next(sm for sm in submodels.values() if sm.signature == sig)
+        groups[sig] = [damage(random_like(like, g)) for _ in range(n_random)]
+    out = {}
+    for c, sm in submodels.items():
+        own, off = _gaps(damage(sm), c)
+        rand = np.array([np.subtract(*_gaps(d, c)) for d in groups[sm.signature]])
+        q95 = float(np.quantile(rand, 0.95)) if len(rand) else float("nan")
+        out[c] = replace(sm, scores={"own": own, "other": off, "gap": own - off, "clean_loss": float(base[c]),
+                                     "random_mean": float(rand.mean()) if len(rand) else float("nan"),
+                                     "random_q95": q95, "p": float(np.mean(rand >= own - off)) if len(rand) else 1.0,
+                                     "beats_random": bool(len(rand) and own - off > q95), "size": sm.size})
+    bar.close()
+    return out
+
+
+def scores_table(submodels: Mapping[str, SubModel]) -> pd.DataFrame:
+    """One row per sub-model: concept, method, size and its validation scores."""
+    return pd.DataFrame([{"concept": c, "method": sm.method, **sm.scores} for c, sm in submodels.items()])
+
+
+def cannot_do(table: pd.DataFrame) -> list[str]:
+    """Concepts for which no sub-model in a scores table (any method) beats its random control."""
+    ok = table.groupby("concept", sort=False).beats_random.any()
+    return [c for c, v in ok.items() if not v]
+
+
+# ------------------------------------------------------------------------------------------------ explaining
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """explain()'s result: the prompt's tokens, per-position activity of each sub-model, and the predictions."""
+
+    tokens: tuple[str, ...]
+    activity: pd.DataFrame  # position, token, submodel, activity (mean z-score of its units)
+    predictions: pd.DataFrame  # ablated, intensity, rank, token_id, token, prob, clean_prob, change
+    tracked: pd.DataFrame  # ablated, intensity, token_id, token, prob, clean_prob: the clean top-k under each ablation
+
+    def table(self) -> pd.DataFrame:
+        """The predictions as a readable table (probabilities rounded)."""
+        return self.predictions.drop(columns=["token_id"]).round(4)
+
+    def active(self) -> pd.DataFrame:
+        """Activity as a [sub-model, position] table (columns labelled 'position: token')."""
+        act = self.activity.assign(col=[f"{p}: {t!r}" for p, t in zip(self.activity.position, self.activity.token)])
+        return act.pivot(index="submodel", columns="col", values="activity")[list(dict.fromkeys(act.col))]
+
+
+def _as_tokens(prompt: str | Sequence[int] | Tensor, tokenizer, bos: bool) -> Int[Tensor, " pos"]:
+    if isinstance(prompt, str):
+        check(tokenizer is not None, "tokenizer", None, "a lib.data.Tokenizer to encode a text prompt")
+        ids = [tokenizer.eos_id] * bos + tokenizer.encode(prompt)
+    else:
+        ids = torch.as_tensor(prompt, dtype=torch.long).flatten().tolist()
+    check(len(ids) > 0, "prompt", prompt, "at least one token")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _conditions(submodels: Mapping[str, SubModel], ablate) -> list[tuple[str, ...]]:
+    """Ablation sets: each sub-model alone (default), or the given names / tuples of names (combinations)."""
+    sets = [(n,) for n in submodels] if ablate is None else [(a,) if isinstance(a, str) else tuple(a) for a in ablate]
+    for s in sets:
+        for n in s:
+            check(n in submodels, "sub-model", n, f"one of {list(submodels)}")
+    return sets
+
+
+@torch.no_grad()
+def _activity(model, tokens: Tensor, submodels: Mapping[str, SubModel], labels: Sequence[str]) -> pd.DataFrame:
+    names = sorted({h for sm in submodels.values() for h in sm.units})
+    acts = activations(model, tokens[None], names)
+    rows = []
+    for n, sm in submodels.items():
+        z = torch.zeros(len(tokens))
+        for h, idx in sm.units.items():
+            a = sm.compressors[h].encode(acts[h]) if h in sm.compressors else acts[h]
+            z += ((a[:, idx] - sm.mean[h][idx]) / sm.sd[h][idx]).sum(1)
+        z /= max(sm.size, 1)
+        rows += [{"position": p, "token": labels[p], "submodel": n, "activity": float(z[p])} for p in range(len(z))]
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str, SubModel], *, tokenizer=None,
+            ablate: Sequence[str | Sequence[str]] | None = None, intensity: float = 1.0, kind: str = "zero",
+            top_k: int = 5, bos: bool = True, seed: int = 0) -> Explanation:
+    """Per position, how active each sub-model is (mean z-score of its units); then the next-token prediction at
+    the last position clean and with each ablation set impaired at `intensity`: the top_k tokens with their
+    probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run), and the
+    clean top_k tokens' probabilities under every ablation (`tracked`)."""
+    tokens = _as_tokens(prompt, tokenizer, bos)
+    show = (lambda i: tokenizer.id_to_token(i)) if tokenizer is not None else str
+    labels = [show(int(i)) for i in tokens]
+    sets = _conditions(submodels, ablate)
+    check_hooks(model, sorted({h for s in sets for n in s for h in submodels[n].units}))
+    clean = torch.softmax(model(tokens[None].to(model.cfg.device))[0, -1].float(), -1).cpu()
+    clean_top = clean.topk(min(top_k, len(clean))).indices.tolist()
+    rows, tracked = [], []
+    for s in [()] + sets:
+        fwd = combined_hooks([submodels[n] for n in s], kind, intensity, seed)
+        p = clean if not s else torch.softmax(
+            model.run_with_hooks(tokens[None].to(model.cfg.device), fwd_hooks=fwd)[0, -1].float(), -1).cpu()
+        name, a = " + ".join(s) or "none", 0.0 if not s else float(intensity)
+        top = p.topk(min(top_k, len(p)))
+        for r, (v, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            rows.append({"ablated": name, "intensity": a, "rank": r + 1, "token_id": i, "token": show(i), "prob": v,
+                         "clean_prob": float(clean[i]), "change": v - float(clean[i])})
+        tracked += [{"ablated": name, "intensity": a, "token_id": i, "token": show(i), "prob": float(p[i]),
+                     "clean_prob": float(clean[i])} for i in clean_top]
+    return Explanation(tuple(labels), _activity(model, tokens, submodels, labels), pd.DataFrame(rows),
+                       pd.DataFrame(tracked))
+
+
+@torch.no_grad()
+def prompt_activity(model, prompts: KeywordPrompts, submodels: Mapping[str, SubModel]) -> pd.DataFrame:
+    """Each sub-model's activity averaged over each prompt's real positions: prompt, topic, submodel, activity."""
+    rows = []
+    for i in range(len(prompts)):
+        toks = prompts.tokens[i, : int(prompts.lengths[i])]
+        act = _activity(model, toks, submodels, [""] * len(toks)).groupby("submodel", sort=False).activity.mean()
+        rows += [{"prompt": i, "topic": prompts.topics[i], "submodel": n, "activity": float(v)} for n, v in act.items()]
+    return pd.DataFrame(rows)
+
+
+def identification(activity: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt of a prompt_activity table: the most active sub-model and whether it is the prompt's topic."""
+    top = activity.loc[activity.groupby("prompt").activity.idxmax()].rename(columns={"submodel": "most_active"})
+    return top.assign(correct=top.most_active == top.topic)[["prompt", "topic", "most_active", "correct"]]
