@@ -19,6 +19,14 @@ from lib.core.model import loss_fn, to_hooked
 from lib.core.train import autocast, make_optimizer, train
 
 
+def bf16_native() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX dispatched), rather than emulating them."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa_ok = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() not in ("AVX2", "AVX", "SSE41")
+    return ("amx_bf16" in flags or "avx512_bf16" in flags) and isa_ok and \
+        torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def cpu_capability() -> str:
     """What the CPU's kernels run with, e.g. 'AVX512, bf16 native' or 'AVX2, bf16 emulated'.
 
@@ -26,9 +34,8 @@ def cpu_capability() -> str:
     lower it); bf16 matmuls are fast only with AVX512-BF16 or AMX, else they are emulated and slow.
     """
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    cap = torch.backends.cpu.get_cpu_capability()
-    native = ("amx_bf16" in flags or "avx512_bf16" in flags) and cap.startswith("AVX512")
-    return f"{cap}, bf16 {'native' if native else 'emulated'}{' + AMX' if 'amx_bf16' in flags else ''}"
+    amx = " + AMX" if "amx_bf16" in flags and bf16_native() else ""
+    return f"{torch.backends.cpu.get_cpu_capability()}, bf16 {'native' if bf16_native() else 'emulated'}{amx}"
 
 
 def machine(device: str | torch.device = "cpu") -> str:
