@@ -21,8 +21,9 @@ import torch
 
 from lib.analysis import compressors, units
 from lib.core import bench, hooks
-from lib.core.config import notebook_params, resolve
+from lib.core.config import resolve
 from lib.core.model import Transformer, to_hooked
+from lib.reports.compression_infovae import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -60,10 +61,10 @@ def cache_tasks(hooked, tokens: torch.Tensor, n_layers: int) -> dict:
     return tasks
 
 
-def fit_tasks(acts: torch.Tensor, nb: dict, steps: int) -> dict:
+def fit_tasks(acts: torch.Tensor, nb: report_params.CompressionParams, steps: int) -> dict:
     """Samples/s of compressor training (InfoVAE at two sizes, TopK SAE) and activations/s of a PCA fit."""
-    base = compressors.CompressorConfig(d_hidden=nb["d_hidden"], batch_size=nb["batch_size"], lr=nb["lr"],
-                                        steps=steps, sae_expansion=nb["sae_expansion"])
+    base = compressors.CompressorConfig(d_hidden=nb.d_hidden, batch_size=nb.batch_size, lr=nb.lr,
+                                        steps=steps, sae_expansion=nb.sae_expansion)
     d = acts.shape[-1]
     cfgs = {f"InfoVAE k={k}": base.replace(method="infovae", d_latent=k) for k in (8, d // 2)}
     cfgs["TopK SAE k=8"] = base.replace(method="sae", d_latent=8)
@@ -91,7 +92,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = resolve(args.preset, attention_only=True)
-    nb = notebook_params("02_compression_infovae", args.preset)
+    nb = report_params.resolve(args.preset)
     print(bench.machine())
     model = Transformer(cfg.model)
     model.reset_parameters(torch.Generator().manual_seed(0))
@@ -111,15 +112,15 @@ def main() -> None:
             index=False, float_format=lambda v: f"{v:,.2f}" if abs(v) < 10 else f"{v:,.0f}"))
     acts = units.collect_activations(hooked, tokens, hooks.name("attn_out", 0)).flatten(0, 1)
     print(f"\n== compressor training on {len(acts):,} activations of d={acts.shape[-1]} ({args.preset} preset: "
-          f"d_hidden {nb['d_hidden']}, batch {nb['batch_size']}, {args.steps} steps per timing), {args.reps} reps; "
+          f"d_hidden {nb.d_hidden}, batch {nb.batch_size}, {args.steps} steps per timing), {args.reps} reps; "
           f"{bench.load()}")
     tasks = fit_tasks(acts, nb, args.steps)
     res = bench.round_robin(tasks, args.reps)
     first = next(iter(res))
     print(table(res, None, "samples/s").to_string(index=False, float_format=lambda v: f"{v:,.0f}"))
-    steps_per_fit = nb["steps"]
-    print(f"\n  => one {first} fit of the notebook ({steps_per_fit} steps x batch {nb['batch_size']}) takes "
-          f"≈ {steps_per_fit * nb['batch_size'] / bench.summarize(res[first]).median:.1f} s here")
+    steps_per_fit = nb.steps
+    print(f"\n  => one {first} fit of the notebook ({steps_per_fit} steps x batch {nb.batch_size}) takes "
+          f"≈ {steps_per_fit * nb.batch_size / bench.summarize(res[first]).median:.1f} s here")
     print(bench.load())
 
 

@@ -21,6 +21,7 @@ import torch
 
 from lib.analysis import impairment, prompts, units
 from lib.core import bench, config, data, model, train
+from lib.reports.neuron_impairment import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 TOPICS = ("Athlete", "Artist", "Company")
@@ -39,17 +40,15 @@ def parse_args() -> argparse.Namespace:
 def setup(preset: str, n_prompts: int | None):
     """Model (at initialisation), the Athlete/Artist/Company prompts, one cluster per location, the grid."""
     cfg = config.resolve(preset, attention_only=False)
-    nb = config.notebook_params("03_neuron_impairment", preset)
+    nb = report_params.resolve(preset)
     hooked = model.to_hooked(train.init_model(cfg).eval())
     tok = data.get_tokenizer(cfg.data)
-    kw = prompts.keywords(tok, "dbpedia", nb["n_keywords"], nb["kw_min_count"], nb["kw_min_chars"], nb["kw_mode"],
-                          min_ratio=nb["kw_min_ratio"], exclusive=nb["kw_exclusive"], max_per_topic=nb["kw_max_texts"])
-    pr = prompts.keyword_prompts(tok, kw, "dbpedia", n_prompts or nb["n_prompts"], cfg.model.n_ctx, TOPICS,
-                                 mode=nb["kw_mode"], min_chars=nb["kw_min_chars"])
-    windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_windows"], TOPICS)
+    kw = nb.keywords.keywords(tok, "dbpedia")
+    pr = nb.keywords.prompts(tok, kw, "dbpedia", n_prompts or nb.n_prompts, cfg.model.n_ctx, TOPICS)
+    windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows, TOPICS)
     stats = units.topic_stats(hooked, windows, units.LOCATIONS, progress=False)
-    clusters = {loc: impairment.selective_cluster(stats[loc], "Athlete", nb["frac"]) for loc in units.LOCATIONS}
-    grid = impairment.dose_grid(clusters, nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
+    clusters = {loc: impairment.selective_cluster(stats[loc], "Athlete", nb.frac) for loc in units.LOCATIONS}
+    grid = impairment.dose_grid(clusters, nb.noise_intensities, nb.scale_intensities, nb.noise_seeds)
     return cfg, hooked, pr, clusters, grid
 
 

@@ -30,9 +30,10 @@ import warnings
 import numpy as np
 import torch
 
-from lib.analysis import prompts, shapley
+from lib.analysis import shapley
 from lib.core import bench, config, data, model, train
 from lib.core.runs import get_or_train
+from lib.reports.neuron_shapley import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 TARGET = 10.0  # the issue's aim: batched >= 10x the loop on CPU
@@ -57,13 +58,11 @@ def parse_args() -> argparse.Namespace:
 def setup(preset: str):
     """Model at initialisation and notebook 4's game prompts (n_prompts per DBpedia topic)."""
     cfg = config.resolve(preset, attention_only=False)
-    nb = config.notebook_params("04_neuron_shapley", preset)
+    nb = report_params.resolve(preset)
     hooked = model.to_hooked(train.init_model(cfg).eval())
     tok = data.get_tokenizer(cfg.data)
-    kw = prompts.keywords(tok, "dbpedia", nb["n_keywords"], nb["kw_min_count"], nb["kw_min_chars"], nb["kw_mode"],
-                          min_ratio=nb["kw_min_ratio"], exclusive=nb["kw_exclusive"], max_per_topic=nb["kw_max_texts"])
-    pr = prompts.keyword_prompts(tok, kw, "dbpedia", nb["n_prompts"], cfg.model.n_ctx, mode=nb["kw_mode"],
-                                 min_chars=nb["kw_min_chars"])
+    kw = nb.keywords.keywords(tok, "dbpedia")
+    pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts, cfg.model.n_ctx)
     return cfg, nb, hooked, pr
 
 
@@ -150,13 +149,13 @@ def model_tmab_vs_tmc(args, cfg, nb, pr) -> None:
     """(b) the trained model's single-topic games."""
     trained = model.to_hooked(get_or_train(cfg, progress=False)[0])
     topics = list(dict.fromkeys(pr.topics))[: args.model_topics]
-    k = nb["k"]
+    k = nb.k
     print(f"\n2b. TMAB vs TMC: trained model, single-topic games ({', '.join(topics)}), top-{k}; reference = TMC's "
           f"top-{k} after {args.max_permutations} permutations")
     rows = {}
     for t in topics:
-        game = shapley.neuron_game(trained, pr.subset([t]), nb["layers"])
-        rows[t] = compare(game.single(t), game.n_players, k, None, 0, args.max_permutations, nb["tmab_delta"])
+        game = shapley.neuron_game(trained, pr.subset([t]), nb.layers)
+        rows[t] = compare(game.single(t), game.n_players, k, None, 0, args.max_permutations, nb.tmab_delta)
     report("topic", rows, k)
 
 
@@ -170,7 +169,7 @@ def main() -> None:
     print(f"{args.preset}: {m.n_layers}L d_model {m.d_model} d_mlp {m.d_mlp} vocab {m.d_vocab}; {len(pr)} prompts "
           f"(mean {pr.lengths.float().mean():.1f}, max {pr.tokens.shape[1]} tokens, {len(set(pr.topics))} topics)")
     print("\n1. Coalition evaluation, batched vs one forward per coalition")
-    for layers in dict.fromkeys([nb["layers"], None]):
+    for layers in dict.fromkeys([nb.layers, None]):
         coalition_speed(hooked, pr, layers, args)
     tmab_vs_tmc(args)
     if args.model_topics:

@@ -34,6 +34,7 @@ from IPython.display import Markdown, display
 from lib.analysis import findings, metrics, plotting, stats
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
+from lib.reports.build_transformer import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -60,7 +61,7 @@ overrides = dict(seed=seed, n_layers=n_layers, n_heads=n_heads, d_model=d_model,
                  precision=precision)
 cfg_attn = config.resolve(preset, attention_only=True, **overrides)
 cfg_mlp = config.resolve(preset, attention_only=False, **overrides)
-nb = config.notebook_params("01_build_transformer", preset, bench_steps=bench_steps,
+nb = report_params.resolve(preset, bench_steps=bench_steps,
                             n_induction_seqs=n_induction_seqs)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 findings.start("01_build_transformer", preset)
@@ -169,14 +170,12 @@ display(Markdown(
 # are the individual seeds. These runs are cached artifacts too.
 
 # %%
-grid = [dict(n_layers=L, attention_only=ao, seed=s, max_steps=nb["bench_steps"],
-             warmup_steps=min(cfg_mlp.train.warmup_steps, nb["bench_steps"] // 4),
-             eval_every=nb["bench_steps"], checkpoint_every=nb["bench_steps"])
-        for L in nb["bench_layers"] for ao in (True, False) for s in nb["bench_seeds"]]
+grid = [dict(n_layers=L, attention_only=ao, seed=s, **runs.bench_overrides(cfg_mlp, nb.bench_steps))
+        for L in nb.bench_layers for ao in (True, False) for s in nb.bench_seeds]
 bench = runs.sweep(cfg_mlp, grid, name="bench", device=device)
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
-fig = plotting.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb['bench_steps']} "
-                                f"steps vs size ({len(nb['bench_seeds'])} seeds each)")
+fig = plotting.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb.bench_steps} "
+                                f"steps vs size ({len(nb.bench_seeds)} seeds each)")
 table = bench.groupby(["model", "n_layers", "n_params"]).agg(
     val_loss=("val_loss", "mean"), val_loss_sd=("val_loss", "std"), seconds=("seconds", "mean")).reset_index()
 table.round(4)
@@ -206,8 +205,8 @@ display(Markdown(f"At 2 layers and equal steps, adding MLPs changes held-out los
 half = cfg_attn.model.n_ctx // 2 - (cfg_attn.model.n_ctx // 2) % 2
 g = torch.Generator().manual_seed(seed)
 pool = metrics.frequent_tokens(tokens.train[:5000], 300, tok.vocab_size)
-rand_rep = metrics.repeated_tokens(nb["n_induction_seqs"], half, pool, g)
-text_rep = metrics.repeat_of(tokens.val[: nb["n_induction_seqs"]], half)
+rand_rep = metrics.repeated_tokens(nb.n_induction_seqs, half, pool, g)
+text_rep = metrics.repeat_of(tokens.val[: nb.n_induction_seqs], half)
 hooked = {"attention-only": model.to_hooked(m_attn), "with MLP": model.to_hooked(m_mlp),
           "attention-only at init": model.to_hooked(train.init_model(cfg_attn).eval())}
 scores = {k: metrics.head_scores(h, rand_rep, per_sequence=True) for k, h in hooked.items()}
@@ -281,7 +280,7 @@ display(Markdown(f"On the second copy the attention-only model's loss falls by *
 # the key-value cache; a test checks that it equals full recomputation.
 
 # %%
-prompts = tokens.val_beginnings[: nb["n_samples"], :8]
+prompts = tokens.val_beginnings[: nb.n_samples, :8]
 n_new = min(40, cfg_mlp.model.n_ctx - prompts.shape[1])
 g = torch.Generator().manual_seed(seed)
 rows = []

@@ -38,6 +38,7 @@ from lib.analysis import compressors, findings, plotting, prompts, stats, units
 from lib.core import config, data, hooks, model, pretrained, train
 from lib.core.runs import get_or_train
 from lib.reports.compression_infovae import kernel as compression
+from lib.reports.compression_infovae import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -58,16 +59,16 @@ kernel = None  # "rbf" | "imq"
 sae_expansion = None
 
 # %%
-nb = config.notebook_params("02_compression_infovae", preset, hooks=hooks_list, sizes=sizes, seeds=seeds,
+nb = report_params.resolve(preset, hooks=hooks_list, sizes=sizes, seeds=seeds,
                             model_seeds=model_seeds, n_fit=n_fit, n_eval=n_eval, steps=steps, d_hidden=d_hidden,
                             lambda_mmd=lambda_mmd, beta=beta, kernel=kernel, sae_expansion=sae_expansion)
 cfgs = {"attn": config.resolve(preset, attention_only=True), "mlp": config.resolve(preset, attention_only=False)}
 device = "cuda" if torch.cuda.is_available() else "cpu"
-base = compressors.CompressorConfig(d_hidden=nb["d_hidden"], steps=nb["steps"], batch_size=nb["batch_size"],
-                                    lr=nb["lr"], lambda_mmd=nb["lambda_mmd"], beta=nb["beta"], kernel=nb["kernel"],
-                                    sae_expansion=nb["sae_expansion"])
+base = compressors.CompressorConfig(d_hidden=nb.d_hidden, steps=nb.steps, batch_size=nb.batch_size,
+                                    lr=nb.lr, lambda_mmd=nb.lambda_mmd, beta=nb.beta, kernel=nb.kernel,
+                                    sae_expansion=nb.sae_expansion)
 d_model = cfgs["mlp"].model.d_model
-latent_sizes = list(nb["sizes"] or compression.latent_sizes(d_model))
+latent_sizes = list(nb.sizes or compression.latent_sizes(d_model))
 findings.start("02_compression_infovae", preset)
 plotting.set_style()
 base
@@ -83,13 +84,13 @@ base
 
 # %%
 tokens = data.load_token_data(cfgs["mlp"].data)
-fit_tokens, eval_tokens = tokens.val[: nb["n_fit"]], tokens.val[-nb["n_eval"]:]
-assert nb["n_fit"] + nb["n_eval"] <= len(tokens.val), "fit and eval windows must not overlap"
+fit_tokens, eval_tokens = tokens.val[: nb.n_fit], tokens.val[-nb.n_eval:]
+assert nb.n_fit + nb.n_eval <= len(tokens.val), "fit and eval windows must not overlap"
 base_models = {(kind, s): get_or_train(cfgs[kind].replace(seed=s), device=device, progress=False)[0]
-               for kind in ("attn", "mlp") for s in nb["model_seeds"]}
+               for kind in ("attn", "mlp") for s in nb.model_seeds}
 hooked = {key: model.to_hooked(m.eval()) for key, m in base_models.items()}
 model_label = {"attn": "attn-only", "mlp": "MLP model"}
-hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb["hooks"]]
+hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb.hooks]
 panel = {(kind, h): f"{model_label[kind]}: {hooks.hook_label(h)}" for kind, h in hook_names}
 pd.DataFrame({"panel": list(panel.values()), "hook": [h for _, h in hook_names],
               "fit tokens": fit_tokens.numel(), "eval tokens": eval_tokens.numel()})
@@ -115,18 +116,18 @@ pd.DataFrame({"panel": list(panel.values()), "hook": [h for _, h in hook_names],
 # %%
 runs = []
 for (kind, hook) in hook_names:
-    for s in nb["model_seeds"]:
-        seeds_here = nb["seeds"] if s == nb["model_seeds"][0] else nb["seeds"][:1]
+    for s in nb.model_seeds:
+        seeds_here = nb.seeds if s == nb.model_seeds[0] else nb.seeds[:1]
         df = compression.sweep(hooked[(kind, s)], hook, fit_tokens, eval_tokens, latent_sizes,
                                ["infovae", "pca", "sae", "random"], seeds_here, base, progress=False)
         runs.append(df.assign(model=kind, model_seed=s, hook=panel[(kind, hook)]))
 sweep = pd.concat(runs, ignore_index=True)
-main = sweep[sweep.model_seed == nb["model_seeds"][0]]
+main = sweep[sweep.model_seed == nb.model_seeds[0]]
 fig = plotting.sweep_curves(
     main, {"frac_recovered_zero": "loss recovered (fraction)\nvs zero-ablation",
            "frac_recovered_mean": "loss recovered (fraction)\nvs mean-ablation"},
     f"Fig. 1: fraction of loss recovered when the reconstruction is spliced in ({preset} preset; "
-    f"band: range over {len(nb['seeds'])} seeds)", hlines={"frac_recovered_zero": {"90%": 0.9},
+    f"band: range over {len(nb.seeds)} seeds)", hlines={"frac_recovered_zero": {"90%": 0.9},
                                                            "frac_recovered_mean": {"90%": 0.9}})
 
 # %%
@@ -193,15 +194,15 @@ display(Markdown("Mean gap in fraction of loss recovered, InfoVAE minus the othe
 # find topic in token identity alone.
 
 # %%
-lkind, lk, llayer = nb["latent_hook"]
+lkind, lk, llayer = nb.latent_hook
 lhook = hooks.name(lk, llayer)
 lname = panel[(lkind, lhook)]
 curve = main[(main.hook == lname) & (main.method == "InfoVAE")].groupby("d_latent").frac_recovered_zero.mean()
 k_best = int(curve[curve >= 0.9].index.min()) if (curve >= 0.9).any() else int(curve.index.max())
 tok = data.get_tokenizer(cfgs[lkind].data)
-topic_tokens, topic_labels, topic_names = prompts.topic_openings(tok, cfgs[lkind].model.n_ctx, nb["n_per_topic"])
+topic_tokens, topic_labels, topic_names = prompts.topic_openings(tok, cfgs[lkind].model.n_ctx, nb.n_per_topic)
 init_hooked = model.to_hooked(train.init_model(cfgs[lkind]).eval())
-nets = {"trained": hooked[(lkind, nb["model_seeds"][0])], "at initialisation": init_hooked}
+nets = {"trained": hooked[(lkind, nb.model_seeds[0])], "at initialisation": init_hooked}
 fit_key = {name: units.cache_activations(h, fit_tokens, lhook, "fit") for name, h in nets.items()}
 topic_acts = {name: units.cache_activations(h, topic_tokens, lhook, "topics")[0] for name, h in nets.items()}
 display(Markdown(f"Latent-space hook: **{lname}**; best-trade-off InfoVAE latent size **{k_best}** "
@@ -214,7 +215,7 @@ display(Markdown(f"Latent-space hook: **{lname}**; best-trade-off InfoVAE latent
 # tokens). A 1-latent code has no second axis, so the view then uses the 2-latent InfoVAE.
 
 # %%
-def fitted(name: str, method: str, k: int, seed: int = nb["seeds"][0]) -> compressors.Compressor:
+def fitted(name: str, method: str, k: int, seed: int = nb.seeds[0]) -> compressors.Compressor:
     acts, key = fit_key[name]
     return compressors.get_or_fit(acts, base.replace(method=method, d_latent=k, seed=seed), key)[0]
 
@@ -249,7 +250,7 @@ for name in nets:
                  (name, f"TopK SAE code (k={k_best} active)"): sae.encode(topic_acts[name]),
                  (name, raw_label): topic_acts[name]}
 probes, per_article = compression.probe_table(features, topic_labels, train_mask, n_topics, shuffled=[shuffled_key],
-                                              steps=nb["probe_steps"])
+                                              steps=nb.probe_steps)
 fig = plotting.probe_bars(probes, f"Fig. 4: linear topic probe on {lname} features ({n_topics} topics)",
                           chance=1 / n_topics)
 
@@ -274,7 +275,7 @@ _ = findings.record(f"topic probe accuracy, {vae_label}, trained vs initialisati
 # %%
 diff = per_article[("trained", vae_label)] - per_article[("trained", pca_label)]
 other = [compression.probe_accuracy(fitted("trained", "infovae", k_best, s).encode(topic_acts["trained"]), topic_labels,
-                                    train_mask, n_topics, steps=nb["probe_steps"]).mean() for s in nb["seeds"][1:]]
+                                    train_mask, n_topics, steps=nb.probe_steps).mean() for s in nb.seeds[1:]]
 seed_sd2 = 2 * float(np.std([acc[("trained", vae_label)], *other], ddof=1)) if other else 0.0
 ci = stats.bootstrap_ci(diff)
 findings.record(f"InfoVAE latents are more topic-readable than PCA of the same size (accuracy gap), {lname}",
@@ -296,7 +297,7 @@ display(Markdown(
 # %%
 vae, held = fitted("trained", "infovae", k_best), topic_tokens[~train_mask]
 prefix = topic_tokens.shape[1] // 2
-starts = held[:: max(1, len(held) // nb["n_traverse"])][: nb["n_traverse"], :prefix]
+starts = held[:: max(1, len(held) // nb.n_traverse)][: nb.n_traverse, :prefix]
 effects = pd.Series({j: compression.traversal_effect(nets["trained"], starts, lhook, vae, j)
                      for j in range(k_best)}).sort_values(ascending=False)
 top_latents = effects.index[: min(3, k_best)].tolist()
@@ -336,7 +337,7 @@ display(Markdown(f"Latent effects (mean total-variation distance of the next-tok
 
 # %%
 kw = prompts.keywords(tok, "dbpedia", n_per_topic=10)  # none with the tiny smoke vocabulary
-kp = prompts.keyword_prompts(tok, kw, "dbpedia", n_per_topic=nb["n_keyword_prompts"],
+kp = prompts.keyword_prompts(tok, kw, "dbpedia", n_per_topic=nb.n_keyword_prompts,
                              max_len=cfgs[lkind].model.n_ctx) if len(kw) else None
 lacts = fit_key["trained"][0].flatten(0, 1)
 def keyword_scores(fn=None) -> dict:
@@ -385,8 +386,8 @@ per_seed_th = per_seed_th[per_seed_th.seed == "mean"].pivot_table(index=["hook",
                                                                   values="threshold", dropna=False).round(1)
 per_seed_th.columns = [f"training seed {c}" for c in per_seed_th.columns]
 display(per_seed_th)
-first = sweep[sweep.seed == nb["seeds"][0]]
-for hook in first.hook.unique() if len(nb["model_seeds"]) > 1 else []:
+first = sweep[sweep.seed == nb.seeds[0]]
+for hook in first.hook.unique() if len(nb.model_seeds) > 1 else []:
     per_model = compression.method_gap(first[first.hook == hook], "InfoVAE", "PCA", max_size=d_model, by="model_seed")
     gap, sd2 = float(per_model.mean()), 2 * float(per_model.std(ddof=1))
     findings.record(f"InfoVAE recovers more loss than PCA at equal latents, across training seeds, {hook}", gap,
@@ -406,12 +407,12 @@ try:
     big_hook = hooks.name("mlp_out", big.cfg.n_layers // 2)
     texts = data.load_articles("dbpedia14_test")["text"].tolist()
     windows = prompts.lm_windows_for(big, texts[:4000], n_ctx=min(64, big.cfg.n_ctx))
-    big_fit, big_eval = windows[: nb["pretrained_n_fit"]], windows[-nb["pretrained_n_eval"]:]
-    big_sizes = compression.latent_sizes(big.cfg.d_model, n=nb["pretrained_n_sizes"])
+    big_fit, big_eval = windows[: nb.pretrained_n_fit], windows[-nb.pretrained_n_eval:]
+    big_sizes = compression.latent_sizes(big.cfg.d_model, n=nb.pretrained_n_sizes)
     big_label = f"{model_name}: {hooks.hook_label(big_hook)}"
     big_note = f"Loaded **{model_name}** from local weights ({big.cfg.n_layers} layers, d_model {big.cfg.d_model})."
 except FileNotFoundError:
-    big, big_hook = hooked[("mlp", nb["model_seeds"][0])], hooks.name("mlp_out", cfgs["mlp"].model.n_layers - 1)
+    big, big_hook = hooked[("mlp", nb.model_seeds[0])], hooks.name("mlp_out", cfgs["mlp"].model.n_layers - 1)
     big_fit, big_eval, big_sizes = fit_tokens, eval_tokens, latent_sizes
     big_label = panel.get(("mlp", big_hook), f"MLP model: {hooks.hook_label(big_hook)}")
     big_note = (f"No local weights for **{model_name}** (this project never downloads them), so this section uses "
@@ -420,7 +421,7 @@ display(Markdown(big_note))
 
 # %%
 big_df = compression.sweep(big, big_hook, big_fit, big_eval, big_sizes, ["infovae", "pca", "sae", "random"],
-                           nb["seeds"][:1], base, progress=False).assign(hook=big_label)
+                           nb.seeds[:1], base, progress=False).assign(hook=big_label)
 fig = plotting.sweep_curves(big_df, {"frac_recovered_zero": "loss recovered vs zero-ablation (fraction)"},
                             f"Fig. 7: the sweep on {big_label} (one seed)",
                             hlines={"frac_recovered_zero": {"90%": 0.9}})
@@ -428,7 +429,7 @@ fig = plotting.sweep_curves(big_df, {"frac_recovered_zero": "loss recovered vs z
 # %%
 big_th = compression.thresholds(big_df).query("seed == 'mean'").set_index("method")["threshold"]
 big_cap = 2 * big.cfg.d_model
-if big is not hooked[("mlp", nb["model_seeds"][0])]:
+if big is not hooked[("mlp", nb.model_seeds[0])]:
     for method in ("InfoVAE", "PCA", "TopK SAE"):
         v, c = float(np.nan_to_num(big_th[method], nan=big_cap)), float(big_th["random projection"])
         findings.record(f"latent size recovering 90% of the loss, {method}, {big_label}",
@@ -466,7 +467,7 @@ display(Markdown(
     "- **Per latent**, InfoVAE minus PCA: " + ", ".join(f"{h} {gaps[(h, 'PCA')]:+.3f}" for h in main.hook.unique())
     + "; **per active latent**, InfoVAE minus the TopK SAE: " + ", ".join(
         f"{h} {gaps[(h, 'TopK SAE')]:+.3f}" for h in main.hook.unique()) + " (fraction of loss recovered). "
-    f"The fewest active latents for 90%: " + ", ".join(f"{h}: {m}" for h, m in best.items()) + ".\n"
+    "The fewest active latents for 90%: " + ", ".join(f"{h}: {m}" for h, m in best.items()) + ".\n"
     f"- **Readability** (Fig. 4): topic accuracy {acc[('trained', vae_label)]:.3f} on InfoVAE latents vs "
     f"{acc[('trained', pca_label)]:.3f} on PCA and {shuffled:.3f} with shuffled labels; "
     f"{acc[('at initialisation', vae_label)]:.3f} for the same pipeline at initialisation."))

@@ -40,9 +40,10 @@ from IPython.display import Markdown, display
 
 from lib.analysis import findings, impairment, plotting, prompts, units
 from lib.analysis.stats import bootstrap_ci
-from lib.core import config, data, model, train
+from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_impairment import kernel as impair
+from lib.reports.neuron_impairment import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -56,7 +57,7 @@ noise_seeds = None  # noise draws per intensity
 
 # %%
 cfg = config.resolve(preset, attention_only=False, seed=seed)
-nb = config.notebook_params("03_neuron_impairment", preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
+nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             noise_seeds=noise_seeds)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 findings.start("03_neuron_impairment", preset)
@@ -86,14 +87,9 @@ cfg
 
 # %%
 tok = data.get_tokenizer(cfg.data)
-kw_args = dict(n_per_topic=nb["n_keywords"], min_count=nb["kw_min_count"], min_chars=nb["kw_min_chars"],
-               mode=nb["kw_mode"], min_ratio=nb["kw_min_ratio"], exclusive=nb["kw_exclusive"],
-               max_per_topic=nb["kw_max_texts"])
-kw = pd.concat([prompts.keywords(tok, s, **kw_args) for s in prompts.TOPIC_SETS], ignore_index=True)
-p_args = dict(n_per_topic=nb["n_prompts"], max_len=cfg.model.n_ctx, mode=nb["kw_mode"], min_chars=nb["kw_min_chars"],
-              bos=cfg.data.task == "windows", seed=seed)
-pr = prompts.concat([prompts.keyword_prompts(tok, kw, "dbpedia", **p_args),
-                     prompts.keyword_prompts(tok, kw, "comments", **p_args)], tok.eos_id)
+kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
+                                    seed=seed)
+pr = prompts.concat(list(by_set.values()), tok.eos_id)
 shown = ["Athlete", "Artist", "Company", "toxic", "harmless"]
 kw[kw.topic.isin(shown)].groupby("topic").agg(keywords=("token", list), top_z=("z", "max")).loc[shown]
 
@@ -143,7 +139,7 @@ display(Markdown(
 # same way.
 
 # %%
-windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb["n_windows"]) for s in prompts.TOPIC_SETS}
+windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in prompts.TOPIC_SETS}
 stats = {(name, s, loc): st for name, h in hooked.items() for s in prompts.TOPIC_SETS
          for loc, st in units.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
 g = torch.Generator().manual_seed(seed)
@@ -153,10 +149,10 @@ TESTS = {  # test -> (topic set, target topic, evaluated topics, location)
     "test 3": ("comments", "toxic", ("toxic", "harmless", "Athlete"), "ln2"),
 }
 RUNS = [("trained", "selectivity"), ("trained", "kmeans"), ("init", "selectivity")]  # (model, cluster method)
-found = {(name, test, method): impair.find_cluster(stats[(name, s, loc)], target, method, nb["frac"], g)
+found = {(name, test, method): impair.find_cluster(stats[(name, s, loc)], target, method, nb.frac, g)
          for name, method in RUNS for test, (s, target, _, loc) in TESTS.items()}
 c = found[("trained", "test 2", "selectivity")]
-display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per layer ({nb['frac']:.1%}); "
+display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per layer ({nb.frac:.1%}); "
                  f"Jaccard overlap of the selectivity and k-means Athlete clusters: "
                  f"{impair.jaccard(c, found[('trained', 'test 2', 'kmeans')]):.2f}."))
 
@@ -173,8 +169,8 @@ display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per l
 # `impairment/`. Bands are 95% bootstrap intervals over prompts × noise seeds.
 
 # %%
-key = dict(cfg=cfg.to_dict(), nb=nb, seed=seed)
-grid = impairment.dose_grid(["found"], nb["noise_intensities"], nb["scale_intensities"], nb["noise_seeds"])
+key = dict(cfg=cfg.to_dict(), nb=nb.to_dict(), seed=seed)
+grid = impairment.dose_grid(["found"], nb.noise_intensities, nb.scale_intensities, nb.noise_seeds)
 sweeps = pd.concat([
     impairment.damage_sweep(hooked[name], pr.subset(TESTS[test][2]), {"found": found[(name, test, m)]}, grid,
                         name=f"{name}-{test}-{m}".replace(" ", "_"), key=key, desc=f"{name}, {test}, {m}")
@@ -201,7 +197,7 @@ fig = dose_figure("test 2", "Fig. 2: test 2 — Athlete cluster (after the MLP n
 fig = dose_figure("test 3", "Fig. 3: test 3 — toxic-comments cluster impaired before the MLP (normalised MLP input)")
 
 # %%
-top = tr[(tr.kind == "noise") & (tr.intensity == max(nb["noise_intensities"]))].groupby(["test", "topic"]).d_loss.mean()
+top = tr[(tr.kind == "noise") & (tr.intensity == max(nb.noise_intensities))].groupby(["test", "topic"]).d_loss.mean()
 display(Markdown("At the highest noise intensity the keyword loss rises by " + "; ".join(
     f"{test}: " + ", ".join(f"{t} {top[(test, t)]:+.2f}" for t in TESTS[test][2]) for test in TESTS)
     + " nats (target topic first)."))
@@ -222,7 +218,7 @@ display(Markdown("At the highest noise intensity the keyword loss rises by " + "
 
 # %%
 curves = impair.curve_table(sweeps[sweeps.method == "selectivity"], by=("model", "test", "kind", "topic"),
-                            n_boot=nb["n_boot"] // 5)
+                            n_boot=nb.n_boot // 5)
 rho = {name: curves[curves.model == name].spearman.to_numpy() for name in ("trained", "init")}
 fig = plotting.curve_stat_strip(curves.assign(impairment=curves.kind), x="model", y="spearman", hue="impairment",
                                 title="Fig. 4: Spearman ρ of keyword loss vs intensity, one dot per curve",
@@ -230,13 +226,13 @@ fig = plotting.curve_stat_strip(curves.assign(impairment=curves.kind), x="model"
 curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "largest_step"]).round(2)
 
 # %%
-ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb["n_boot"])
+ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb.n_boot)
 v, v0 = float(np.median(rho["trained"])), float(np.median(rho["init"]))
 findings.record("A: Spearman ρ of keyword loss vs impairment intensity (median over curves)", v, unit="Spearman ρ",
                 ci=ci, control="init", control_value=v0, figure="Fig. 4",
                 verdict=findings.verdict_from(v, v0, ci, margin=0.1))
 steps = curves[curves.model == "trained"].largest_step.dropna().to_numpy()
-s, s_ci = float(np.median(steps)), bootstrap_ci(steps, stat=np.median, n_boot=nb["n_boot"])
+s, s_ci = float(np.median(steps)), bootstrap_ci(steps, stat=np.median, n_boot=nb.n_boot)
 findings.record("A: largest step as a share of the curve's total change (median over the trained model's curves)", s,
                 unit="fraction", ci=s_ci, figure="Fig. 1-3",
                 control="none: descriptive; 1 = a single jump, 0.5 = a rise linear in intensity on the noise grid")
@@ -260,16 +256,16 @@ display(Markdown(f"Median Spearman ρ over {len(rho['trained'])} curves: **{v:.2
 null = {}
 for test, (_, target, topics, _) in TESTS.items():
     like = found[("trained", test, "selectivity")]
-    rand = {f"random {i}": impairment.random_cluster(like, g) for i in range(nb["n_random"])}
+    rand = {f"random {i}": impairment.random_cluster(like, g) for i in range(nb.n_random)}
     df = impairment.damage_sweep(hooked["trained"], pr.subset(topics), rand, impairment.grid(rand, ["noise"],
-                             nb["noise_intensities"], nb["noise_seeds"]), name=f"trained-{test}-random".replace(" ", "_"),
+                             nb.noise_intensities, nb.noise_seeds), name=f"trained-{test}-random".replace(" ", "_"),
                              key=key, desc=f"random clusters, {test}")
     null[test] = impairment.specificities(df, target, topics[1:]).to_numpy()
 
 # %%
 noise = sweeps[(sweeps.model == "trained") & (sweeps.kind == "noise")]
 spec = {(test, m): impairment.specificity(noise[(noise.test == test) & (noise.method == m)], TESTS[test][1],
-                                      TESTS[test][2][1:], n_boot=nb["n_boot"])
+                                      TESTS[test][2][1:], n_boot=nb.n_boot)
         for test in TESTS for m in ("selectivity", "kmeans")}
 fig = plotting.null_histograms(
     {test: (null[test], {m: spec[(test, m)] for m in ("selectivity", "kmeans")}) for test in TESTS},
@@ -283,7 +279,7 @@ pd.DataFrame([{"test": t, "cluster": m, "specificity": v, "95% CI": tuple(np.rou
 for (test, method), (value, ci) in spec.items():
     q95 = float(np.nanquantile(null[test], 0.95))
     findings.record(f"B: specificity index, {test} ({TESTS[test][1]}) {method} cluster (control: 95th percentile "
-                    f"of {nb['n_random']} random clusters)", value, unit="damage ratio", ci=ci, control="random",
+                    f"of {nb.n_random} random clusters)", value, unit="damage ratio", ci=ci, control="random",
                     control_value=q95, figure="Fig. 5", verdict=findings.verdict_from(value, q95, ci))
 best = max(spec, key=lambda k: spec[k][0])
 display(Markdown("The report's selectivity clusters reach specificity indices of " + ", ".join(
@@ -301,14 +297,13 @@ display(Markdown("The report's selectivity clusters reach specificity indices of
 # steps); the final seed-1 model gives the seed-to-seed spread of the final model's tolerance.
 
 # %%
-early_cfg = cfg.replace(max_steps=nb["early_steps"], warmup_steps=min(cfg.train.warmup_steps, nb["early_steps"] // 4),
-                        eval_every=nb["early_steps"], checkpoint_every=nb["early_steps"])
+early_cfg = cfg.replace(**runs.bench_overrides(cfg, nb.early_steps))  # report 1's benchmark run
 hooked["early"] = model.to_hooked(get_or_train(early_cfg, name="bench", device=device)[0])
 stats[("early", "dbpedia", "mlp_post")] = units.topic_stats(hooked["early"], windows["dbpedia"], "mlp_post")
 ath, curves_t = pr.subset(["Athlete"]), []
 for name in ("trained", "seed 1", "early"):
-    cl = {"Athlete": impairment.selective_cluster(stats[(name, "dbpedia", "mlp_post")], "Athlete", nb["frac"])}
-    conds = impairment.grid(cl, ["noise"], nb["tolerance_intensities"], nb["noise_seeds"])
+    cl = {"Athlete": impairment.selective_cluster(stats[(name, "dbpedia", "mlp_post")], "Athlete", nb.frac)}
+    conds = impairment.grid(cl, ["noise"], nb.tolerance_intensities, nb.noise_seeds)
     curves_t.append(impairment.sweep(hooked[name], ath, cl, conds, desc=f"tolerance, {name}").assign(model=name))
 curves_t = pd.concat(curves_t, ignore_index=True)
 threshold = 0.5 * float(clean["trained"].loc[clean["trained"].topic == "Athlete", "top5"].mean())
@@ -320,7 +315,7 @@ tol = {k: impair.threshold_intensity(mean_t[k].index.to_numpy(), mean_t[k].to_nu
 fig = plotting.tolerance_curves(curves_t, "top5", "model", threshold, tol,
                                 "Fig. 6: Athlete top-5 keyword accuracy under noise on each model's Athlete cluster",
                                 "noise intensity (neuron sd)", "top-5 accuracy (fraction)")
-cap = max(nb["tolerance_intensities"])
+cap = max(nb.tolerance_intensities)
 tc = {k: min(v, cap) for k, v in tol.items()}  # never crossing = censored at the largest intensity
 gap, spread = tc["trained"] - tc["early"], abs(tc["trained"] - tc["seed 1"])
 findings.record("Tolerated noise intensity (top-5 below half the final model's clean accuracy), final minus early model",
@@ -342,12 +337,12 @@ pd.DataFrame({"model": list(tol), "tolerated intensity": list(tol.values()),
 
 # %%
 seed_rows, jac_null = [], {}
-match_tokens = torch.cat([w[: nb["n_match_windows"]] for s in prompts.TOPIC_SETS for w in windows[s].values()])
+match_tokens = torch.cat([w[: nb.n_match_windows] for s in prompts.TOPIC_SETS for w in windows[s].values()])
 acts = {name: units.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
 perms = [units.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
 for test in ("test 1", "test 2"):
     s, target, _, loc = TESTS[test]
-    c0, c1 = found[("trained", test, "selectivity")], impairment.selective_cluster(stats[("seed 1", s, loc)], target, nb["frac"])
+    c0, c1 = found[("trained", test, "selectivity")], impairment.selective_cluster(stats[("seed 1", s, loc)], target, nb.frac)
     jac_null[test] = impair.random_jaccards(c0, c1, 2000, g)
     seed_rows.append({"test": test, "cluster": target, "raw index Jaccard": impair.jaccard(c0, c1),
                       "matched Jaccard": impair.jaccard(impair.map_cluster(c0, perms), c1),

@@ -41,6 +41,7 @@ from lib.analysis.stats import bootstrap_ci, spearman
 from lib.core import artifacts, config, data, model, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_shapley import kernel as neuron_shapley
+from lib.reports.neuron_shapley import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -53,7 +54,7 @@ n_random = None  # random orders / random k-sets (the controls)
 
 # %%
 cfg = config.resolve(preset, attention_only=False, seed=seed)
-nb = config.notebook_params("04_neuron_shapley", preset, n_permutations=n_permutations, k=k, n_random=n_random)
+nb = report_params.resolve(preset, n_permutations=n_permutations, k=k, n_random=n_random)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 findings.start("04_neuron_shapley", preset)
 plotting.set_style()
@@ -62,7 +63,7 @@ cfg
 # %% [markdown]
 # ## 1. The game: keyword prompts per topic
 #
-# Players are MLP neurons (`mlp.hook_post`, after the GELU) of the layers in `nb["layers"]`; a coalition is a
+# Players are MLP neurons (`mlp.hook_post`, after the GELU) of the layers in `nb.layers`; a coalition is a
 # set of neurons left intact, and the others are **zero-ablated** (Neuron Shapley's choice). The value of a
 # coalition for topic *t* is **minus the mean keyword loss** on *t*'s prompts, so a neuron's Shapley value is
 # the keyword loss (nats) it saves, shared fairly with the others, and the values of all neurons sum to the
@@ -74,13 +75,11 @@ cfg
 
 # %%
 tok = data.get_tokenizer(cfg.data)
-kw = prompts.keywords(tok, "dbpedia", n_per_topic=nb["n_keywords"], min_count=nb["kw_min_count"],
-                      min_chars=nb["kw_min_chars"], mode=nb["kw_mode"], min_ratio=nb["kw_min_ratio"],
-                      exclusive=nb["kw_exclusive"], max_per_topic=nb["kw_max_texts"])
-pr = prompts.keyword_prompts(tok, kw, "dbpedia", nb["n_prompts"] + nb["n_eval_prompts"], cfg.model.n_ctx,
-                             mode=nb["kw_mode"], min_chars=nb["kw_min_chars"], bos=cfg.data.task == "windows", seed=seed)
+kw = nb.keywords.keywords(tok, "dbpedia")
+pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts + nb.n_eval_prompts, cfg.model.n_ctx,
+                         bos=cfg.data.task == "windows", seed=seed)
 rank = pr.frame().groupby("topic").cumcount().to_numpy()
-game_pr, eval_pr = pr.select(np.flatnonzero(rank < nb["n_prompts"])), pr.select(np.flatnonzero(rank >= nb["n_prompts"]))
+game_pr, eval_pr = pr.select(np.flatnonzero(rank < nb.n_prompts)), pr.select(np.flatnonzero(rank >= nb.n_prompts))
 topics = tuple(t for t in dict.fromkeys(game_pr.topics) if eval_pr.topics.count(t) >= 2)
 game_pr, eval_pr = game_pr.subset(topics), eval_pr.subset(topics)
 display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(eval_pr)} evaluation prompts "
@@ -102,10 +101,10 @@ display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(ev
 hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
           "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
           "init": model.to_hooked(train.init_model(cfg, device).eval())}
-windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_windows"], topics)
+windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows, topics)
 stats = {name: units.topic_stats(h, windows, "mlp_post", progress=False) for name, h in hooked.items()}
 means = {name: st.pooled()[0] for name, st in stats.items()}  # each neuron's mean activation (for mean ablation)
-games, evals = ({name: shapley.neuron_game(h, p, nb["layers"], ablation=nb["ablation"], mean=means[name], topics=topics)
+games, evals = ({name: shapley.neuron_game(h, p, nb.layers, ablation=nb.ablation, mean=means[name], topics=topics)
                  for name, h in hooked.items()} for p in (game_pr, eval_pr))
 players, n = games["trained"].players, games["trained"].n_players
 ends = {name: -g(torch.stack([torch.ones(n, dtype=bool), torch.zeros(n, dtype=bool)])) for name, g in evals.items()}
@@ -134,20 +133,20 @@ display(Markdown(
 # initialisation (the controls of section 7). Runs are cached under `shapley/`.
 
 # %%
-GAME = ("layers", "ablation", "n_prompts", "n_keywords", "truncation_tol")  # what defines the game (+ kw_*)
-key = dict(cfg=cfg.to_dict(), game={k: v for k, v in nb.items() if k in GAME or k.startswith("kw_")}, seed=seed,
+GAME = ("layers", "ablation", "n_prompts", "truncation_tol")  # what defines the game (+ the keyword knobs)
+key = dict(cfg=cfg.to_dict(), game={k: v for k, v in nb.to_dict().items() if k in GAME or k == "keywords"}, seed=seed,
            topics=topics, version=1)
 
 
 def tmc(name: str, n_perm: int) -> shapley.ShapleyResult:
     path = artifacts.path("shapley", f"tmc-{name}".replace(" ", "_"), dict(key, n_permutations=n_perm))
     return shapley.cached(path, lambda: shapley.tmc_shapley(
-        games[name], n, n_perm, nb["truncation_tol"], torch.Generator().manual_seed(seed), progress=True,
+        games[name], n, n_perm, nb.truncation_tol, torch.Generator().manual_seed(seed), progress=True,
         desc=f"TMC, {name}"))
 
 
-res = {"trained": tmc("trained", nb["n_permutations"]), "seed 1": tmc("seed 1", nb["n_permutations_control"]),
-       "init": tmc("init", nb["n_permutations_control"])}
+res = {"trained": tmc("trained", nb.n_permutations), "seed 1": tmc("seed 1", nb.n_permutations_control),
+       "init": tmc("init", nb.n_permutations_control)}
 phi = res["trained"].values  # (neuron, topic), nats of keyword loss
 long = pd.concat([pd.DataFrame({"Shapley value": r.values.flatten().numpy(), "model": name}) for name, r in res.items()
                   if name != "seed 1"])
@@ -159,26 +158,26 @@ fig = plotting.value_histograms(long, "Shapley value", "model",
 def top_share(values: torch.Tensor) -> np.ndarray:
     """Per topic: share of the total absolute credit held by the k neurons with the largest |value|."""
     a = values.abs()
-    return (a.sort(0, descending=True).values[: nb["k"]].sum(0) / a.sum(0)).numpy()
+    return (a.sort(0, descending=True).values[: nb.k].sum(0) / a.sum(0)).numpy()
 
 
 share = {name: top_share(r.values) for name, r in res.items()}
-ci = bootstrap_ci(share["trained"], np.median, nb["n_boot"])
-findings.record(f"Share of a topic's absolute Shapley credit held by its top-{nb['k']} neurons (median over topics)",
+ci = bootstrap_ci(share["trained"], np.median, nb.n_boot)
+findings.record(f"Share of a topic's absolute Shapley credit held by its top-{nb.k} neurons (median over topics)",
                 float(np.median(share["trained"])), unit="fraction", ci=ci, figure="Fig. 1", control="init",
                 control_value=float(np.median(share["init"])),
                 verdict=findings.verdict_from(float(np.median(share["trained"])), float(np.median(share["init"])), ci))
 signif = (phi.abs() > 2 * res["trained"].stderr).float().mean().item()
 total = phi.sum(0)
 display(Markdown(
-    f"{res['trained'].n_evals:,} coalitions evaluated for the trained model ({nb['n_permutations']} permutations). "
+    f"{res['trained'].n_evals:,} coalitions evaluated for the trained model ({nb.n_permutations} permutations). "
     f"{(phi > 0).float().mean():.0%} of the (neuron, topic) values are positive; they range from {phi.min():.3f} to "
     f"{phi.max():.3f} nats (at initialisation {res['init'].values.min():.3f} to {res['init'].values.max():.3f}); "
     f"{signif:.0%} lie more than two standard errors from zero. The values of a topic sum to v(all) − v(none), which "
     f"is negative for {int((total < 0).sum())} of {len(topics)} topics: removing every player *lowers* their "
-    f"keyword loss, so helpful and harmful neurons coexist. A topic's top {nb['k']} neurons hold a median "
+    f"keyword loss, so helpful and harmful neurons coexist. A topic's top {nb.k} neurons hold a median "
     f"{np.median(share['trained']):.0%} of its absolute credit ({np.median(share['init']):.0%} at initialisation, "
-    f"{nb['k'] / n:.1%} if credit were spread evenly)."))
+    f"{nb.k / n:.1%} if credit were spread evenly)."))
 
 # %% [markdown]
 # The top neurons' profiles: for each topic its two highest-valued neurons, and their values for every topic.
@@ -207,11 +206,11 @@ display(Markdown(f"Across these {len(profile)} neurons, the median ratio of a ne
 # intervals over topics × prompts (× seeds for random).
 
 # %%
-gxa_pp = neuron_shapley.grad_x_act(hooked["trained"], game_pr, players, means["trained"] if nb["ablation"] == "mean" else None)
+gxa_pp = neuron_shapley.grad_x_act(hooked["trained"], game_pr, players, means["trained"] if nb.ablation == "mean" else None)
 scores = {"Shapley": phi, "selectivity": torch.stack([players.gather(stats["trained"].selectivity(t)) for t in topics], 1),
           "grad × act": torch.stack([gxa_pp[games["trained"].topic_idx(t)].mean(0) for t in topics], 1)}
 g = torch.Generator().manual_seed(seed)
-removal = neuron_shapley.removal_table(evals["trained"], scores, sorted({*nb["removal_ks"], nb["k"]}), nb["n_random"], g)
+removal = neuron_shapley.removal_table(evals["trained"], scores, sorted({*nb.removal_ks, nb.k}), nb.n_random, g)
 ORDER = ["Shapley", "grad × act", "selectivity", "random"]
 fig = plotting.removal_curves(removal, "k", {"top5": "top-5 keyword accuracy (fraction)", "loss": "keyword loss (nats)"},
                               "ordering", "Fig. 3: a topic's keyword metrics as its neurons are removed, by ordering",
@@ -223,18 +222,18 @@ med_k = dk.groupby("ordering").k.median()
 kr = dk[dk.ordering == "random"].groupby("topic").k.median()
 ks_sh = dk[dk.ordering == "Shapley"].set_index("topic").k
 if len(ks_sh) >= 2:
-    ci = bootstrap_ci(ks_sh.to_numpy(), np.median, nb["n_boot"])
+    ci = bootstrap_ci(ks_sh.to_numpy(), np.median, nb.n_boot)
     findings.record("Neurons removed in Shapley order until a topic's top-5 keyword accuracy halves (median over "
-                    f"topics; censored at {max(nb['removal_ks'])})", float(med_k["Shapley"]), unit="neurons", ci=ci, control="random",
+                    f"topics; censored at {max(nb.removal_ks)})", float(med_k["Shapley"]), unit="neurons", ci=ci, control="random",
                     control_value=float(kr.median()), figure="Fig. 3",
                     verdict=findings.verdict_from(float(med_k["Shapley"]), float(kr.median()), ci, higher_is_better=False))
-at_k = removal[removal.k == nb["k"]].merge(removal[removal.k == 0][["ordering", "seed", "prompt", "loss"]],
+at_k = removal[removal.k == nb.k].merge(removal[removal.k == 0][["ordering", "seed", "prompt", "loss"]],
                                            on=["ordering", "seed", "prompt"], suffixes=("", "_clean"))
 at_k["d_loss"] = at_k.loss - at_k.loss_clean
 dmg = at_k.groupby(["ordering", "topic"]).d_loss.mean().unstack("ordering")
 for o in ("Shapley", "grad × act", "selectivity"):
-    ci = bootstrap_ci(dmg[o].to_numpy(), np.mean, nb["n_boot"])
-    findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb['k']} neurons by {o} "
+    ci = bootstrap_ci(dmg[o].to_numpy(), np.mean, nb.n_boot)
+    findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb.k} neurons by {o} "
                     "(mean over topics)", float(dmg[o].mean()), unit="nats", ci=ci, control="random",
                     control_value=float(dmg["random"].mean()), figure="Fig. 3",
                     verdict=findings.verdict_from(float(dmg[o].mean()), float(dmg["random"].mean()), ci))
@@ -242,7 +241,7 @@ display(Markdown(
     f"Topics with a clean top-5 accuracy above 0: {len(ks_sh)}. Median neurons removed until it halves: "
     + ", ".join(f"{o} {med_k.get(o, np.nan):g}" for o in ORDER)
     + f" (of {n}; {int(dk[dk.ordering == 'Shapley'].censored.sum())} of {len(ks_sh)} topics never halve in Shapley "
-    f"order within {max(nb['removal_ks'])}). Removing {nb['k']} neurons raises the topic's loss by "
+    f"order within {max(nb.removal_ks)}). Removing {nb.k} neurons raises the topic's loss by "
     + ", ".join(f"{o} {dmg[o].mean():+.3f}" for o in ORDER) + " nats on average."))
 
 # %% [markdown]
@@ -258,33 +257,33 @@ display(Markdown(
 
 # %%
 clean_eval = ends["trained"][0]
-top_masks = torch.stack([neuron_shapley.removal_masks(res["trained"].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
-rand_masks = torch.stack([neuron_shapley.removal_masks(torch.randperm(n, generator=g), [nb["k"]], n)[0]
-                          for _ in range(nb["n_random"])])
+top_masks = torch.stack([neuron_shapley.removal_masks(res["trained"].top(nb.k, j), [nb.k], n)[0] for j in range(len(topics))])
+rand_masks = torch.stack([neuron_shapley.removal_masks(torch.randperm(n, generator=g), [nb.k], n)[0]
+                          for _ in range(nb.n_random)])
 damage = -evals["trained"](top_masks) - clean_eval  # (X removed, Y measured)
 rand_damage = -evals["trained"](rand_masks) - clean_eval  # (random set, Y measured)
 gap = neuron_shapley.specificity_gap(damage).numpy()
 null = np.array([np.median(neuron_shapley.specificity_gap(row[None].expand(len(topics), -1)).numpy()) for row in rand_damage])
 fig = plotting.matrix_heatmap(pd.DataFrame(damage.numpy(), index=topics, columns=topics),
-                              f"Fig. 4: keyword-loss rise on topic Y after removing topic X's top-{nb['k']} Shapley neurons",
+                              f"Fig. 4: keyword-loss rise on topic Y after removing topic X's top-{nb.k} Shapley neurons",
                               "topic measured (Y)", "topic whose neurons are removed (X)", "loss rise (nats)",
                               mark_diagonal=True)
 
 # %%
-ci = bootstrap_ci(gap, np.median, nb["n_boot"])
+ci = bootstrap_ci(gap, np.median, nb.n_boot)
 q95 = float(np.quantile(null, 0.95))
 fig = plotting.null_histograms({"specificity": (null, {"top-k Shapley neurons (median over topics)": (float(np.median(gap)), ci)})},
                                "Fig. 5: specificity gap of top-k Shapley neurons vs random k-sets",
                                "specificity gap (damage on X − mean damage elsewhere, nats)", ylabel="random k-sets (count)")
-findings.record(f"Specificity gap of removing a topic's top-{nb['k']} Shapley neurons (median over topics)",
+findings.record(f"Specificity gap of removing a topic's top-{nb.k} Shapley neurons (median over topics)",
                 float(np.median(gap)), unit="nats", ci=ci, control="random", control_value=q95,
                 figure="Fig. 4-5", verdict=findings.verdict_from(float(np.median(gap)), q95, ci))
 hit = damage.argmax(1).numpy() == np.arange(len(topics))
-findings.record(f"Share of topics whose own keyword loss rises most when their top-{nb['k']} Shapley neurons are "
+findings.record(f"Share of topics whose own keyword loss rises most when their top-{nb.k} Shapley neurons are "
                 "removed", float(hit.mean()), unit="fraction", control="random", control_value=1 / len(topics),
                 figure="Fig. 4", verdict=findings.verdict_from(float(hit.mean()), 1 / len(topics)))
 display(Markdown(f"Median specificity gap {np.median(gap):+.3f} nats (95% CI {ci[0]:+.3f} to {ci[1]:+.3f}) against a 95th "
-                 f"percentile of {q95:+.3f} for random {nb['k']}-sets (median {np.median(null):+.3f}); in "
+                 f"percentile of {q95:+.3f} for random {nb.k}-sets (median {np.median(null):+.3f}); in "
                  f"{hit.mean():.0%} of rows the removed topic is the one hurt most (chance {1 / len(topics):.0%}). "
                  f"Notebook 3's ratio would read {np.median(neuron_shapley.specificity_index(damage).numpy()):.1f}, inflated by "
                  f"off-target damage at or below zero in {int((damage.sum(1) - damage.diagonal() <= 0).sum())} of "
@@ -302,33 +301,33 @@ display(Markdown(f"Median specificity gap {np.median(gap):+.3f} nats (95% CI {ci
 # the reference; also TMAB's own hindsight count.
 
 # %%
-cost_topics = [t for t in nb["cost_topics"] if t in topics] or [topics[0]]
+cost_topics = [t for t in nb.cost_topics if t in topics] or [topics[0]]
 cost, rows = {}, []
 for t in cost_topics:
-    one = shapley.neuron_game(hooked["trained"], game_pr.subset([t]), nb["layers"], ablation=nb["ablation"],
+    one = shapley.neuron_game(hooked["trained"], game_pr.subset([t]), nb.layers, ablation=nb.ablation,
                               mean=means["trained"]).single(t)
-    run = {"TMC": lambda: shapley.tmc_shapley(one, n, nb["cost_permutations"], nb["truncation_tol"],
+    run = {"TMC": lambda: shapley.tmc_shapley(one, n, nb.cost_permutations, nb.truncation_tol,
                                               torch.Generator().manual_seed(seed + 1), progress=True, desc=f"TMC, {t}"),
-           "TMAB": lambda: shapley.tmab_shapley(one, n, nb["k"], nb["tmab_delta"], 10 * nb["cost_permutations"],
-                                                nb["truncation_tol"], generator=torch.Generator().manual_seed(seed + 1),
+           "TMAB": lambda: shapley.tmab_shapley(one, n, nb.k, nb.tmab_delta, 10 * nb.cost_permutations,
+                                                nb.truncation_tol, generator=torch.Generator().manual_seed(seed + 1),
                                                 progress=True, desc=f"TMAB, {t}")}
     cost[t] = {m: shapley.cached(artifacts.path("shapley", f"cost-{m}", dict(
-        key, topic=t, n_permutations=nb["cost_permutations"], delta=nb["tmab_delta"], k=nb["k"])), f)
+        key, topic=t, n_permutations=nb.cost_permutations, delta=nb.tmab_delta, k=nb.k)), f)
                for m, f in run.items()}
-    ref = frozenset(cost[t]["TMC"].top(nb["k"]).tolist())
-    reach = {m: shapley.evals_to_reach(r.trace_evals.tolist(), r.trace_top(nb["k"]), ref) for m, r in cost[t].items()}
+    ref = frozenset(cost[t]["TMC"].top(nb.k).tolist())
+    reach = {m: shapley.evals_to_reach(r.trace_evals.tolist(), r.trace_top(nb.k), ref) for m, r in cost[t].items()}
     rows.append({"topic": t, "TMC to reference": reach["TMC"], "TMC budget": cost[t]["TMC"].n_evals,
                  "TMAB until it stops": cost[t]["TMAB"].n_evals, "TMAB to reference": reach["TMAB"],
-                 "TMAB overlap": shapley.set_jaccard(cost[t]["TMAB"].top(nb["k"]).tolist(), ref), "ref": ref})
+                 "TMAB overlap": shapley.set_jaccard(cost[t]["TMAB"].top(nb.k).tolist(), ref), "ref": ref})
 costs = pd.DataFrame(rows).set_index("topic")
 t0 = cost_topics[0]
 conv = pd.concat([pd.DataFrame({"evaluations": r.trace_evals.numpy(), "estimator": m,
-                                "overlap": [shapley.set_jaccard(s, costs.ref[t0]) for s in r.trace_top(nb["k"])]})
+                                "overlap": [shapley.set_jaccard(s, costs.ref[t0]) for s in r.trace_top(nb.k)]})
                   for m, r in cost[t0].items()])
 fig = plotting.convergence_curves(conv, "evaluations", "overlap", "estimator",
-                                  f"Fig. 6: top-{nb['k']} overlap with the reference set vs evaluations ({t0})",
+                                  f"Fig. 6: top-{nb.k} overlap with the reference set vs evaluations ({t0})",
                                   "value-function evaluations (coalitions, log scale)",
-                                  f"Jaccard overlap with reference top-{nb['k']}",
+                                  f"Jaccard overlap with reference top-{nb.k}",
                                   {"TMC": costs.loc[t0, "TMC to reference"], "TMAB": costs.loc[t0, "TMAB to reference"]})
 costs.drop(columns="ref")
 
@@ -339,12 +338,12 @@ reach_ratio = (costs["TMC to reference"] / costs["TMAB to reference"])[exact].to
 for label, r in (("TMC's evaluations to its final top-k for good ÷ TMAB's until it stops", stop_ratio),
                  ("TMC's ÷ TMAB's evaluations to the same top-k, both in hindsight", reach_ratio)):
     if len(r):
-        findings.record(f"{label} (median over {len(r)} topics where TMAB's top-{nb['k']} equals TMC's)",
+        findings.record(f"{label} (median over {len(r)} topics where TMAB's top-{nb.k} equals TMC's)",
                         float(np.median(r)), unit="ratio", figure="Fig. 6",
-                        ci=bootstrap_ci(r, np.median, nb["n_boot"]) if len(r) >= 2 else None,
+                        ci=bootstrap_ci(r, np.median, nb.n_boot) if len(r) >= 2 else None,
                         control="none: a cost measurement, both estimators on the same games")
 display(Markdown(
-    f"TMAB's final top-{nb['k']} equals TMC's in {int(exact.sum())} of {len(costs)} topics (mean Jaccard "
+    f"TMAB's final top-{nb.k} equals TMC's in {int(exact.sum())} of {len(costs)} topics (mean Jaccard "
     f"{costs['TMAB overlap'].mean():.2f}). Where it does, TMC needed {np.median(stop_ratio) if len(stop_ratio) else np.nan:.1f}× "
     f"(median; range {stop_ratio.min() if len(stop_ratio) else np.nan:.1f}–{stop_ratio.max() if len(stop_ratio) else np.nan:.1f}) "
     "the evaluations TMAB spent before stopping, and "
@@ -366,11 +365,11 @@ fig = plotting.agreement_scatter({o: (scores[o][:, j0].numpy(), phi[:, j0].numpy
                                  "rank under the cheap score (percentile)", "rank under Shapley (percentile)",
                                  f"Fig. 7: cheap scores vs Shapley values, one dot per neuron ({t0})")
 findings.record("Split-half reliability of the Shapley estimates (Spearman, median over topics)", float(np.median(rel)),
-                unit="Spearman ρ", ci=bootstrap_ci(rel, np.median, nb["n_boot"]), figure="Fig. 7",
+                unit="Spearman ρ", ci=bootstrap_ci(rel, np.median, nb.n_boot), figure="Fig. 7",
                 control="none: the noise ceiling of the estimates themselves")
 for o, r in rho.items():
     findings.record(f"Spearman of {o} with Shapley values (median over topics)", float(np.median(r)), unit="Spearman ρ",
-                    ci=bootstrap_ci(r, np.median, nb["n_boot"]), figure="Fig. 7",
+                    ci=bootstrap_ci(r, np.median, nb.n_boot), figure="Fig. 7",
                     control=f"none: compare with the split-half reliability of Shapley ({np.median(rel):.2f})")
 display(Markdown(f"Median Spearman with Shapley: gradient × activation {np.median(rho['grad × act']):.2f}, selectivity "
                  f"{np.median(rho['selectivity']):.2f}; split-half reliability of Shapley {np.median(rel):.2f}."))
@@ -389,33 +388,33 @@ display(Markdown(f"Median Spearman with Shapley: gradient × activation {np.medi
 # %%
 rise = {}
 for name in ("trained", "init"):
-    m = torch.stack([neuron_shapley.removal_masks(res[name].top(nb["k"], j), [nb["k"]], n)[0] for j in range(len(topics))])
+    m = torch.stack([neuron_shapley.removal_masks(res[name].top(nb.k, j), [nb.k], n)[0] for j in range(len(topics))])
     rise[name] = ((-evals[name](m) - ends[name][0]).diagonal()).numpy()
-ci = bootstrap_ci(rise["trained"], np.mean, nb["n_boot"])
-findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb['k']} Shapley neurons, "
+ci = bootstrap_ci(rise["trained"], np.mean, nb.n_boot)
+findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing its top-{nb.k} Shapley neurons, "
                 "trained vs untrained model (mean over topics)", float(rise["trained"].mean()), unit="nats", ci=ci,
                 control="init", control_value=float(rise["init"].mean()), figure="Fig. 3",
                 verdict=findings.verdict_from(float(rise["trained"].mean()), float(rise["init"].mean()), ci))
 
 # %%
-wins = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_match_windows"], topics)
+wins = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_match_windows, topics)
 tokens = torch.cat(list(wins.values()))
 acts = {name: units.unit_activations(hooked[name], tokens, "mlp_post") for name in ("trained", "seed 1")}
 perm = torch.cat([units.match_units(acts["trained"][layer], acts["seed 1"][layer]) + i * players.d_mlp
                   for i, layer in enumerate(players.layers)])  # seed-0 player -> matched seed-1 player
-jac = np.array([shapley.set_jaccard(perm[res["trained"].top(nb["k"], j)].tolist(), res["seed 1"].top(nb["k"], j).tolist())
+jac = np.array([shapley.set_jaccard(perm[res["trained"].top(nb.k, j)].tolist(), res["seed 1"].top(nb.k, j).tolist())
                 for j in range(len(topics))])
-rand_j = np.array([np.median([shapley.set_jaccard(torch.randperm(n, generator=g)[: nb["k"]].tolist(),
-                                                  torch.randperm(n, generator=g)[: nb["k"]].tolist())
+rand_j = np.array([np.median([shapley.set_jaccard(torch.randperm(n, generator=g)[: nb.k].tolist(),
+                                                  torch.randperm(n, generator=g)[: nb.k].tolist())
                               for _ in topics]) for _ in range(500)])
 jq = float(np.quantile(rand_j, 0.95))
-findings.record(f"Seeds: Jaccard overlap of a topic's top-{nb['k']} Shapley neurons in two training seeds after "
+findings.record(f"Seeds: Jaccard overlap of a topic's top-{nb.k} Shapley neurons in two training seeds after "
                 "matching neurons (median over topics)", float(np.median(jac)), unit="Jaccard",
-                ci=bootstrap_ci(jac, np.median, nb["n_boot"]), control="random", control_value=jq,
+                ci=bootstrap_ci(jac, np.median, nb.n_boot), control="random", control_value=jq,
                 verdict=findings.verdict_from(float(np.median(jac)), jq,
-                                                              bootstrap_ci(jac, np.median, nb["n_boot"])))
-display(Markdown(f"Removing a topic's top-{nb['k']} Shapley neurons raises its loss by {rise['trained'].mean():+.3f} nats "
-                 f"in the trained model and {rise['init'].mean():+.3f} at initialisation. Matched top-{nb['k']} overlap "
+                                                              bootstrap_ci(jac, np.median, nb.n_boot)))
+display(Markdown(f"Removing a topic's top-{nb.k} Shapley neurons raises its loss by {rise['trained'].mean():+.3f} nats "
+                 f"in the trained model and {rise['init'].mean():+.3f} at initialisation. Matched top-{nb.k} overlap "
                  f"across seeds: median Jaccard {np.median(jac):.2f} (random k-sets: 95th percentile {jq:.2f})."))
 display(findings.table(findings.load("04_neuron_shapley", preset)))
 

@@ -44,6 +44,7 @@ from lib.core import config, data, hooks, model
 from lib.core.pretrained import load_pretrained
 from lib.core.runs import get_or_train
 from lib.reports.sparse_layers import kernel as sparse
+from lib.reports.sparse_layers import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -57,7 +58,7 @@ seeds = None  # training seeds of the sparse layers
 
 # %%
 cfg = config.resolve(preset, attention_only=False, seed=seed)
-nb = config.notebook_params("05_sparse_layers", preset, k_fracs=k_fracs, steps=steps, seeds=seeds)
+nb = report_params.resolve(preset, k_fracs=k_fracs, steps=steps, seeds=seeds)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 findings.start("05_sparse_layers", preset)
 plotting.set_style()
@@ -84,25 +85,25 @@ m0, _, base_dir = get_or_train(cfg, device=device)
 hooked = model.to_hooked(m0)
 tok = data.get_tokenizer(cfg.data)
 td = data.load_token_data(cfg.data)
-train_tok, val_tok = td.train[: nb["n_train"]], td.val[: nb["n_eval"]]
+train_tok, val_tok = td.train[: nb.layer.n_train], td.val[: nb.n_eval]
 n_units, last = hooked.cfg.d_mlp, hooked.cfg.n_layers - 1
-ks = sorted({kwta.k_for(f, n_units) for f in nb["k_fracs"]})
-k_focus = kwta.k_for(nb["k_focus"], n_units)
-boost = dict(boost_strength=nb["boost_strength"], boost_strength_factor=nb["boost_strength_factor"],
-             duty_cycle_period=nb["duty_cycle_period"])
+ks = sorted({kwta.k_for(f, n_units) for f in nb.k_fracs})
+k_focus = kwta.k_for(nb.layer.k_frac, n_units)
+boost = dict(boost_strength=nb.layer.boost_strength, boost_strength_factor=nb.layer.boost_strength_factor,
+             duty_cycle_period=nb.layer.duty_cycle_period)
 SURGERY = {"(a) replace MLP": kwta.SparseConfig("replace_mlp", **boost),
            "(b) residual layer": kwta.SparseConfig("residual", **boost)}
-fits = {s: kwta.FitConfig(nb["objective"], nb["steps"], nb["batch_size"], nb["lr"], seed=s) for s in nb["seeds"]}
-display(Markdown(f"Sparse layers of {n_units} units; k ∈ {ks} winners per token; {len(nb['seeds'])} training seeds; "
-                 f"{nb['steps']} steps of {nb['batch_size']} windows ({nb['objective']} objective) on "
+fits = {s: kwta.FitConfig(nb.layer.objective, nb.layer.steps, nb.layer.batch_size, nb.layer.lr, seed=s) for s in nb.seeds}
+display(Markdown(f"Sparse layers of {n_units} units; k ∈ {ks} winners per token; {len(nb.seeds)} training seeds; "
+                 f"{nb.layer.steps} steps of {nb.layer.batch_size} windows ({nb.layer.objective} objective) on "
                  f"{len(train_tok):,} training windows; held-out loss on {len(val_tok):,} windows."))
 
 # %%
-runs = {(name, k, s): (c.replace(k=k), fits[s]) for name, c in SURGERY.items() for k in ks for s in nb["seeds"]}
+runs = {(name, k, s): (c.replace(k=k), fits[s]) for name, c in SURGERY.items() for k in ks for s in nb.seeds}
 runs |= {(f"{name}, dense", None, s): (c.replace(k=None, act_fn=hooked.cfg.act_fn), fits[s])
-         for name, c in SURGERY.items() for s in nb["seeds"]}
+         for name, c in SURGERY.items() for s in nb.seeds}
 runs |= {("(a) replace MLP, no boosting", k_focus, s): (SURGERY["(a) replace MLP"].replace(k=k_focus, boost_strength=0.0),
-                                                        fits[s]) for s in nb["seeds"]}
+                                                        fits[s]) for s in nb.seeds}
 models, losses = sparse.train_grid(hooked, runs, train_tok, val_tok, base=base_dir.name)
 losses[["variant", "k", "seed"]] = pd.DataFrame(losses.pop("run").tolist(), index=losses.index)
 losses["k_pct"] = 100 * losses.k / n_units
@@ -140,7 +141,7 @@ b_loss = {k: losses[(losses.variant == "(b) residual layer") & (losses.k == k)].
 spread = {v: float(np.ptp(d)) for v, d in dense.items()}
 for v, per_k in (("(a) replace MLP", a_loss), ("(b) residual layer", b_loss)):
     gap = float(per_k[k_focus].mean() - dense[v].mean())
-    findings.record(f"{v}: loss cost of k-WTA at k = {k_focus} ({nb['k_focus']:.0%}), sparse minus dense retrained "
+    findings.record(f"{v}: loss cost of k-WTA at k = {k_focus} ({nb.layer.k_frac:.0%}), sparse minus dense retrained "
                     "layer (control: range of the dense layer over seeds)", gap, unit="nats / token", control="seeds",
                     control_value=spread[v], figure="Fig. 1", verdict=findings.verdict_from(gap, spread[v]))
 gap0 = float(a_loss[k_focus].mean() - orig_loss)
@@ -170,14 +171,14 @@ BOOST_RUNS = {"(a) boosted": "(a) replace MLP", "(a) no boosting": "(a) replace 
 duty, rows = {}, []
 for label, variant in BOOST_RUNS.items():
     c = SURGERY["(b) residual layer" if label.startswith("(b)") else "(a) replace MLP"]
-    for s in nb["seeds"]:
+    for s in nb.seeds:
         d = sparse.duty_cycles(sparse.unit_acts(models[(variant, k_focus, s)], val_tok, kwta.units_hook(hooked, c)))
         duty.setdefault(label, d.numpy())
         rows.append({"layer": label, "seed": s, "dead units (fraction)": float((d == 0).float().mean()),
                      "duty entropy (normalised)": sparse.duty_entropy(d), "max duty ÷ (k/n)": float(d.max() * n_units / k_focus)})
 boost_df = pd.DataFrame(rows)
 fig = plotting.duty_cycle_histograms(duty, k_focus / n_units,
-                                     f"Fig. 2: duty cycles of the sparse units, k = {k_focus} of {n_units} (seed {nb['seeds'][0]})")
+                                     f"Fig. 2: duty cycles of the sparse units, k = {k_focus} of {n_units} (seed {nb.seeds[0]})")
 boost_df.groupby("layer").mean(numeric_only=True).drop(columns="seed").round(3)
 
 # %%
@@ -209,25 +210,25 @@ display(Markdown(
 # basis is no more selective than a random rotation of itself, its units are not privileged directions.
 
 # %%
-windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb["n_windows"])
+windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows)
 topics = list(windows)
 win_tok = torch.cat(list(windows.values()))
 owner = torch.repeat_interleave(torch.arange(len(topics)), torch.tensor([w.numel() for w in windows.values()]))
 g = torch.Generator().manual_seed(seed)
 BASES = {"original dense": (hooked, hooks.name("mlp_post", last))}
-for s in nb["seeds"]:
+for s in nb.seeds:
     for v, c in SURGERY.items():
         BASES[(f"{v[:3]} sparse", s)] = (models[(v, k_focus, s)], kwta.units_hook(hooked, c))
         BASES[(f"{v[:3]} dense retrained", s)] = (models[(f"{v}, dense", None, s)], kwta.units_hook(hooked, c))
 parts = []
 for key, (m, hook) in BASES.items():
-    name, s = key if isinstance(key, tuple) else (key, nb["seeds"][0])
+    name, s = key if isinstance(key, tuple) else (key, nb.seeds[0])
     acts = sparse.unit_acts(m, win_tok, hook)
-    parts.append(sparse.unit_scores(acts, owner, topics, nb["n_top"]).assign(basis=name, seed=s))
-    if name in ("original dense", "(a) sparse", "(a) dense retrained") and s == nb["seeds"][0]:
+    parts.append(sparse.unit_scores(acts, owner, topics, nb.n_top).assign(basis=name, seed=s))
+    if name in ("original dense", "(a) sparse", "(a) dense retrained") and s == nb.seeds[0]:
         rot = acts @ sparse.random_rotation(acts.shape[1], g)
-        parts.append(sparse.unit_scores(rot, owner, topics, nb["n_top"]).assign(basis=f"{name}, rotated", seed=s))
-    if key == ("(a) sparse", nb["seeds"][0]):
+        parts.append(sparse.unit_scores(rot, owner, topics, nb.n_top).assign(basis=f"{name}, rotated", seed=s))
+    if key == ("(a) sparse", nb.seeds[0]):
         focus_acts = acts
 units = pd.concat(parts, ignore_index=True)
 
@@ -235,7 +236,7 @@ units = pd.concat(parts, ignore_index=True)
 ORDER = ["original dense", "original dense, rotated", "(a) dense retrained", "(a) dense retrained, rotated",
          "(a) sparse", "(a) sparse, rotated", "(b) dense retrained", "(b) sparse"]
 fig = plotting.unit_score_histograms(
-    units[units.seed == nb["seeds"][0]], {"selectivity": "topic selectivity (max Cohen's d over topics)",
+    units[units.seed == nb.seeds[0]], {"selectivity": "topic selectivity (max Cohen's d over topics)",
                                           "monosemanticity": "monosemanticity (share of top activations in one topic)"},
     "basis", ORDER, f"Fig. 3: per-unit interpretability of the layer's units, k = {k_focus} (dashed: medians)")
 med = units.groupby(["basis", "seed"]).agg(selectivity=("selectivity", "median"),
@@ -245,14 +246,14 @@ med.groupby("basis").mean().loc[ORDER].round(3)
 
 # %%
 per_seed = med.reset_index().pivot(index="seed", columns="basis")
-focus_seed = nb["seeds"][0]
+focus_seed = nb.seeds[0]
 u0 = units[units.seed == focus_seed].groupby("basis")
 COMPARE = [("(a) sparse", "original dense", "the original dense neurons"),
            ("(a) sparse", "(a) dense retrained", "the dense retrained MLP"),
            ("(b) sparse", "(b) dense retrained", "its dense retrained control")]
 for score, adj, unit in (("selectivity", "topic-selective", "Cohen's d"), ("monosemanticity", "monosemantic", "share")):
     for basis, ref, ref_name in COMPARE:
-        diff, ci = stats.median_diff_ci(u0.get_group(basis)[score], u0.get_group(ref)[score], nb["n_boot"])
+        diff, ci = stats.median_diff_ci(u0.get_group(basis)[score], u0.get_group(ref)[score], nb.n_boot)
         rng = float(np.ptp(per_seed[score][basis].to_numpy()))
         findings.record(f"{basis} units (k = {k_focus}) more {adj} than {ref_name}: difference of median {score} "
                         "(95% CI over units; control: range of the sparse median over seeds)", diff, unit=unit, ci=ci,
@@ -260,7 +261,7 @@ for score, adj, unit in (("selectivity", "topic-selective", "Cohen's d"), ("mono
 for name in ("original dense", "(a) sparse"):
     v, r = float(med.loc[(name, focus_seed), "selectivity"]), float(med.loc[(f"{name}, rotated", focus_seed), "selectivity"])
     ci = stats.bootstrap_ci(units[(units.basis == name) & (units.seed == focus_seed)].selectivity.dropna().to_numpy(),
-                               stat=np.median, n_boot=nb["n_boot"])
+                               stat=np.median, n_boot=nb.n_boot)
     findings.record(f"Median topic selectivity of the {name} units (control: a random rotation of the same units)", v,
                     unit="Cohen's d", ci=ci, control="random", control_value=r, figure="Fig. 3",
                     verdict=findings.verdict_from(v, r, ci))
@@ -283,7 +284,7 @@ rows = []
 for (v, k, s), m in models.items():
     if v in SURGERY and k is not None:
         acts = sparse.unit_acts(m, win_tok, kwta.units_hook(hooked, SURGERY[v]))
-        sel = sparse.unit_scores(acts, owner, topics, nb["n_top"]).selectivity
+        sel = sparse.unit_scores(acts, owner, topics, nb.n_top).selectivity
         rows.append({"variant": v, "k": k, "k_pct": 100 * k / n_units, "seed": s, "selectivity": float(sel.median())})
 sel_k = pd.DataFrame(rows)
 fig = plotting.metric_vs_k(
@@ -305,9 +306,9 @@ display(Markdown("Median selectivity of the sparse units goes from " + "; ".join
 
 # %%
 fa = units[(units.basis == "(a) sparse") & (units.seed == focus_seed) & units.monosemanticity.notna()]
-shown = fa.sort_values("selectivity", ascending=False).head(nb["n_shown"])
+shown = fa.sort_values("selectivity", ascending=False).head(nb.n_shown)
 win_topics = [topics[i] for i in owner.view(win_tok.shape)[:, 0].tolist()]  # one topic per window
-pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb["n_contexts"], topics=win_topics)
+pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb.n_contexts, topics=win_topics)
            .assign(unit=u, selectivity=round(sel, 2), monosemanticity=round(mono, 2))
            for u, sel, mono in zip(shown.unit, shown.selectivity, shown.monosemanticity)]).set_index(["unit", "selectivity",
                                                                                                       "monosemanticity"])
@@ -324,24 +325,22 @@ pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb["
 # layer and the sparse layer (seed 0).
 
 # %%
-kw = prompts.keywords(tok, "dbpedia", n_per_topic=nb["n_keywords"], min_count=nb["kw_min_count"],
-                      min_chars=nb["kw_min_chars"], mode=nb["kw_mode"], min_ratio=nb["kw_min_ratio"],
-                      exclusive=nb["kw_exclusive"], max_per_topic=nb["kw_max_texts"])
+kw = nb.keywords.keywords(tok, "dbpedia")
 TOPICS = ("Athlete", "Artist", "Company")
-pr = prompts.keyword_prompts(tok, kw, "dbpedia", nb["n_prompts"], cfg.model.n_ctx, TOPICS, mode=nb["kw_mode"],
-                             min_chars=nb["kw_min_chars"], bos=cfg.data.task == "windows", seed=seed)
+pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts, cfg.model.n_ctx, TOPICS, bos=cfg.data.task == "windows",
+                         seed=seed)
 LAYERS = {"original dense": hooked, "(a) dense retrained": models[("(a) replace MLP, dense", None, focus_seed)],
           "(a) sparse": models[("(a) replace MLP", k_focus, focus_seed)]}
-key = dict(base=base_dir.name, nb=nb, seed=seed)
+key = dict(base=base_dir.name, nb=nb.to_dict(), seed=seed)
 spec, null = {}, {}
 for name, m in LAYERS.items():
     st = topic_stats(m, {t: windows[t] for t in topics}, "mlp_post", progress=False)
-    cl = {"found": impairment.selective_cluster(st, "Athlete", nb["frac"], layers=[last])}
-    cl |= {f"random {i}": impairment.random_cluster(cl["found"], g) for i in range(nb["n_random"])}
-    df = impairment.damage_sweep(m, pr, cl, impairment.grid(cl, ["noise"], nb["noise_intensities"], nb["noise_seeds"]),
+    cl = {"found": impairment.selective_cluster(st, "Athlete", nb.frac, layers=[last])}
+    cl |= {f"random {i}": impairment.random_cluster(cl["found"], g) for i in range(nb.n_random)}
+    df = impairment.damage_sweep(m, pr, cl, impairment.grid(cl, ["noise"], nb.noise_intensities, nb.noise_seeds),
                              name=f"sparse-{name}".replace(" ", "_").replace("(", "").replace(")", ""), key=key,
                              desc=f"impairment, {name}")
-    spec[name] = impairment.specificity(df[df.cluster == "found"], "Athlete", TOPICS[1:], n_boot=nb["n_boot"])
+    spec[name] = impairment.specificity(df[df.cluster == "found"], "Athlete", TOPICS[1:], n_boot=nb.n_boot)
     null[name] = impairment.specificities(df[df.cluster != "found"], "Athlete", TOPICS[1:]).to_numpy()
 
 # %%
@@ -351,7 +350,7 @@ fig = plotting.null_histograms({name: (null[name], {"Athlete cluster": spec[name
 for name, (v, ci) in spec.items():
     q95 = float(np.nanquantile(null[name], 0.95))
     findings.record(f"B: specificity index of the Athlete cluster, {name} units of layer {last} (control: 95th "
-                    f"percentile of {nb['n_random']} random clusters)", v, unit="damage ratio", ci=ci,
+                    f"percentile of {nb.n_random} random clusters)", v, unit="damage ratio", ci=ci,
                     control="random", control_value=q95, figure="Fig. 5", verdict=findings.verdict_from(v, q95, ci))
 pd.DataFrame([{"units": n, "specificity": v, "95% CI": tuple(np.round(ci, 2)), "random: median": np.nanmedian(null[n]),
                "random: 95th pct": np.nanquantile(null[n], 0.95)} for n, (v, ci) in spec.items()]).round(2)
@@ -371,12 +370,12 @@ except FileNotFoundError:
     display(Markdown(f"No local weights for **{pretrained}** (this project never downloads them), so this section is "
                      "skipped and the surgeries above on our own model stand in for it."))
 if big is not None:
-    n_ctx, n_big = min(64, big.cfg.n_ctx), nb["pretrained_windows"]
+    n_ctx, n_big = min(64, big.cfg.n_ctx), nb.pretrained_windows
     big_tr = prompts.lm_windows_for(big, data.load_articles("dbpedia14_train")["text"].tolist()[: 4 * n_big], n_ctx, n_big)
-    big_ev = prompts.lm_windows_for(big, data.load_articles("dbpedia14_test")["text"].tolist()[: nb["n_eval"]], n_ctx,
-                                        nb["n_eval"])
-    big_fit = kwta.FitConfig(nb["objective"], nb["pretrained_steps"], nb["batch_size"], nb["lr"], seed=focus_seed)
-    k_big = kwta.k_for(nb["k_focus"], big.cfg.d_mlp)
+    big_ev = prompts.lm_windows_for(big, data.load_articles("dbpedia14_test")["text"].tolist()[: nb.n_eval], n_ctx,
+                                        nb.n_eval)
+    big_fit = kwta.FitConfig(nb.layer.objective, nb.pretrained_steps, nb.layer.batch_size, nb.layer.lr, seed=focus_seed)
+    k_big = kwta.k_for(nb.layer.k_frac, big.cfg.d_mlp)
     big_runs = {name: (c.replace(k=k_big), big_fit) for name, c in SURGERY.items()}
     big_runs["(a) replace MLP, dense"] = (SURGERY["(a) replace MLP"].replace(k=None, act_fn=big.cfg.act_fn), big_fit)
     _, big_loss = sparse.train_grid(big, big_runs, big_tr, big_ev, base=pretrained)

@@ -40,6 +40,7 @@ from IPython.display import Markdown, display
 from lib.analysis import findings, metrics, plotting, stats
 from lib.core import artifacts, config, data, train
 from lib.reports.training_dynamics import kernel as attribution
+from lib.reports.training_dynamics import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -53,11 +54,11 @@ n_attr = None
 n_tracin = None
 
 # %%
-nb = config.notebook_params("06_training_dynamics", preset, n_seeds=n_seeds, n_attr=n_attr, n_tracin=n_tracin)
+nb = report_params.resolve(preset, n_seeds=n_seeds, n_attr=n_attr, n_tracin=n_tracin)
 user = {k: v for k, v in dict(max_steps=max_steps, plant_frac=plant_frac).items() if v is not None}
-cfg = config.resolve(preset, **{**nb["run"], **user}, attention_only=True, seed=seed)
-seeds, CONTROL = [seed + i for i in range(nb["n_seeds"])], "plant_frac=0 (control)"
-extra_steps = nb["extra_max_steps"] or cfg.train.max_steps
+cfg = config.resolve(preset, **{**nb.run, **user}, attention_only=True, seed=seed)
+seeds, CONTROL = [seed + i for i in range(nb.n_seeds)], "plant_frac=0 (control)"
+extra_steps = nb.extra_max_steps or cfg.train.max_steps
 runs = {f"seed {s}": cfg.replace(seed=s, max_steps=cfg.train.max_steps if s == seed else extra_steps) for s in seeds}
 runs[CONTROL] = cfg.replace(plant_frac=0.0)
 runs = {k: c.replace(eval_every=c.train.max_steps, checkpoint_every=c.train.max_steps, eval_batches=2)
@@ -94,8 +95,8 @@ tokens = token_data[f"seed {seed}"]
 ckpts, rows = {}, []
 for name, c in runs.items():
     extra = name not in (f"seed {seed}", CONTROL)
-    steps = attribution.checkpoint_schedule(c.train.max_steps, nb["n_log_extra" if extra else "n_log"],
-                                            nb["n_linear_extra" if extra else "n_linear"])
+    steps = attribution.checkpoint_schedule(c.train.max_steps, nb.n_log_extra if extra else nb.n_log,
+                                            nb.n_linear_extra if extra else nb.n_linear)
     folder = attribution.run_dir(c, steps)
     ckpts[name] = attribution.train_dense(c, folder / "checkpoints", steps, device=device, data=token_data[name])
     hist = artifacts.read_json(ckpts[name][-1] / "state.json")["history"]
@@ -120,21 +121,21 @@ pd.DataFrame(rows)
 
 # %%
 g = torch.Generator().manual_seed(seed)
-n_ctx, n_eval, width = cfg.model.n_ctx, nb["n_eval"], 2
+n_ctx, n_eval, width = cfg.model.n_ctx, nb.n_eval, 2
 early, late = max(width, round(0.1 * (n_ctx - 1))), n_ctx - 2 - width
 pool = metrics.frequent_tokens(tokens.train[:5000], min(300, cfg.model.d_vocab), cfg.model.d_vocab)
-repeated = metrics.repeated_tokens(nb["n_probe"], n_ctx // 2, pool, g)
+repeated = metrics.repeated_tokens(nb.n_probe, n_ctx // 2, pool, g)
 val_pl, _, val_spans = data.plant_repeats(tokens.val[n_eval : 2 * n_eval], 1.0, cfg.data.plant_min,
                                           cfg.data.plant_max, g)
 probes = attribution.Probes(repeated.to(device), tokens.val[:n_eval].to(device), val_pl.to(device),
                             attribution.copy_target_mask(val_spans, n_ctx).to(device))
 curves, heads = {}, {}
 for name, paths in ckpts.items():
-    key = {"run": paths[0].parent.parent.name, "probes": [nb["n_probe"], n_eval, seed], "icl": [early, late, width],
+    key = {"run": paths[0].parent.parent.name, "probes": [nb.n_probe, n_eval, seed], "icl": [early, late, width],
            "version": attribution.CACHE_VERSION}
     curves[name], heads[name] = attribution.cached_frames(artifacts.path("dynamics", "curves", key), lambda: (
         attribution.checkpoint_curves(paths, probes, early, late, width, device=device)))
-phases = {name: metrics.phase_change(df["step"], df["max_induction"], min_jump=nb["min_jump"])
+phases = {name: metrics.phase_change(df["step"], df["max_induction"], min_jump=nb.min_jump)
           for name, df in curves.items()}
 main = f"seed {seed}"
 pc = phases[main]
@@ -150,7 +151,7 @@ c0 = curves[main].set_index("step")
 display(Markdown(
     f"The max induction score of {main} rises from {c0.max_induction.iloc[0]:.3f} to {c0.max_induction.iloc[-1]:.2f}; "
     + (f"the detected phase change is at step **{pc.step:.0f}**" if pc.found else
-       f"no phase change was found (largest rise {pc.jump:.3f} < {nb['min_jump']}); the steepest rise is at step "
+       f"no phase change was found (largest rise {pc.jump:.3f} < {nb.min_jump}); the steepest rise is at step "
        f"{pc.step:.0f}") + f" (10–90% of the rise between steps {pc.start:.0f} and "
     f"{pc.end:.0f}). Over the same window the loss on copied tokens falls from "
     f"{np.interp(pc.start, c0.index, c0.copy_loss):.2f} to {np.interp(pc.end, c0.index, c0.copy_loss):.2f} nats/token "
@@ -243,15 +244,15 @@ for name, v, c, ci, better in (
 # learning rate summed over the steps it stands for.
 
 # %%
-idx = attribution.stratified_sample(tokens.planted, nb["n_attr"], nb["attr_planted_frac"], seed=seed)
+idx = attribution.stratified_sample(tokens.planted, nb.n_attr, nb.attr_planted_frac, seed=seed)
 labels = tokens.planted[idx].numpy()
 rep3 = np.array([metrics.repeated_ngram_mask(t, 3).float().mean().item() for t in tokens.train[idx]])
-GROUPS = ("planted repeat", f"natural, ≥ {nb['rep_threshold']:.0%} tokens in repeated 3-grams", "other natural text")
-group = np.where(labels, GROUPS[0], np.where(rep3 >= nb["rep_threshold"], GROUPS[1], GROUPS[2]))
+GROUPS = ("planted repeat", f"natural, ≥ {nb.rep_threshold:.0%} tokens in repeated 3-grams", "other natural text")
+group = np.where(labels, GROUPS[0], np.where(rep3 >= nb.rep_threshold, GROUPS[1], GROUPS[2]))
 repeats = group != GROUPS[2]
 names = attribution.attention_weight_names(cfg.model.n_layers - 1)
 d = sum(p.numel() for p in attribution.param_subset(last, names).values())
-proj = attribution.random_projection(d, nb["proj_dim"], seed=seed).to(device)
+proj = attribution.random_projection(d, nb.proj_dim, seed=seed).to(device)
 lr_fn = {name: (lambda s, tc=c.train: train.lr_at(s, tc)) for name, c in runs.items()}
 final_heads = {}
 for name in ckpts:
@@ -271,15 +272,15 @@ def objectives(name):
 tracins = {}
 for name, paths in list(ckpts.items()) + [("init only", ckpts[main][:1])]:
     run = main if name == "init only" else name
-    picked = attribution.pick_checkpoints(paths, nb["n_tracin"]) if name != "init only" else paths
+    picked = attribution.pick_checkpoints(paths, nb.n_tracin) if name != "init only" else paths
     steps = [attribution.checkpoint_step(p) for p in picked]
     weights = attribution.tracin_weights(steps, lr_fn[run], end=None if name == "init only" else runs[run].train.max_steps)
     key = {"run": paths[0].parent.parent.name, "steps": steps, "idx": idx.tolist(), "head": final_heads[run],
-           "probes": [nb["n_probe"], n_eval, seed], "proj": [nb["proj_dim"], seed] if name == main else None,
+           "probes": [nb.n_probe, n_eval, seed], "proj": [nb.proj_dim, seed] if name == main else None,
            "version": attribution.CACHE_VERSION}
     tracins[name] = attribution.cached_tracin(artifacts.path("dynamics", "tracin", key) / "tracin.pt", lambda: (
         attribution.tracin(attribution.hooked_checkpoints(picked, device), names, [token_data[run].train[idx].to(device)],
-                           objectives(run), weights, chunk=nb["chunk"], projection=proj if name == main else None)))
+                           objectives(run), weights, chunk=nb.chunk, projection=proj if name == main else None)))
 
 # %% [markdown]
 # The distribution of TracIn scores for planted and natural sequences (each normalised to its own
@@ -295,9 +296,9 @@ exact_vs_proj = stats.spearman(score, tracins[main].projected["induction"].numpy
 top_groups = pd.Series(group[np.argsort(-score)[:top]]).value_counts()
 display(Markdown(
     "Median score: " + ", ".join(f"{k}: {np.median(score[group == k]):.3g}" for k in GROUPS) + f". The top {top} "
-    f"sequences (1%): " + ", ".join(f"{top_groups.get(k, 0)} {k}" for k in GROUPS) + f" (base rates "
+    f"sequences (1%): " + ", ".join(f"{top_groups.get(k, 0)} {k}" for k in GROUPS) + " (base rates "
     + ", ".join(f"{(group == k).mean():.0%}" for k in GROUPS) + f"). The same scores from gradients randomly projected "
-    f"to {nb['proj_dim']} of {d:,} dimensions agree with the exact ones at Spearman {exact_vs_proj:.2f}."))
+    f"to {nb.proj_dim} of {d:,} dimensions agree with the exact ones at Spearman {exact_vs_proj:.2f}."))
 
 # %% [markdown]
 # When does the influence accrue? The TracIn term of each checkpoint (its learning-rate weight ×
@@ -401,7 +402,7 @@ display(Markdown("Spearman ρ between seeds: " + "; ".join(f"{k}: {rho[k]:.2f} (
 # %%
 nat = np.nonzero(~labels)[0]
 rep_frac = rep3[nat]
-top_nat = nat[np.argsort(-score[nat])[: nb["n_show"]]]
+top_nat = nat[np.argsort(-score[nat])[: nb.n_show]]
 plotting.highlighted_tokens([{"label": f"window {int(idx[i])}: TracIn rank {int((score > score[i]).sum()) + 1} of "
                               f"{len(score)}", "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in top_nat])
@@ -413,7 +414,7 @@ if np.isfinite([v, *ci]).all():  # undefined when no natural window has a repeat
     findings.record("Spearman of TracIn score with internal repetition (natural sequences)", v, unit="Spearman ρ",
                     ci=ci, control="random", control_value=0.0, verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
 display(Markdown(f"Across the {len(nat)} natural sequences, the TracIn score and the fraction of tokens in a repeated "
-                 f"3-gram have Spearman ρ = **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}); the top {nb['n_show']} natural "
+                 f"3-gram have Spearman ρ = **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}); the top {nb.n_show} natural "
                  f"sequences have {rep_frac[np.isin(nat, top_nat)].mean():.0%} such tokens against "
                  f"{rep_frac.mean():.0%} on average."))
 
@@ -429,10 +430,10 @@ display(Markdown(f"Across the {len(nat)} natural sequences, the TracIn score and
 # the distribution's shape, and which sequences get a high D*, already exist at initialisation?
 
 # %%
-sub = idx[: nb["n_dstar"]]
+sub = idx[: nb.n_dstar]
 by_step = {attribution.checkpoint_step(p): p for p in ckpts[main]}
 near = lambda s: min(by_step, key=lambda t: abs(t - s))  # noqa: E731
-picks = {f"init (step 0)": by_step[0], f"phase start (step {near(pc.start)})": by_step[near(pc.start)],
+picks = {"init (step 0)": by_step[0], f"phase start (step {near(pc.start)})": by_step[near(pc.start)],
          f"phase end (step {near(pc.end)})": by_step[near(pc.end)], f"final (step {max(by_step)})": by_step[max(by_step)]}
 other = f"seed {seeds[1]}"
 dstar = {k: attribution.data_dimensionality(attribution.sequence_representations(

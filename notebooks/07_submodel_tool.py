@@ -39,6 +39,7 @@ from lib.analysis import findings, kwta, plotting, prompts, stats
 from lib.core import config, data, model, train
 from lib.core.runs import get_or_train
 from lib.reports.submodel_tool import kernel as submodels
+from lib.reports.submodel_tool import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 
@@ -52,7 +53,7 @@ methods = None  # which methods to run (None: the preset's)
 
 # %%
 cfg = config.resolve(preset, attention_only=False, seed=seed)
-nb = config.notebook_params("07_submodel_tool", preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
+nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             methods=methods)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 findings.start("07_submodel_tool", preset)
@@ -71,21 +72,16 @@ cfg
 
 # %%
 tok = data.get_tokenizer(cfg.data)
-kw_args = dict(n_per_topic=nb["n_keywords"], min_count=nb["kw_min_count"], min_chars=nb["kw_min_chars"],
-               mode=nb["kw_mode"], min_ratio=nb["kw_min_ratio"], exclusive=nb["kw_exclusive"],
-               max_per_topic=nb["kw_max_texts"])
-kw = pd.concat([prompts.keywords(tok, s, **kw_args) for s in prompts.TOPIC_SETS], ignore_index=True)
-p_args = dict(n_per_topic=nb["n_prompts"], max_len=cfg.model.n_ctx, mode=nb["kw_mode"], min_chars=nb["kw_min_chars"],
-              bos=cfg.data.task == "windows", seed=seed)
+kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
+                                    seed=seed)
 SETS = prompts.TOPIC_SETS
 val, game = {}, {}
-for s in SETS:
-    pr = prompts.keyword_prompts(tok, kw, s, **p_args)
+for s, pr in by_set.items():
     half = pr.frame().groupby("topic").cumcount().to_numpy() % 2
     game[s], val[s] = (pr.select(torch.tensor(np.flatnonzero(half == h))) for h in (0, 1))
-windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb["n_windows"]) for s in SETS}
+windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in SETS}
 display(Markdown(
-    f"{sum(len(w) for w in windows.values())} concepts; per concept {nb['n_windows']} fit windows of "
+    f"{sum(len(w) for w in windows.values())} concepts; per concept {nb.n_windows} fit windows of "
     f"{cfg.model.n_ctx} tokens; validation prompts per topic: {len(val['dbpedia']) // len(windows['dbpedia'])}"
     f"–{len(val['dbpedia']) // len(windows['dbpedia']) + 1} (DBpedia), {len(val['comments'])} in all for the "
     "comments."))
@@ -102,21 +98,13 @@ display(Markdown(
 # hook; a sub-model *beats random* if its gap exceeds their 95th percentile.
 
 # %%
-m0, _, _ = get_or_train(cfg, device=device)
+m0, _, base_dir = get_or_train(cfg, device=device)
 hooked = model.to_hooked(m0)
-run = dict(n_random=nb["n_random"], kind=nb["kind"], intensity=nb["intensity"], seed=seed, progress=False)
+run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
 
 
 def find(h, method, **kwargs):
-    """Sub-models of every concept set (concepts with validation and game prompts), validated on that set's
-    held-out prompts."""
-    out = {}
-    for s in SETS:
-        ok = {c: w for c, w in windows[s].items() if c in val[s].topics and c in game[s].topics}
-        out.update(submodels.find_submodels(h, ok, method, frac=nb["frac"], validation=val[s].subset(list(ok)),
-                                            **({"prompts": game[s].subset(list(ok))} if method == "shapley" else {}),
-                                            **run, **kwargs))
-    return out
+    return submodels.find_in_sets(h, windows, val, game, method, frac=nb.frac, **run, **kwargs)
 
 
 found = {"selectivity": find(hooked, "selectivity")}
@@ -149,27 +137,13 @@ display(Markdown(
 #   validated on that model.
 
 # %%
-def sparse_model(h):
-    """Report 5's focus layer on the base model (loaded from artifacts/sparse when report 5 trained it)."""
-
-
-    td = data.load_token_data(cfg.data)
-    sc = kwta.SparseConfig("replace_mlp", boost_strength=nb["boost_strength"],
-                             boost_strength_factor=nb["boost_strength_factor"],
-                             duty_cycle_period=nb["duty_cycle_period"]).replace(
-        k=kwta.k_for(nb["sparse_k_frac"], h.cfg.d_mlp))
-    fc = kwta.FitConfig(nb["sparse_objective"], nb["sparse_steps"], nb["sparse_batch_size"], nb["sparse_lr"], seed=0)
-    tokens = td.train[: nb["sparse_n_train"]]
-    key = kwta.fit_key(get_or_train(cfg, device=device)[2].name, sc, fc, {"n_train": len(tokens)})
-    return kwta.get_or_fit(h, sc, fc, tokens, key, progress=False)[0]
-
-
-latent = lambda d: dict(k=nb["latent_k"], latent_cfg=dict(d_latent=d, steps=nb["latent_steps"], seed=seed))
-OTHER = {"shapley": lambda: find(hooked, "shapley", n_permutations=nb["n_permutations"]),
-         "sae": lambda: find(hooked, "sae", **latent(nb["sae_d_latent"])),
-         "infovae": lambda: find(hooked, "infovae", **latent(nb["infovae_d_latent"])),
-         "sparse": lambda: find(sparse_model(hooked), "sparse")}
-for method in [m for m in nb["methods"] if m in OTHER]:
+latent = lambda d: dict(k=nb.latent_k, latent_cfg=dict(d_latent=d, steps=nb.latent_steps, seed=seed))
+OTHER = {"shapley": lambda: find(hooked, "shapley", n_permutations=nb.n_permutations),
+         "sae": lambda: find(hooked, "sae", **latent(nb.sae_d_latent)),
+         "infovae": lambda: find(hooked, "infovae", **latent(nb.infovae_d_latent)),
+         "sparse": lambda: find(kwta.focus_layer(hooked, base_dir.name, nb.layer, data.load_token_data(cfg.data).train),
+                                "sparse")}
+for method in [m for m in nb.methods if m in OTHER]:
     found[method] = OTHER[method]()
 table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
 table.pivot(index="concept", columns="method", values=["gap", "random_q95"]).round(3)
@@ -200,27 +174,14 @@ shown = {"Athlete": "Company", "Company": "Athlete", "Film": "Album", "toxic": "
 assert all(t in subs and o in subs for t, o in shown.items()), f"shown concepts need prompts: {sorted(subs)}"
 
 
-def case(topic: str, i: int):
-    """The i-th validation prompt of a topic (its tokens and the keyword it should predict)."""
-    s = "comments" if topic in ("toxic", "harmless") else "dbpedia"
-    idx = [j for j, t in enumerate(val[s].topics) if t == topic][i]
-    return val[s].tokens[idx, : val[s].lengths[idx]], int(val[s].targets[idx])
-
-
-def in_set(topic: str) -> dict:
-    """The sub-models of a concept's own set (activity z-scores are comparable only within a set)."""
-    return {c: subs[c] for s in SETS if topic in windows[s] for c in windows[s] if c in subs}
-
-
-cases = [(t, other, i, *case(t, i)) for t, other in shown.items() for i in range(nb["n_shown"])]
-results = {}
-for t, other, i, toks, target in cases:
-    results[(t, i)] = submodels.explain(hooked, toks, in_set(t), tokenizer=tok, ablate=[t, other, (t, other)],
-                                        intensity=nb["intensity"], kind=nb["kind"], top_k=5)
+results = {(t, i): submodels.explain(hooked, submodels.validation_case(val, t, i)[0], submodels.set_of(subs, windows, t),
+                                     tokenizer=tok, ablate=[t, other, (t, other)], intensity=nb.intensity, kind=nb.kind,
+                                     top_k=5)
+           for t, other in shown.items() for i in range(nb.n_shown)}
 
 
 def show(t: str, i: int, fig_no: int):
-    toks, target = case(t, i)
+    toks, target = submodels.validation_case(val, t, i)
     ex = results[(t, i)]
     text = tok.decode(toks).replace(data.EOS, "")
     tr = ex.tracked.set_index(["ablated", "token_id"]).prob
@@ -276,7 +237,7 @@ fig = plotting.matrix_heatmap(confusion, "Fig. 7: most active selectivity sub-mo
                               "topic (rows)", "most active sub-model", "prompt topic", "share of the topic's prompts",
                               center=None, mark_diagonal=True)
 x = ident.correct.to_numpy(float)
-id_ci = stats.bootstrap_ci(x, n_boot=nb["n_boot"])
+id_ci = stats.bootstrap_ci(x, n_boot=nb.n_boot)
 findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active (control: "
                 "chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
                 control_value=float(ident.chance.mean()), figure="Fig. 7",
@@ -299,12 +260,12 @@ try:
     def _interactive(prompt: str, ablated: tuple, intensity: float) -> None:
         t, i = prompt.rsplit(" ", 1)
         if ablated:
-            ex = submodels.explain(hooked, case(t, int(i) - 1)[0], subs, tokenizer=tok, ablate=[tuple(ablated)],
-                                   intensity=intensity, kind=nb["kind"])
+            ex = submodels.explain(hooked, submodels.validation_case(val, t, int(i) - 1)[0], subs, tokenizer=tok, ablate=[tuple(ablated)],
+                                   intensity=intensity, kind=nb.kind)
             display(ex.table())
 
     ui = widgets.interactive(
-        _interactive, prompt=widgets.Dropdown(options=[f"{t} {i + 1}" for t, _, i, *_ in cases]),
+        _interactive, prompt=widgets.Dropdown(options=[f"{t} {i + 1}" for t, i in results]),
         ablated=widgets.SelectMultiple(options=list(subs), value=("Athlete",)),
         intensity=widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.1))
     display(ui)
@@ -327,15 +288,15 @@ for method, part in table.groupby("method", sort=False):
     x = part.beats_random.to_numpy(float)
     findings.record(f"Share of concepts whose {method} sub-model beats the 95th percentile of size-matched random "
                     f"sub-models (control: the 5% expected by chance)", x.mean(), unit="fraction",
-                    ci=stats.bootstrap_ci(x, n_boot=nb["n_boot"]), control="random", control_value=0.05,
+                    ci=stats.bootstrap_ci(x, n_boot=nb.n_boot), control="random", control_value=0.05,
                     figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
-                                                                   stats.bootstrap_ci(x, n_boot=nb["n_boot"])))
+                                                                   stats.bootstrap_ci(x, n_boot=nb.n_boot)))
 g = sel.gap.to_numpy()
 findings.record("Median validation gap of the selectivity sub-models (control: median gap of random sub-models)",
-                float(np.median(g)), unit="nats", ci=stats.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"]),
+                float(np.median(g)), unit="nats", ci=stats.bootstrap_ci(g, stat=np.median, n_boot=nb.n_boot),
                 control="random", control_value=float(sel.random_mean.median()), figure="Fig. 1",
                 verdict=findings.verdict_from(float(np.median(g)), float(sel.random_mean.median()),
-                                              stats.bootstrap_ci(g, stat=np.median, n_boot=nb["n_boot"])))
+                                              stats.bootstrap_ci(g, stat=np.median, n_boot=nb.n_boot)))
 findings.record("Share of concepts whose selectivity sub-model beats random, trained model (control: at "
                 "initialisation)", sel.beats_random.mean(), unit="fraction", control="init",
                 control_value=float(init.beats_random.mean()), figure="Fig. 1",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import os
 import re
 import shutil
@@ -25,6 +24,8 @@ import jupytext
 import nbformat
 import papermill as pm
 import pytest
+
+from lib.analysis import findings
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -195,10 +196,6 @@ def test_smoke_findings_ledger(smoke: Smoke) -> None:
     """Every report recorded at least one finding in the smoke run, and every finding names a control."""
     if not REPORTS:
         pytest.skip("no notebooks/NN_*.py yet")
-    if importlib.util.find_spec("lib.findings") is None:
-        pytest.skip("lib.findings does not exist yet, so the ledger cannot be read")
-    from lib.analysis import findings
-
     smoke.run_reports()
     with smoke.env():
         ledger = findings.load_all(PRESET)
@@ -206,7 +203,7 @@ def test_smoke_findings_ledger(smoke: Smoke) -> None:
     keys = ledger["notebook"].map(_ledger_key)
     silent = [py.stem for py in REPORTS if not (keys == py.stem).any()]
     assert not silent, (f"reports with no finding in {smoke.artifacts / 'findings'}: {silent} "
-                        "(call lib.findings.start(...) and record(...) in each report)")
+                        "(call lib.analysis.findings.start(...) and record(...) in each report)")
     controls = ledger["control"]
     blank = ledger[controls.isna() | (controls.astype(str).str.strip() == "")]
     assert blank.empty, f"findings without a control: {blank[['notebook', 'name']].to_dict('records')}"

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -19,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 
 from lib.core import artifacts, hooks
 from lib.core.checks import check, is_int
+from lib.core.params import Params
 
 EVAL_BOOST = ("duty", "none")  # eval mode: boost with the learned duty cycles, or plain top-k
 ACTS = ("none", "relu", "gelu", "gelu_new")  # applied before k-WTA ("none": k-WTA is the nonlinearity, as Numenta)
@@ -429,3 +431,57 @@ def get_or_fit(model, cfg: SparseConfig, fit_cfg: FitConfig, tokens: Tensor, key
 # ------------------------------------------------------------------------------------------- measuring
 
 
+
+
+# ------------------------------------------------------------------------------------------- the focus layer
+
+
+@dataclass(frozen=True)
+class SparseLayerParams(Params):
+    """The trained k-WTA layer that reports 5 and 7 share: its k (as a share of the layer's units), boosting, and how
+    it is fit on the first `n_train` training windows. Report 7 reuses report 5's layer through `focus_layer`."""
+
+    k_frac: float
+    steps: int
+    batch_size: int
+    lr: float
+    objective: Literal["distill", "lm", "both"]
+    boost_strength: float
+    boost_strength_factor: float
+    duty_cycle_period: int  # tokens
+    n_train: int
+
+    def validate(self) -> None:
+        check(0 < self.k_frac <= 1, "SparseLayerParams.k_frac", self.k_frac, "a share in (0, 1]")
+        for name in ("steps", "batch_size", "duty_cycle_period", "n_train"):
+            check(getattr(self, name) >= 1, f"SparseLayerParams.{name}", getattr(self, name), "an integer >= 1")
+        check(self.lr > 0, "SparseLayerParams.lr", self.lr, "a positive number")
+
+    def sparse_config(self, surgery: str = "replace_mlp", k: int | None = None) -> SparseConfig:
+        """The surgery with this boosting and k winners (None: dense)."""
+        return SparseConfig(surgery, boost_strength=self.boost_strength, boost_strength_factor=self.boost_strength_factor,
+                            duty_cycle_period=self.duty_cycle_period).replace(k=k)
+
+    def fit_config(self, seed: int = 0) -> FitConfig:
+        """How the layer is trained."""
+        return FitConfig(self.objective, self.steps, self.batch_size, self.lr, seed=seed)
+
+
+SPARSE_LAYER = {
+    "smoke": SparseLayerParams(k_frac=0.25, steps=8, batch_size=8, lr=3e-3, objective="lm", boost_strength=1.5,
+                               boost_strength_factor=0.9, duty_cycle_period=2000, n_train=32),
+    "cpu": SparseLayerParams(k_frac=0.05, steps=200, batch_size=32, lr=3e-3, objective="lm", boost_strength=1.5,
+                             boost_strength_factor=0.9, duty_cycle_period=20000, n_train=4096),
+    "gpu": SparseLayerParams(k_frac=0.05, steps=3000, batch_size=64, lr=1e-3, objective="distill", boost_strength=1.5,
+                             boost_strength_factor=0.9, duty_cycle_period=50000, n_train=16384),
+}
+
+
+def focus_layer(model, base: str, params: SparseLayerParams, train_tokens: Int[Tensor, "n pos"], seed: int = 0,
+                progress: bool = False):
+    """The focus model (the last MLP replaced by a k-WTA layer at params.k_frac) of the base model whose artifact
+    directory is named `base`: loaded from artifacts/sparse/ when report 5 (or an earlier call) trained it."""
+    sc = params.sparse_config("replace_mlp", k_for(params.k_frac, model.cfg.d_mlp))
+    fc = params.fit_config(seed)
+    tokens = train_tokens[: params.n_train]
+    return get_or_fit(model, sc, fc, tokens, fit_key(base, sc, fc, {"n_train": len(tokens)}), progress=progress)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lib.core import data
+from lib.core.checks import check
 from lib.core.data import lm_windows, load_articles
+from lib.core.params import Params
 
 TOPIC_SETS = ("dbpedia", "comments")
 SPLITS = ("fit", "heldout")
@@ -364,3 +366,55 @@ def lm_windows_for(hooked, texts: Sequence[str], n_ctx: int, max_windows: int | 
     ids = tok(list(texts), add_special_tokens=False)["input_ids"]
     windows = lm_windows(ids, n_ctx, tok.eos_token_id)
     return windows[:max_windows] if max_windows is not None else windows
+
+
+# ------------------------------------------------------------------------------------------- keyword probe knobs
+
+
+@dataclass(frozen=True)
+class KeywordParams(Params):
+    """How a report picks its topic keywords and builds its keyword prompts (shared by reports 3, 4, 5 and 7)."""
+
+    n_keywords: int  # keywords per topic
+    mode: Literal["whole_word", "word_start"]
+    min_count: int  # occurrences in the topic's fit texts
+    min_ratio: float  # rate in the topic / rate in the other topics
+    min_chars: int
+    exclusive: bool  # a token goes to at most one topic
+    max_texts: int | None  # cap on the texts counted per topic (None: all)
+
+    def validate(self) -> None:
+        for name in ("n_keywords", "min_count", "min_chars"):
+            check(getattr(self, name) >= 1, f"KeywordParams.{name}", getattr(self, name), "an integer >= 1")
+        check(self.min_ratio >= 0, "KeywordParams.min_ratio", self.min_ratio, "a number >= 0")
+        check(self.max_texts is None or self.max_texts >= 1, "KeywordParams.max_texts", self.max_texts,
+              "None or an integer >= 1")
+
+    def keywords(self, tok: data.Tokenizer, topic_set: str) -> pd.DataFrame:
+        """`keywords` of one topic set with these knobs."""
+        return keywords(tok, topic_set, n_per_topic=self.n_keywords, min_count=self.min_count,
+                        min_chars=self.min_chars, mode=self.mode, min_ratio=self.min_ratio, exclusive=self.exclusive,
+                        max_per_topic=self.max_texts)
+
+    def prompts(self, tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per_topic: int, max_len: int,
+                topics: Sequence[str] | None = None, bos: bool = True, seed: int = 0) -> KeywordPrompts:
+        """`keyword_prompts` of one topic set with these knobs."""
+        return keyword_prompts(tok, kw, topic_set, n_per_topic, max_len, topics, mode=self.mode,
+                               min_chars=self.min_chars, bos=bos, seed=seed)
+
+
+def keyword_probes(tok: data.Tokenizer, kp: KeywordParams, n_per_topic: int, max_len: int, bos: bool = True,
+                   seed: int = 0, topic_sets: Sequence[str] = TOPIC_SETS) -> tuple[pd.DataFrame, dict[str, KeywordPrompts]]:
+    """The keywords of every topic set (one frame) and each set's held-out keyword prompts, with knobs kp."""
+    kw = pd.concat([kp.keywords(tok, s) for s in topic_sets], ignore_index=True)
+    return kw, {s: kp.prompts(tok, kw, s, n_per_topic, max_len, bos=bos, seed=seed) for s in topic_sets}
+
+
+KEYWORDS = {
+    "smoke": KeywordParams(n_keywords=5, mode="word_start", min_count=5, min_ratio=0.0, min_chars=1, exclusive=False,
+                           max_texts=300),
+    "cpu": KeywordParams(n_keywords=10, mode="whole_word", min_count=20, min_ratio=2.0, min_chars=3, exclusive=True,
+                         max_texts=None),
+    "gpu": KeywordParams(n_keywords=20, mode="whole_word", min_count=50, min_ratio=2.0, min_chars=3, exclusive=True,
+                         max_texts=None),
+}

@@ -115,3 +115,16 @@ if __name__ == "__main__":
 
 
 
+
+
+# Steps of the short "bench" runs: report 1's depth x MLP x seed benchmark, whose 2-layer MLP run report 3 reuses as
+# its "early" model. Defined once, so both reports ask for the same artifact (and the early model never trains longer
+# than the preset's final model).
+BENCH_STEPS = {"smoke": 10, "cpu": 300, "gpu": 1000}
+
+
+def bench_overrides(cfg: RunConfig, steps: int) -> dict[str, int]:
+    """Overrides that train cfg for a short budget of `steps`: warmup at most a quarter of it, one evaluation and one
+    checkpoint at the end (what report 1's benchmark runs and report 3's early model are)."""
+    return dict(max_steps=steps, warmup_steps=min(cfg.train.warmup_steps, steps // 4), eval_every=steps,
+                checkpoint_every=steps)

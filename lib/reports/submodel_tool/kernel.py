@@ -434,3 +434,32 @@ def identification(activity: pd.DataFrame) -> pd.DataFrame:
     """Per prompt of a prompt_activity table: the most active sub-model and whether it is the prompt's topic."""
     top = activity.loc[activity.groupby("prompt").activity.idxmax()].rename(columns={"submodel": "most_active"})
     return top.assign(correct=top.most_active == top.topic)[["prompt", "topic", "most_active", "correct"]]
+
+
+# ------------------------------------------------------------------------------------------------ concept sets
+
+
+def find_in_sets(model, windows: Mapping[str, Mapping[str, Tensor]], validation: Mapping[str, KeywordPrompts],
+                 game: Mapping[str, KeywordPrompts], method: str = "selectivity", **kwargs) -> dict[str, SubModel]:
+    """`find_submodels` within each concept set (set -> concept -> windows), for the concepts that have both
+    validation and game prompts; each set's sub-models are validated on that set's held-out prompts (and, for
+    'shapley', ranked on its game prompts)."""
+    out: dict[str, SubModel] = {}
+    for s, concepts in windows.items():
+        ok = {c: w for c, w in concepts.items() if c in validation[s].topics and c in game[s].topics}
+        extra = {"prompts": game[s].subset(list(ok))} if method == "shapley" else {}
+        out.update(find_submodels(model, ok, method, validation=validation[s].subset(list(ok)), **extra, **kwargs))
+    return out
+
+
+def set_of(submodels: Mapping[str, SubModel], windows: Mapping[str, Mapping[str, Tensor]],
+           concept: str) -> dict[str, SubModel]:
+    """The sub-models of a concept's own set (activity z-scores are comparable only within a set)."""
+    return {c: submodels[c] for concepts in windows.values() if concept in concepts for c in concepts if c in submodels}
+
+
+def validation_case(validation: Mapping[str, KeywordPrompts], topic: str, i: int) -> tuple[Int[Tensor, " pos"], int]:
+    """The i-th validation prompt of a topic, from whichever set has it: (its tokens, the keyword it should predict)."""
+    pr = next(p for p in validation.values() if topic in p.topics)
+    idx = [j for j, t in enumerate(pr.topics) if t == topic][i]
+    return pr.tokens[idx, : pr.lengths[idx]], int(pr.targets[idx])
