@@ -24,12 +24,9 @@
 # seconds. `make book` runs it after all the reports.
 
 # %%
-import matplotlib.pyplot as plt
-import seaborn as sns
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
-from lib.analysis import findings
+from lib.analysis import findings, plotting
 
 # %% tags=["parameters"]
 preset = "cpu"
@@ -55,13 +52,7 @@ if not ledger.empty:
     verdicts = ledger.assign(verdict=ledger["verdict"].fillna(findings.NO_VERDICT))
     palette = {"supported": "#228833", "not supported": "#EE6677", "inconclusive": "#CCBB44",
                findings.NO_VERDICT: "#BBBBBB"}
-    fig, ax = plt.subplots(figsize=(8, 0.5 * verdicts["notebook"].nunique() + 1.5))
-    sns.histplot(data=verdicts, y="notebook", hue="verdict", hue_order=list(palette), palette=palette,
-                 multiple="stack", discrete=True, shrink=0.7, alpha=1.0, ax=ax)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="findings (count)", ylabel="report", title=f"Verdicts per report (preset {preset})")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="verdict", frameon=False)
-    plt.show()
+    fig = plotting.verdict_counts(verdicts, palette, f"Verdicts per report (preset {preset})")
 
 # %% [markdown]
 # ## Findings by report

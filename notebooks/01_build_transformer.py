@@ -24,19 +24,16 @@
 # **Runtime:** smoke ≈ 1 min; cpu ≈ 15 min on 2 cores; gpu (the report's sizes) ≈ 20 min on one GPU.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, metrics, plotting, stats
+from lib.analysis import findings, metrics, session, stats
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.build_transformer import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.build_transformer import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -56,6 +53,7 @@ bench_steps = None
 n_induction_seqs = None
 
 # %%
+device = session.start("01_build_transformer", preset).device
 overrides = dict(seed=seed, n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head, d_mlp=d_mlp,
                  vocab_size=vocab_size, n_ctx=n_ctx, max_steps=max_steps, batch_size=batch_size, lr=lr,
                  precision=precision)
@@ -63,9 +61,6 @@ cfg_attn = config.resolve(preset, attention_only=True, **overrides)
 cfg_mlp = config.resolve(preset, attention_only=False, **overrides)
 nb = report_params.resolve(preset, bench_steps=bench_steps,
                             n_induction_seqs=n_induction_seqs)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("01_build_transformer", preset)
-plotting.set_style()
 cfg_mlp
 
 # %% [markdown]
@@ -130,7 +125,7 @@ m_attn, m_mlp = m_attn.cpu(), m_mlp.cpu()
 n_eval = cfg_mlp.train.eval_batches * cfg_mlp.train.batch_size
 unigram = metrics.ngram_baseline(tokens.train, tokens.val[:n_eval], tok.vocab_size, order=1)
 bigram = metrics.ngram_baseline(tokens.train, tokens.val[:n_eval], tok.vocab_size, order=2)
-fig = plotting.training_curves(
+fig = plots.training_curves(
     {"attention-only": h_attn, "with MLP": h_mlp},
     {f"unigram ({unigram['loss']:.2f})": unigram["loss"], f"bigram ({bigram['loss']:.2f})": bigram["loss"]},
     title=f"Fig. 1: training curves, 2-layer models ({preset} preset, held-out = DBpedia-14 test articles)",
@@ -174,7 +169,7 @@ grid = [dict(n_layers=L, attention_only=ao, seed=s, **runs.bench_overrides(cfg_m
         for L in nb.bench_layers for ao in (True, False) for s in nb.bench_seeds]
 bench = runs.sweep(cfg_mlp, grid, name="bench", device=device)
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
-fig = plotting.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb.bench_steps} "
+fig = plots.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb.bench_steps} "
                                 f"steps vs size ({len(nb.bench_seeds)} seeds each)")
 table = bench.groupby(["model", "n_layers", "n_params"]).agg(
     val_loss=("val_loss", "mean"), val_loss_sd=("val_loss", "std"), seconds=("seconds", "mean")).reset_index()
@@ -211,12 +206,12 @@ hooked = {"attention-only": model.to_hooked(m_attn), "with MLP": model.to_hooked
           "attention-only at init": model.to_hooked(train.init_model(cfg_attn).eval())}
 scores = {k: metrics.head_scores(h, rand_rep, per_sequence=True) for k, h in hooked.items()}
 text_scores = {k: metrics.head_scores(h, text_rep) for k, h in hooked.items()}
-fig = plotting.head_heatmaps({k: s["induction"].mean(0) for k, s in scores.items()},
+fig = plots.head_heatmaps({k: s["induction"].mean(0) for k, s in scores.items()},
                              title="Fig. 3: induction score per head (repeated random frequent tokens)",
                              cbar_label="induction score (attention weight)")
 
 # %%
-fig = plotting.head_heatmaps({k: s["prev_token"].mean(0) for k, s in scores.items()},
+fig = plots.head_heatmaps({k: s["prev_token"].mean(0) for k, s in scores.items()},
                              title="Fig. 4: previous-token score per head", cbar_label="previous-token score")
 
 # %%
@@ -247,7 +242,7 @@ best_layer = int(induction.loc["attention-only", "best head"][1])
 example = text_rep[:1]
 pattern = metrics.attention_patterns(hooked["attention-only"], example)[best_layer, 0]
 labels = [tok.id_to_token(t) for t in example[0]]
-plotting.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in range(pattern.shape[0])])
+plots.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in range(pattern.shape[0])])
 
 # %% [markdown]
 # ### In-context learning: loss on the second copy
@@ -260,7 +255,7 @@ for k, h in hooked.items():
     per_tok = metrics.per_token_loss(h, rand_rep)
     curves[k] = np.stack([per_tok.mean(0).numpy(), per_tok.std(0).numpy()])
     drops[k] = (per_tok[:, : half - 1].mean(1) - per_tok[:, half:].mean(1)).numpy()
-fig = plotting.loss_by_position(curves, boundary=half, title="Fig. 5: loss per position on repeated random tokens")
+fig = plots.loss_by_position(curves, boundary=half, title="Fig. 5: loss per position on repeated random tokens")
 for k in ("attention-only", "with MLP"):
     v, init = float(drops[k].mean()), float(drops["attention-only at init"].mean())
     ci = stats.bootstrap_ci(drops[k])

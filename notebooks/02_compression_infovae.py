@@ -27,20 +27,17 @@
 # compressor), `findings/`. **Runtime:** smoke ≈ 1 min; cpu ≈ 12 min on 2 idle cores; gpu ≈ 30 min.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import compressors, findings, plotting, prompts, stats, units
+from lib.analysis import compressors, findings, prompts, session, stats, units
 from lib.core import config, data, hooks, model, pretrained, train
 from lib.core.runs import get_or_train
 from lib.reports.compression_infovae import kernel as compression
 from lib.reports.compression_infovae import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.compression_infovae import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -59,18 +56,16 @@ kernel = None  # "rbf" | "imq"
 sae_expansion = None
 
 # %%
+device = session.start("02_compression_infovae", preset).device
 nb = report_params.resolve(preset, hooks=hooks_list, sizes=sizes, seeds=seeds,
                             model_seeds=model_seeds, n_fit=n_fit, n_eval=n_eval, steps=steps, d_hidden=d_hidden,
                             lambda_mmd=lambda_mmd, beta=beta, kernel=kernel, sae_expansion=sae_expansion)
 cfgs = {"attn": config.resolve(preset, attention_only=True), "mlp": config.resolve(preset, attention_only=False)}
-device = "cuda" if torch.cuda.is_available() else "cpu"
 base = compressors.CompressorConfig(d_hidden=nb.d_hidden, steps=nb.steps, batch_size=nb.batch_size,
                                     lr=nb.lr, lambda_mmd=nb.lambda_mmd, beta=nb.beta, kernel=nb.kernel,
                                     sae_expansion=nb.sae_expansion)
 d_model = cfgs["mlp"].model.d_model
 latent_sizes = list(nb.sizes or compression.latent_sizes(d_model))
-findings.start("02_compression_infovae", preset)
-plotting.set_style()
 base
 
 # %% [markdown]
@@ -123,7 +118,7 @@ for (kind, hook) in hook_names:
         runs.append(df.assign(model=kind, model_seed=s, hook=panel[(kind, hook)]))
 sweep = pd.concat(runs, ignore_index=True)
 main = sweep[sweep.model_seed == nb.model_seeds[0]]
-fig = plotting.sweep_curves(
+fig = plots.sweep_curves(
     main, {"frac_recovered_zero": "loss recovered (fraction)\nvs zero-ablation",
            "frac_recovered_mean": "loss recovered (fraction)\nvs mean-ablation"},
     f"Fig. 1: fraction of loss recovered when the reconstruction is spliced in ({preset} preset; "
@@ -131,7 +126,7 @@ fig = plotting.sweep_curves(
                                                            "frac_recovered_mean": {"90%": 0.9}})
 
 # %%
-fig = plotting.sweep_curves(
+fig = plots.sweep_curves(
     main.assign(fvu=main.fvu.clip(lower=1e-4)),
     {"loss": "spliced loss\n(nats / token)", "fvu": "reconstruction error\n(fraction of variance, ≥ 1e-4)"},
     "Fig. 2: spliced cross-entropy and reconstruction error against latent size",
@@ -229,7 +224,7 @@ for name in nets:
     z = fitted(name, "infovae", k_view).encode(topic_acts[name])[:, 8:].flatten(0, 1)[pick]
     xy = compressors.fit(z, compressors.CompressorConfig(method="pca", d_latent=2))[0].encode(z)
     panels[f"{name} model (k = {k_view})"] = (xy.numpy(), tok_topic)
-fig = plotting.latent_scatter(panels, topic_names, f"Fig. 3: InfoVAE latents at {lname}, coloured by article topic")
+fig = plots.latent_scatter(panels, topic_names, f"Fig. 3: InfoVAE latents at {lname}, coloured by article topic")
 
 # %% [markdown]
 # ### (b) A linear topic probe
@@ -251,7 +246,7 @@ for name in nets:
                  (name, raw_label): topic_acts[name]}
 probes, per_article = compression.probe_table(features, topic_labels, train_mask, n_topics, shuffled=[shuffled_key],
                                               steps=nb.probe_steps)
-fig = plotting.probe_bars(probes, f"Fig. 4: linear topic probe on {lname} features ({n_topics} topics)",
+fig = plots.probe_bars(probes, f"Fig. 4: linear topic probe on {lname} features ({n_topics} topics)",
                           chance=1 / n_topics)
 
 # %%
@@ -318,7 +313,7 @@ values = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
 j, prompt = top_latents[0], starts[0]
 probs = compression.traverse(nets["trained"], prompt, lhook, vae, j, values)
 top_ids = list(dict.fromkeys(probs.topk(3, dim=-1).indices.flatten().tolist()))
-fig = plotting.traversal_heatmap(probs[:, top_ids].T.numpy(), [tok.decode([t]) for t in top_ids], values,
+fig = plots.traversal_heatmap(probs[:, top_ids].T.numpy(), [tok.decode([t]) for t in top_ids], values,
                                  f"Fig. 5: traversing InfoVAE latent {j} at {lname} (prompt: …"
                                  f"{tok.decode(prompt[-6:])!r})")
 display(Markdown(f"Latent effects (mean total-variation distance of the next-token distribution, ±2 vs 0, over "
@@ -341,8 +336,7 @@ kp = prompts.keyword_prompts(tok, kw, "dbpedia", n_per_topic=nb.n_keyword_prompt
                              max_len=cfgs[lkind].model.n_ctx) if len(kw) else None
 lacts = fit_key["trained"][0].flatten(0, 1)
 def keyword_scores(fn=None) -> dict:
-    hooks_ = [] if fn is None else [(lhook, compression.splice_hook(fn))]
-    return prompts.evaluate(nets["trained"], kp, hooks_)[["loss", "top1"]].mean().to_dict()
+    return compression.splice_keyword_scores(nets["trained"], kp, lhook, fn)
 
 
 if kp is not None and len(kp):
@@ -351,7 +345,7 @@ if kp is not None and len(kp):
     kw_df = pd.DataFrame([{"hook": lname, "method": compressors.METHOD_LABELS[m], "d_latent": k, "seed": 0,
                            **keyword_scores(fitted("trained", m, k))}
                           for m in compressors.METHODS for k in latent_sizes])
-    fig = plotting.sweep_curves(
+    fig = plots.sweep_curves(
         kw_df, {"loss": "keyword cross-entropy\n(nats)", "top1": "keyword is the top-1\nnext token (fraction)"},
         f"Fig. 6: keyword prompts with the compressor spliced in ({len(kp)} held-out prompts)",
         hlines={c: {k: v[c] for k, v in refs_kw.items()} for c in ("loss", "top1")})
@@ -422,7 +416,7 @@ display(Markdown(big_note))
 # %%
 big_df = compression.sweep(big, big_hook, big_fit, big_eval, big_sizes, ["infovae", "pca", "sae", "random"],
                            nb.seeds[:1], base, progress=False).assign(hook=big_label)
-fig = plotting.sweep_curves(big_df, {"frac_recovered_zero": "loss recovered vs zero-ablation (fraction)"},
+fig = plots.sweep_curves(big_df, {"frac_recovered_zero": "loss recovered vs zero-ablation (fraction)"},
                             f"Fig. 7: the sweep on {big_label} (one seed)",
                             hlines={"frac_recovered_zero": {"90%": 0.9}})
 

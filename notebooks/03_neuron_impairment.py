@@ -31,21 +31,18 @@
 # gpu ≈ 20 min.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, impairment, plotting, prompts, units
+from lib.analysis import findings, impairment, plotting, prompts, session, units
 from lib.analysis.stats import bootstrap_ci
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_impairment import kernel as impair
 from lib.reports.neuron_impairment import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.neuron_impairment import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -56,12 +53,10 @@ n_random = None  # random clusters per test (the control of hypothesis B)
 noise_seeds = None  # noise draws per intensity
 
 # %%
+device = session.start("03_neuron_impairment", preset).device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             noise_seeds=noise_seeds)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("03_neuron_impairment", preset)
-plotting.set_style()
 cfg
 
 # %% [markdown]
@@ -183,9 +178,7 @@ METRICS = {"loss": "keyword loss (nats)", "top5": "top-5 accuracy (fraction)"}
 
 
 def dose_figure(test: str, title: str):
-    part = tr[tr.test == test]
-    ends = part.kind.isin(impairment.ENDPOINTS)
-    return plotting.dose_response(part[~ends], METRICS, KINDS, title, hue_order=TESTS[test][2], endpoints=part[ends])
+    return plots.dose_figure(tr[tr.test == test], METRICS, KINDS, title, TESTS[test][2])
 
 
 fig = dose_figure("test 1", "Fig. 1: test 1 — toxic-comments cluster (after the MLP nonlinearity)")
@@ -220,7 +213,7 @@ display(Markdown("At the highest noise intensity the keyword loss rises by " + "
 curves = impair.curve_table(sweeps[sweeps.method == "selectivity"], by=("model", "test", "kind", "topic"),
                             n_boot=nb.n_boot // 5)
 rho = {name: curves[curves.model == name].spearman.to_numpy() for name in ("trained", "init")}
-fig = plotting.curve_stat_strip(curves.assign(impairment=curves.kind), x="model", y="spearman", hue="impairment",
+fig = plots.curve_stat_strip(curves.assign(impairment=curves.kind), x="model", y="spearman", hue="impairment",
                                 title="Fig. 4: Spearman ρ of keyword loss vs intensity, one dot per curve",
                                 ylabel="Spearman ρ (loss vs intensity)", ref=0.0)
 curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "largest_step"]).round(2)
@@ -312,7 +305,7 @@ tol = {k: impair.threshold_intensity(mean_t[k].index.to_numpy(), mean_t[k].to_nu
        for k in ("trained", "seed 1", "early")}
 
 # %%
-fig = plotting.tolerance_curves(curves_t, "top5", "model", threshold, tol,
+fig = plots.tolerance_curves(curves_t, "top5", "model", threshold, tol,
                                 "Fig. 6: Athlete top-5 keyword accuracy under noise on each model's Athlete cluster",
                                 "noise intensity (neuron sd)", "top-5 accuracy (fraction)")
 cap = max(nb.tolerance_intensities)

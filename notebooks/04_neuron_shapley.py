@@ -29,21 +29,18 @@
 # models must be trained); gpu: not measured yet.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, plotting, prompts, shapley, units
+from lib.analysis import findings, plotting, prompts, session, shapley, units
 from lib.analysis.stats import bootstrap_ci, spearman
 from lib.core import artifacts, config, data, model, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_shapley import kernel as neuron_shapley
 from lib.reports.neuron_shapley import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.neuron_shapley import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -53,11 +50,9 @@ k = None  # top-k neurons for specificity, seeds and TMAB
 n_random = None  # random orders / random k-sets (the controls)
 
 # %%
+device = session.start("04_neuron_shapley", preset).device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, n_permutations=n_permutations, k=k, n_random=n_random)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("04_neuron_shapley", preset)
-plotting.set_style()
 cfg
 
 # %% [markdown]
@@ -150,18 +145,12 @@ res = {"trained": tmc("trained", nb.n_permutations), "seed 1": tmc("seed 1", nb.
 phi = res["trained"].values  # (neuron, topic), nats of keyword loss
 long = pd.concat([pd.DataFrame({"Shapley value": r.values.flatten().numpy(), "model": name}) for name, r in res.items()
                   if name != "seed 1"])
-fig = plotting.value_histograms(long, "Shapley value", "model",
+fig = plots.value_histograms(long, "Shapley value", "model",
                                 "Fig. 1: Shapley values of all neurons for every topic's keyword metric",
                                 "Shapley value (nats of keyword loss saved)")
 
 # %%
-def top_share(values: torch.Tensor) -> np.ndarray:
-    """Per topic: share of the total absolute credit held by the k neurons with the largest |value|."""
-    a = values.abs()
-    return (a.sort(0, descending=True).values[: nb.k].sum(0) / a.sum(0)).numpy()
-
-
-share = {name: top_share(r.values) for name, r in res.items()}
+share = {name: neuron_shapley.top_share(r.values, nb.k) for name, r in res.items()}
 ci = bootstrap_ci(share["trained"], np.median, nb.n_boot)
 findings.record(f"Share of a topic's absolute Shapley credit held by its top-{nb.k} neurons (median over topics)",
                 float(np.median(share["trained"])), unit="fraction", ci=ci, figure="Fig. 1", control="init",
@@ -212,7 +201,7 @@ scores = {"Shapley": phi, "selectivity": torch.stack([players.gather(stats["trai
 g = torch.Generator().manual_seed(seed)
 removal = neuron_shapley.removal_table(evals["trained"], scores, sorted({*nb.removal_ks, nb.k}), nb.n_random, g)
 ORDER = ["Shapley", "grad × act", "selectivity", "random"]
-fig = plotting.removal_curves(removal, "k", {"top5": "top-5 keyword accuracy (fraction)", "loss": "keyword loss (nats)"},
+fig = plots.removal_curves(removal, "k", {"top5": "top-5 keyword accuracy (fraction)", "loss": "keyword loss (nats)"},
                               "ordering", "Fig. 3: a topic's keyword metrics as its neurons are removed, by ordering",
                               "neurons removed (count)", hue_order=ORDER)
 
@@ -324,7 +313,7 @@ t0 = cost_topics[0]
 conv = pd.concat([pd.DataFrame({"evaluations": r.trace_evals.numpy(), "estimator": m,
                                 "overlap": [shapley.set_jaccard(s, costs.ref[t0]) for s in r.trace_top(nb.k)]})
                   for m, r in cost[t0].items()])
-fig = plotting.convergence_curves(conv, "evaluations", "overlap", "estimator",
+fig = plots.convergence_curves(conv, "evaluations", "overlap", "estimator",
                                   f"Fig. 6: top-{nb.k} overlap with the reference set vs evaluations ({t0})",
                                   "value-function evaluations (coalitions, log scale)",
                                   f"Jaccard overlap with reference top-{nb.k}",
@@ -361,7 +350,7 @@ rel = np.array([spearman(a[:, j].numpy(), b[:, j].numpy()) for j in range(len(to
 rho = {o: np.array([spearman(scores[o][:, j].numpy(), phi[:, j].numpy()) for j in range(len(topics))])
        for o in ("grad × act", "selectivity")}
 j0 = topics.index(t0)
-fig = plotting.agreement_scatter({o: (scores[o][:, j0].numpy(), phi[:, j0].numpy()) for o in rho},
+fig = plots.agreement_scatter({o: (scores[o][:, j0].numpy(), phi[:, j0].numpy()) for o in rho},
                                  "rank under the cheap score (percentile)", "rank under Shapley (percentile)",
                                  f"Fig. 7: cheap scores vs Shapley values, one dot per neuron ({t0})")
 findings.record("Split-half reliability of the Shapley estimates (Spearman, median over topics)", float(np.median(rel)),

@@ -31,22 +31,19 @@
 # must be trained); gpu ≈ 30 min.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, impairment, kwta, plotting, prompts, stats
+from lib.analysis import findings, impairment, kwta, plotting, prompts, session, stats
 from lib.analysis.units import top_contexts, topic_stats
 from lib.core import config, data, hooks, model
 from lib.core.pretrained import load_pretrained
 from lib.core.runs import get_or_train
 from lib.reports.sparse_layers import kernel as sparse
 from lib.reports.sparse_layers import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.sparse_layers import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -57,11 +54,9 @@ steps = None  # training steps per sparse layer
 seeds = None  # training seeds of the sparse layers
 
 # %%
+device = session.start("05_sparse_layers", preset).device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, k_fracs=k_fracs, steps=steps, seeds=seeds)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("05_sparse_layers", preset)
-plotting.set_style()
 cfg
 
 # %% [markdown]
@@ -113,7 +108,7 @@ with hooked.hooks(fwd_hooks=[(hooks.name("mlp_out", last), lambda x, hook: torch
 
 # %%
 dense = {v: losses[losses.variant == f"{v}, dense"].loss.to_numpy() for v in SURGERY}
-fig = plotting.metric_vs_k(
+fig = plots.metric_vs_k(
     losses[losses.variant.isin(list(SURGERY))], "loss", "variant",
     {"original model": [orig_loss], f"MLP {last} removed": [removed_loss],
      **{f"{v}: dense retrained": dense[v] for v in SURGERY}},
@@ -177,7 +172,7 @@ for label, variant in BOOST_RUNS.items():
         rows.append({"layer": label, "seed": s, "dead units (fraction)": float((d == 0).float().mean()),
                      "duty entropy (normalised)": sparse.duty_entropy(d), "max duty ÷ (k/n)": float(d.max() * n_units / k_focus)})
 boost_df = pd.DataFrame(rows)
-fig = plotting.duty_cycle_histograms(duty, k_focus / n_units,
+fig = plots.duty_cycle_histograms(duty, k_focus / n_units,
                                      f"Fig. 2: duty cycles of the sparse units, k = {k_focus} of {n_units} (seed {nb.seeds[0]})")
 boost_df.groupby("layer").mean(numeric_only=True).drop(columns="seed").round(3)
 
@@ -235,7 +230,7 @@ units = pd.concat(parts, ignore_index=True)
 # %%
 ORDER = ["original dense", "original dense, rotated", "(a) dense retrained", "(a) dense retrained, rotated",
          "(a) sparse", "(a) sparse, rotated", "(b) dense retrained", "(b) sparse"]
-fig = plotting.unit_score_histograms(
+fig = plots.unit_score_histograms(
     units[units.seed == nb.seeds[0]], {"selectivity": "topic selectivity (max Cohen's d over topics)",
                                           "monosemanticity": "monosemanticity (share of top activations in one topic)"},
     "basis", ORDER, f"Fig. 3: per-unit interpretability of the layer's units, k = {k_focus} (dashed: medians)")
@@ -287,7 +282,7 @@ for (v, k, s), m in models.items():
         sel = sparse.unit_scores(acts, owner, topics, nb.n_top).selectivity
         rows.append({"variant": v, "k": k, "k_pct": 100 * k / n_units, "seed": s, "selectivity": float(sel.median())})
 sel_k = pd.DataFrame(rows)
-fig = plotting.metric_vs_k(
+fig = plots.metric_vs_k(
     sel_k, "selectivity", "variant",
     {"original dense neurons": [med.loc[("original dense", focus_seed), "selectivity"]],
      "original, rotated": [med.loc[("original dense, rotated", focus_seed), "selectivity"]],

@@ -30,19 +30,16 @@
 # the checkpoints and cached analyses); gpu ≈ 30 min on one GPU.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, metrics, plotting, stats
+from lib.analysis import findings, metrics, session, stats
 from lib.core import artifacts, config, data, train
 from lib.reports.training_dynamics import kernel as attribution
 from lib.reports.training_dynamics import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.training_dynamics import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -54,6 +51,7 @@ n_attr = None
 n_tracin = None
 
 # %%
+device = session.start("06_training_dynamics", preset).device
 nb = report_params.resolve(preset, n_seeds=n_seeds, n_attr=n_attr, n_tracin=n_tracin)
 user = {k: v for k, v in dict(max_steps=max_steps, plant_frac=plant_frac).items() if v is not None}
 cfg = config.resolve(preset, **{**nb.run, **user}, attention_only=True, seed=seed)
@@ -64,9 +62,6 @@ runs[CONTROL] = cfg.replace(plant_frac=0.0)
 runs = {k: c.replace(eval_every=c.train.max_steps, checkpoint_every=c.train.max_steps, eval_batches=2)
         for k, c in runs.items()}
 cfg = runs[f"seed {seed}"]
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("06_training_dynamics", preset)
-plotting.set_style()
 cfg
 
 # %% [markdown]
@@ -141,7 +136,7 @@ main = f"seed {seed}"
 pc = phases[main]
 
 # %%
-fig = plotting.dynamics_curves(
+fig = plots.dynamics_curves(
     {main: curves[main], CONTROL: curves[CONTROL]},
     {"held-out natural text": ("held_out_loss", "cross-entropy (nats / token)"),
      "copied tokens of planted held-out windows": ("copy_loss", "cross-entropy (nats / token)"),
@@ -164,7 +159,7 @@ display(Markdown(
 # during the phase change (K-composition needs the previous-token information to exist).
 
 # %%
-fig = plotting.head_scores_over_training(
+fig = plots.head_scores_over_training(
     heads[main], {"induction": "induction score", "prev_token": "previous-token score",
                   "prefix_matching": "prefix-matching score (planted text)"}, pc,
     title=f"Fig. 2: per-head scores over training, {main}; white dotted line: detected phase change")
@@ -185,7 +180,7 @@ display(Markdown(f"The strongest induction head is **{ind_head}** (final score {
 # per-sequence sd is ≈ 1.7 nats), while text that repeats itself shows in-context learning clearly.
 
 # %%
-fig = plotting.seed_curves(curves, {"max induction score": ("max_induction", "induction score (attention weight)"),
+fig = plots.seed_curves(curves, {"max induction score": ("max_induction", "induction score (attention weight)"),
                                     "ICL score, natural text": ("icl_score", "loss late − loss early (nats)"),
                                     "ICL score, planted text": ("icl_score_planted", "loss late − loss early (nats)")},
                            {k: v for k, v in phases.items() if k != CONTROL}, control=CONTROL,
@@ -289,7 +284,7 @@ for name, paths in list(ckpts.items()) + [("init only", ckpts[main][:1])]:
 # %%
 score = tracins[main].scores["induction"].numpy()
 top = attribution.n_top(len(score), 0.01)
-fig = plotting.score_histogram(score, group, GROUPS, np.sort(score)[-top],
+fig = plots.score_histogram(score, group, GROUPS, np.sort(score)[-top],
                                title=f"Fig. 4: TracIn scores for the induction head ({main}, {len(score)} sequences)",
                                xlabel="TracIn score (lr × gradient dot product, summed over checkpoints)")
 exact_vs_proj = stats.spearman(score, tracins[main].projected["induction"].numpy())
@@ -308,7 +303,7 @@ display(Markdown(
 tr = tracins[main]
 terms = pd.DataFrame([{"step": s, "term": v, "group": gr}
                       for s, row in zip(tr.steps, tr.per_checkpoint["induction"].numpy()) for v, gr in zip(row, group)])
-fig = plotting.influence_over_training(terms, pc, title=f"Fig. 5: TracIn terms per checkpoint, {main}; "
+fig = plots.influence_over_training(terms, pc, title=f"Fig. 5: TracIn terms per checkpoint, {main}; "
                                        "dotted: detected phase change", names=GROUPS)
 per_ck = tr.per_checkpoint["induction"].numpy()
 gap = per_ck[:, labels].mean(1) - per_ck[:, group == GROUPS[2]].mean(1)
@@ -337,7 +332,7 @@ enrich = pd.concat([attribution.enrichment_curve(sc, lab, fracs).assign(attribut
 null = pd.DataFrame([{"target": target, "frac": f, **dict(zip(("low", "high"), np.quantile(
     attribution.shuffled_enrichment(lab, f, n_perm=500, seed=seed), [0.025, 0.975])))}
     for target, lab in targets.items() for f in fracs])
-fig = plotting.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the top-attributed sequences of planted "
+fig = plots.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the top-attributed sequences of planted "
                                  "repeats (left) and of any repeat (right); induction objective unless noted")
 enrich[enrich.frac.isin([0.01, 0.1])].pivot(index="attribution", columns=["target", "frac"], values="enrichment").round(2)
 
@@ -378,7 +373,7 @@ pairs = {f"seed {a} vs seed {b}": (tracins[f"seed {a}"].scores["induction"].nump
          for i, a in enumerate(seeds) for b in seeds[i + 1:]}
 rho = {k: stats.spearman(a, b) for k, (a, b) in pairs.items()}
 rho_nat = {k: stats.spearman(a[~labels], b[~labels]) for k, (a, b) in pairs.items()}
-fig = plotting.rank_scatter(pairs, group, GROUPS, title="Fig. 7: per-sequence TracIn "
+fig = plots.rank_scatter(pairs, group, GROUPS, title="Fig. 7: per-sequence TracIn "
                             "ranks under two training seeds (" + "; ".join(f"{k}: ρ = {v:.2f}" for k, v in rho.items()) + ")")
 both_found = [k for k in pairs if all(phases[r].found for r in k.split(" vs "))]
 first_pair = (both_found or list(pairs))[0]  # a pair of seeds that both formed an induction head, if any
@@ -403,7 +398,7 @@ display(Markdown("Spearman ρ between seeds: " + "; ".join(f"{k}: {rho[k]:.2f} (
 nat = np.nonzero(~labels)[0]
 rep_frac = rep3[nat]
 top_nat = nat[np.argsort(-score[nat])[: nb.n_show]]
-plotting.highlighted_tokens([{"label": f"window {int(idx[i])}: TracIn rank {int((score > score[i]).sum()) + 1} of "
+plots.highlighted_tokens([{"label": f"window {int(idx[i])}: TracIn rank {int((score > score[i]).sum()) + 1} of "
                               f"{len(score)}", "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in top_nat])
 
@@ -443,7 +438,7 @@ dstar_other = {k: attribution.data_dimensionality(attribution.sequence_represent
     for k, i in (("init", 0), ("final", -1))}
 lab_d = tokens.planted[sub].numpy()
 df_d = pd.concat([pd.DataFrame({"dstar": v, "checkpoint": k, "group": group[: len(sub)]}) for k, v in dstar.items()])
-fig = plotting.dstar_histograms(df_d, names=GROUPS,
+fig = plots.dstar_histograms(df_d, names=GROUPS,
                                 title=f"Fig. 8: data dimensionality D* of {len(sub)} training sequences over training "
                                 f"({main}); the phase change runs from step {pc.start:.0f} to {pc.end:.0f}")
 

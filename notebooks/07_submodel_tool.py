@@ -28,20 +28,17 @@
 # **Runtime:** smoke < 1 min; cpu ≈ 5 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
 
 # %%
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, kwta, plotting, prompts, stats
+from lib.analysis import findings, kwta, plotting, prompts, session, stats
 from lib.core import config, data, model, train
 from lib.core.runs import get_or_train
 from lib.reports.submodel_tool import kernel as submodels
 from lib.reports.submodel_tool import params as report_params
-
-warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
+from lib.reports.submodel_tool import plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -52,12 +49,10 @@ n_random = None  # size-matched random sub-models per validation (the control)
 methods = None  # which methods to run (None: the preset's)
 
 # %%
+device = session.start("07_submodel_tool", preset).device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             methods=methods)
-device = "cuda" if torch.cuda.is_available() else "cpu"
-findings.start("07_submodel_tool", preset)
-plotting.set_style()
 cfg
 
 # %% [markdown]
@@ -149,7 +144,7 @@ table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_in
 table.pivot(index="concept", columns="method", values=["gap", "random_q95"]).round(3)
 
 # %%
-fig = plotting.submodel_gaps(table, "Fig. 1: validation gap of each concept's sub-model vs random sub-models of "
+fig = plots.submodel_gaps(table, "Fig. 1: validation gap of each concept's sub-model vs random sub-models of "
                              "the same size", order=list(sel.concept))
 share = table.groupby("method", sort=False).beats_random.mean()
 display(Markdown("Share of concepts whose sub-model beats its random control: " + ", ".join(
@@ -190,7 +185,7 @@ def show(t: str, i: int, fig_no: int):
                      f"`{ex.tracked.token.iloc[0]!r}` at {tr.iloc[0]:.3f}; with {t} ablated "
                      f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}."))
     display(ex.table())
-    return plotting.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
+    return plots.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
                                        "activity per position and the prediction with sub-models ablated",
                                        first=(t, shown[t]))
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lib.core.config import ModelConfig, RunConfig, TrainConfig
 from lib.core.model import loss_fn, to_hooked
-from lib.core.train import autocast, make_optimizer, train
+from lib.core.train import autocast, evaluate, make_optimizer, train
 
 
 def bf16_native() -> bool:

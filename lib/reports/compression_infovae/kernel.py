@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lib.analysis import compressors
 from lib.analysis.compressors import METHOD_LABELS, Compressor, CompressorConfig, fvu
+from lib.analysis.prompts import KeywordPrompts, evaluate
 from lib.analysis.stats import bootstrap_ci
 from lib.analysis.units import cache_activations
 from lib.core.hooks import HookFn
@@ -232,3 +233,10 @@ def method_gap(df: pd.DataFrame, a: str, b: str, metric: str = "frac_recovered_z
     sub = df if max_size is None else df[df["d_latent"] < max_size]
     piv = sub.pivot_table(index=[by, "d_latent"], columns="method", values=metric)
     return (piv[a] - piv[b]).groupby(level=by).mean()
+
+
+def splice_keyword_scores(model, prompts: KeywordPrompts, hook: str,
+                          fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+    """Mean keyword loss and top-1 accuracy of `prompts` with fn spliced in at `hook` (None: the clean model)."""
+    fwd = [] if fn is None else [(hook, splice_hook(fn))]
+    return evaluate(model, prompts, fwd)[["loss", "top1"]].mean().to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
@@ -118,3 +119,9 @@ def split_half(res: ShapleyResult) -> tuple[Tensor, Tensor]:
     first = res.trace_values[h - 1].double()
     second = (res.trace_values[-1].double() * t - first * h) / (t - h)
     return first.float(), second.float()
+
+
+def top_share(values: Float[Tensor, "n topics"], k: int) -> np.ndarray:
+    """Per topic: the share of the total absolute credit held by the k players with the largest |value|."""
+    a = values.abs()
+    return (a.sort(0, descending=True).values[:k].sum(0) / a.sum(0)).numpy()

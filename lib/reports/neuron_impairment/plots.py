@@ -1,0 +1,88 @@
+"""The figures of report 3 (impairment); shared figure kinds are in lib.analysis.plotting."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from lib.analysis.impairment import ENDPOINTS
+from lib.analysis.plotting import symlog_if_wide
+
+
+def dose_response(df: pd.DataFrame, metrics: Mapping[str, str], kinds: Mapping[str, str], title: str,
+                  hue: str = "topic", hue_order: Sequence[str] | None = None,
+                  endpoints: pd.DataFrame | None = None) -> Figure:
+    """Dose-response curves: one row per metric (column -> axis label), one column per impairment kind
+    (kind -> x-axis label), one line per `hue`; bands are 95% bootstrap CIs over the rows at each intensity
+    (prompts x noise seeds). `endpoints` (rows of kinds 'zero'/'mean') adds a last column of full ablations."""
+    hue_order = list(hue_order or sorted(df[hue].unique()))
+    n_col = len(kinds) + (endpoints is not None)
+    fig, axes = plt.subplots(len(metrics), n_col, figsize=(3.3 * n_col + 1.6, 2.8 * len(metrics) + 0.9),
+                             squeeze=False, gridspec_kw={"width_ratios": [3] * len(kinds) + [2] * (n_col - len(kinds))})
+    palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
+    for i, (metric, label) in enumerate(metrics.items()):
+        for j, (kind, xlabel) in enumerate(kinds.items()):
+            ax, part = axes[i, j], df[df["kind"] == kind]
+            sns.lineplot(part, x="intensity", y=metric, hue=hue, hue_order=hue_order, palette=palette, ax=ax,
+                         errorbar=("ci", 95), n_boot=200, seed=0, marker="o", markersize=4, legend=False)
+            symlog_if_wide(ax, part["intensity"].to_numpy())
+            ax.set(xlabel=xlabel if i == len(metrics) - 1 else "", ylabel=label if j == 0 else "",
+                   title=kind.replace("_", " ") if i == 0 else "")
+        if endpoints is not None:
+            ax = axes[i, -1]
+            sns.pointplot(endpoints, x="kind", y=metric, hue=hue, hue_order=hue_order, palette=palette, ax=ax,
+                          errorbar=("ci", 95), n_boot=200, seed=0, dodge=0.4, linestyle="none", legend=False,
+                          markersize=5)
+            ax.set(xlabel="full ablation" if i == len(metrics) - 1 else "", ylabel="",
+                   title="end-points" if i == 0 else "")
+    handles = [plt.Line2D([], [], color=palette[h], marker="o", lw=2, label=h) for h in hue_order]
+    fig.legend(handles=handles, title=hue, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def curve_stat_strip(df: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, xlabel: str = "",
+                     ref: float | None = None) -> Figure:
+    """One dot per curve (a statistic such as Spearman's rho) per group, with the group's box behind."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.9))
+    sns.boxplot(df, x=x, y=y, ax=ax, color="0.9", showfliers=False, width=0.5)
+    sns.stripplot(df, x=x, y=y, hue=hue, ax=ax, dodge=False, size=6, alpha=0.8, jitter=0.15)
+    if ref is not None:
+        ax.axhline(ref, color="0.4", ls=":", lw=1.2)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel, title=title)
+    ax.legend(title=hue, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def tolerance_curves(df: pd.DataFrame, y: str, hue: str, threshold: float, crossings: Mapping[str, float],
+                     title: str, xlabel: str, ylabel: str) -> Figure:
+    """Performance under increasing impairment, one line per model (95% bootstrap bands), the fixed threshold
+    dotted and each model's crossing intensity marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    order = list(crossings)
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    sns.lineplot(df, x="intensity", y=y, hue=hue, hue_order=order, palette=palette, ax=ax, errorbar=("ci", 95),
+                 n_boot=200, seed=0, marker="o", markersize=4)
+    symlog_if_wide(ax, df["intensity"].to_numpy())
+    ax.axhline(threshold, color="0.3", ls=":", lw=1.3, label=f"threshold {threshold:.2f}")
+    for name, x in crossings.items():
+        if np.isfinite(x):
+            ax.plot([x], [threshold], marker="v", ms=10, color=palette[name], ls="none")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dose_figure(part: pd.DataFrame, metrics: Mapping[str, str], kinds: Mapping[str, str], title: str,
+                hue_order: Sequence[str]) -> Figure:
+    """dose_response of one test's sweep, with its zero / mean ablations drawn as end-points."""
+    ends = part.kind.isin(ENDPOINTS)
+    return dose_response(part[~ends], metrics, kinds, title, hue_order=hue_order, endpoints=part[ends])

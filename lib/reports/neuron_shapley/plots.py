@@ -1,0 +1,73 @@
+"""The figures of report 4 (neuron Shapley); shared figure kinds are in lib.analysis.plotting."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from lib.analysis.plotting import symlog_if_wide
+
+
+def value_histograms(df: pd.DataFrame, x: str, hue: str, title: str, xlabel: str, bins: int = 60) -> Figure:
+    """Distribution of values (e.g. Shapley values, one row per neuron x topic), one step histogram per `hue`
+    group on a log count axis (the tails are what matter)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.9))
+    edges = np.linspace(df[x].min(), df[x].max() + 1e-12, bins + 1)
+    sns.histplot(df, x=x, hue=hue, bins=edges, element="step", fill=False, ax=ax, stat="count", common_norm=False)
+    ax.set_yscale("log")
+    ax.axvline(0, color="0.4", ls=":", lw=1)
+    ax.set(xlabel=xlabel, ylabel="neurons × topics (count, log scale)", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def removal_curves(df: pd.DataFrame, x: str, metrics: Mapping[str, str], hue: str, title: str, xlabel: str,
+                   hue_order: Sequence[str] | None = None) -> Figure:
+    """Metric versus number of units removed, one line per ordering (95% bootstrap bands over the rows at each x:
+    topics x prompts, and seeds for random orderings), one panel per metric, symlog x."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.4, 4.0), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], metrics.items()):
+        sns.lineplot(df, x=x, y=metric, hue=hue, hue_order=hue_order, ax=ax, errorbar=("ci", 95), n_boot=200, seed=0,
+                     marker="o", markersize=4, legend=ax is axes[0][-1])
+        symlog_if_wide(ax, df[x].to_numpy())
+        ax.set(xlabel=xlabel, ylabel=label)
+    axes[0][-1].legend(title=hue, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, xlabel: str, ylabel: str,
+                       marks: Mapping[str, float] | None = None) -> Figure:
+    """A convergence trace per estimator (e.g. top-k overlap with a reference versus evaluations, log x); `marks`
+    puts a triangle where each estimator reached the reference for good."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    order = list(dict.fromkeys(df[hue]))
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    sns.lineplot(df, x=x, y=y, hue=hue, hue_order=order, palette=palette, ax=ax, drawstyle="steps-post")
+    for name, at in (marks or {}).items():
+        if np.isfinite(at):
+            ax.plot([at], [1.0], marker="v", ms=10, color=palette[name], ls="none")
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.02, 1.08))
+    fig.tight_layout()
+    return fig
+
+
+def agreement_scatter(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str,
+                      title: str) -> Figure:
+    """Per panel, one dot per unit: a cheap score against the reference score (ranks as percentiles)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels) + 0.6, 4.2), squeeze=False)
+    for ax, (name, (a, b)) in zip(axes[0], panels.items()):
+        ra, rb = pd.Series(a).rank(pct=True).to_numpy() * 100, pd.Series(b).rank(pct=True).to_numpy() * 100
+        ax.scatter(ra, rb, s=6, alpha=0.5, lw=0)
+        ax.set(xlabel=xlabel, ylabel=ylabel if ax is axes[0][0] else "", title=name, xlim=(0, 100), ylim=(0, 100),
+               aspect="equal")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

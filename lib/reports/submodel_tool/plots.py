@@ -1,0 +1,58 @@
+"""The figures of report 7 (the sub-model tool); shared figure kinds are in lib.analysis.plotting."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+
+def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None = None) -> Figure:
+    """Per concept (rows) and method (colours): the validation gap of the found sub-model (dot; filled if it beats
+    random) and the 95th percentile of its size-matched random sub-models (short grey bar)."""
+    order = list(order or dict.fromkeys(table.concept))
+    methods = list(dict.fromkeys(table.method))
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig, ax = plt.subplots(figsize=(8.0, 0.32 * len(order) * max(1, len(methods) / 2) + 1.6))
+    step = 0.8 / max(len(methods), 1)
+    for j, m in enumerate(methods):
+        part = table[table.method == m].set_index("concept").reindex(order)
+        y = np.arange(len(order)) - 0.4 + step * (j + 0.5)
+        ax.scatter(part.random_q95, y, marker="|", s=90, color="0.55", label="random: 95th pct" if j == 0 else None)
+        beats = part.beats_random.fillna(False).astype(bool).to_numpy()
+        ax.scatter(part.gap[beats], y[beats], color=palette[m], s=28, label=m, zorder=3)
+        ax.scatter(part.gap[~beats], y[~beats], facecolor="white", edgecolor=palette[m], s=28, zorder=3)
+    ax.axvline(0, color="0.3", ls=":", lw=1)
+    ax.set_yticks(np.arange(len(order)), order)
+    ax.invert_yaxis()
+    ax.set(xlabel="own-concept minus other-concept keyword-loss rise when ablated (nats)", ylabel="concept",
+           title=title)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left", title="method (hollow: not > random)")
+    fig.tight_layout()
+    return fig
+
+
+def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, n_submodels: int = 6,
+                       first: Sequence[str] = ()) -> Figure:
+    """Left: activity (mean z-score of the units) at each position of the prompt of the sub-models in `first`, then
+    of the most active at the last position (rows of `active`); right: the clean top tokens' probabilities clean and
+    under each ablation (`tracked`)."""
+    rest = [n for n in active.iloc[:, -1].sort_values(ascending=False).index if n not in first]
+    top = active.loc[(list(first) + rest)[: max(n_submodels, len(first))]]
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 0.45 * len(top) + 2.6),
+                             gridspec_kw={"width_ratios": [max(2.0, 0.35 * top.shape[1]), 1.6]})
+    sns.heatmap(top, ax=axes[0], cmap="RdBu_r", center=0, cbar_kws={"label": "activity (mean z-score)"},
+                linewidths=0.3, linecolor="0.9")
+    axes[0].set(xlabel="position: token", ylabel="sub-model")
+    axes[0].tick_params(axis="x", labelsize=7, rotation=90)
+    df = tracked.assign(token=tracked.token.map(repr))
+    sns.barplot(df, y="token", x="prob", hue="ablated", ax=axes[1], orient="h")
+    axes[1].set(xlabel="next-token probability", ylabel="clean top tokens")
+    axes[1].legend(fontsize=7, title="ablated", title_fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,201 @@
+"""The figures of report 6 (training dynamics); shared figure kinds are in lib.analysis.plotting."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+
+def _group_palette(names: Sequence[str]) -> dict:
+    """Fixed colours for data groups in every figure: the planted ground truth (names[0]) orange, then blue, green."""
+    pal = sns.color_palette("colorblind")
+    return dict(zip(names, [pal[1], pal[0], pal[2], pal[4], pal[7]]))
+
+
+def _mark_phase(ax, phase, color="0.25", label: str | None = "detected phase change", span: bool = True) -> None:
+    """Dotted line at the phase-change step, and (span) its 10%-90% window shaded (nothing if none was found)."""
+    if phase is None or not getattr(phase, "found", True):
+        return
+    if span:
+        ax.axvspan(phase.start, phase.end, color=color, alpha=0.08, lw=0)
+    ax.axvline(phase.step, color=color, ls=":", lw=1.6, label=label)
+
+
+def dynamics_curves(
+    curves: Mapping[str, pd.DataFrame], panels: Mapping[str, tuple[str, str]], phase, title: str,
+    xlabel: str = "training step",
+) -> Figure:
+    """One panel per entry of `panels` (panel title -> (column, y label)); one line per run; phase change marked."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 3.9), squeeze=False)
+    colors = sns.color_palette("colorblind", len(curves))
+    for ax, (name, (col, ylabel)) in zip(axes[0], panels.items()):
+        for color, (run, df) in zip(colors, curves.items()):
+            ax.plot(df["step"], df[col], color=color, lw=1.8, marker="o", ms=2.5, label=run)
+        _mark_phase(ax, phase)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def head_scores_over_training(
+    heads: pd.DataFrame, scores: Mapping[str, str], phase, title: str, vmax: float = 1.0
+) -> Figure:
+    """Heatmaps (head x training step, real step spacing on x) of per-head scores; phase change marked."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.6 * len(scores), 0.3 * heads["head_name"].nunique() + 2.0),
+                             squeeze=False)
+    for i, (ax, (col, label)) in enumerate(zip(axes[0], scores.items())):
+        wide = heads.pivot(index="head_name", columns="step", values=col)
+        steps = wide.columns.to_numpy(dtype=float)
+        edges = np.concatenate([[steps[0]], (steps[1:] + steps[:-1]) / 2, [steps[-1]]])
+        mesh = ax.pcolormesh(edges, np.arange(len(wide) + 1), wide.to_numpy(), cmap="viridis", vmin=0, vmax=vmax)
+        ax.set_yticks(np.arange(len(wide)) + 0.5, wide.index)
+        ax.invert_yaxis()
+        _mark_phase(ax, phase, color="white", span=False, label=None)
+        fig.colorbar(mesh, ax=ax, label="attention weight", fraction=0.05, pad=0.02)
+        ax.set(xlabel="training step", ylabel="head (layer, head)" if i == 0 else "", title=label)
+        ax.grid(False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def seed_curves(
+    runs: Mapping[str, pd.DataFrame], panels: Mapping[str, tuple[str, str]], phases: Mapping[str, object],
+    title: str, control: str | None = None,
+) -> Figure:
+    """Each seed as a thin line, mean ± sd over seeds as a band, the control run dashed; each seed's phase step."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.9), squeeze=False)
+    seeds = {k: v for k, v in runs.items() if k != control}
+    colors = dict(zip(seeds, sns.color_palette("colorblind", len(seeds))))
+    grid = np.unique(np.concatenate([df["step"].to_numpy() for df in seeds.values()]))
+    for ax, (name, (col, ylabel)) in zip(axes[0], panels.items()):
+        ys = np.stack([np.interp(grid, df["step"], df[col]) for df in seeds.values()])
+        ax.fill_between(grid, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color="0.6", alpha=0.3,
+                        label=f"mean ± sd over {len(seeds)} seeds")
+        for run, df in seeds.items():
+            ax.plot(df["step"], df[col], color=colors[run], lw=1.3, label=run)
+            _mark_phase(ax, phases.get(run), color=colors[run], span=False, label=None)
+        if control is not None:
+            ax.plot(runs[control]["step"], runs[control][col], color="0.3", ls="--", lw=1.5, label=control)
+        ax.set(xlabel="training step (dotted: each seed's detected phase change)", ylabel=ylabel, title=name)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(scores, groups, order: Sequence[str], threshold: float | None, title: str, xlabel: str) -> Figure:
+    """Histogram of attribution scores per group (densities normalised per group); the top-1% threshold marked."""
+    df = pd.DataFrame({"score": np.asarray(scores, dtype=float), "group": np.asarray(groups)})
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    sns.histplot(df, x="score", hue="group", hue_order=list(order), stat="density", common_norm=False, bins=60,
+                 element="step", palette=_group_palette(order), ax=ax)
+    if threshold is not None:
+        ax.axvline(threshold, color="0.2", ls="--", lw=1.3)
+        ax.annotate("top 1% →", (threshold, ax.get_ylim()[1] * 0.95), xytext=(4, 0), textcoords="offset points",
+                    fontsize=8, va="top")
+    ax.set(xlabel=xlabel, ylabel="density (per group)", title=title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="group")
+    fig.tight_layout()
+    return fig
+
+
+def enrichment_curves(df: pd.DataFrame, null: pd.DataFrame, title: str) -> Figure:
+    """Enrichment (precision / base rate) against the top fraction, one line per attribution, one panel per
+    ground-truth label (column target); the shuffled-score null as a band (null columns target, frac, low, high)."""
+    targets = list(dict.fromkeys(df["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets) + 2.2, 4.3), squeeze=False)
+    ticks = sorted(df["frac"].unique() * 100)
+    for i, (ax, target) in enumerate(zip(axes[0], targets)):
+        n = null[null["target"] == target]
+        ax.fill_between(n["frac"] * 100, n["low"], n["high"], color="0.6", alpha=0.3,
+                        label="shuffled scores (95% of permutations)")
+        sub = df[df["target"] == target]
+        sns.lineplot(sub.assign(pct=sub["frac"] * 100), x="pct", y="enrichment", hue="attribution",
+                     style="attribution", markers=True, dashes=False, ax=ax, legend=i == len(targets) - 1)
+        ax.axhline(1.0, color="0.3", lw=1, ls=":")
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="top fraction by attribution score (%, log scale)",
+               ylabel="enrichment (precision / base rate)" if i == 0 else "", title=target)
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def rank_scatter(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], groups, order: Sequence[str],
+                 title: str) -> Figure:
+    """Rank of each example's score under two runs, one panel per pair named 'A vs B', coloured by group."""
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.3 * len(pairs), 4.5), squeeze=False)
+    groups, pal = np.asarray(groups), _group_palette(order)
+    for ax, (name, (a, b)) in zip(axes[0], pairs.items()):
+        ra, rb = pd.Series(a).rank(pct=True).to_numpy() * 100, pd.Series(b).rank(pct=True).to_numpy() * 100
+        for group in reversed(list(order)):  # the ground truth drawn last, on top
+            mask = groups == group
+            ax.scatter(ra[mask], rb[mask], s=7, alpha=0.6, color=pal[group], label=group, lw=0)
+        x_run, y_run = name.split(" vs ")
+        ax.set(xlabel=f"rank under {x_run} (percentile)", ylabel=f"rank under {y_run} (percentile)",
+               title=name, xlim=(0, 100), ylim=(0, 100), aspect="equal")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], fontsize=8, markerscale=3, loc="lower center", ncol=len(order))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    return fig
+
+
+def influence_over_training(df: pd.DataFrame, phase, title: str, names: Sequence[str]) -> Figure:
+    """Mean TracIn term per checkpoint for each group (95% bootstrap band over sequences); phase change marked."""
+    fig, ax = plt.subplots(figsize=(7.8, 4))
+    sns.lineplot(df, x="step", y="term", hue="group", hue_order=list(names), palette=_group_palette(names),
+                 errorbar=("ci", 95), n_boot=200, marker="o", ax=ax)
+    ax.axhline(0, color="0.3", lw=0.8)
+    _mark_phase(ax, phase)
+    ax.set(xlabel="checkpoint (training step)", ylabel="TracIn term at the checkpoint\n(lr-weighted gradient dot)",
+           title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dstar_histograms(df: pd.DataFrame, title: str, names: Sequence[str]) -> Figure:
+    """D* per training sequence (log x, shared log bins), one panel per checkpoint, hue = group (names[0] first)."""
+    panels = list(dict.fromkeys(df["checkpoint"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.6), squeeze=False)
+    bins = np.logspace(np.log10(df["dstar"].min()), np.log10(df["dstar"].max()), 40)
+    for i, (ax, name) in enumerate(zip(axes[0], panels)):
+        sns.histplot(df[df["checkpoint"] == name], x="dstar", hue="group", hue_order=list(names), bins=bins,
+                     stat="probability", common_norm=False, element="step", palette=_group_palette(names), ax=ax,
+                     legend=i == len(panels) - 1)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set(xlabel="D* (dimensions per sequence, log)", ylabel="fraction of the group" if i == 0 else "",
+               title=name)
+    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="group")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def highlighted_tokens(rows: Sequence[dict]):
+    """HTML table of token sequences with some tokens highlighted: rows of {label, tokens (str list), mask}."""
+    import html as _html
+
+    from IPython.display import HTML
+
+    cells = []
+    for row in rows:
+        toks = "".join(f"<span style='background:#ffd54f'>{_html.escape(t)}</span>" if m else _html.escape(t)
+                       for t, m in zip(row["tokens"], row["mask"]))
+        cells.append(f"<tr><td style='white-space:nowrap;vertical-align:top'>{_html.escape(row['label'])}</td>"
+                     f"<td style='font-family:monospace;white-space:pre-wrap'>{toks}</td></tr>")
+    return HTML("<table><tr><th>sequence</th><th>text (highlighted: tokens in a repeated n-gram)</th></tr>"
+                + "".join(cells) + "</table>")
