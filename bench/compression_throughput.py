@@ -1,6 +1,6 @@
 """Throughput of notebook 02's two costly kernels: activation caching and compressor training.
 
-Activation caching (activations/s = tokens/s, one d_model vector per token): lib.compression.collect_activations,
+Activation caching (activations/s = tokens/s, one d_model vector per token): lib.analysis.units.collect_activations,
 which stops the forward pass after the hook's block, against a full `run_with_cache` forward (unembedding included),
 at the attention output of the first and the last layer. Compressor training (samples/s = minibatch rows per second
 of optimisation): the InfoVAE at two latent sizes, the TopK SAE, and a PCA fit (activations/s of the fit set). Every

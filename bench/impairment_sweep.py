@@ -1,4 +1,4 @@
-"""Batched impairment sweep (lib.impair.sweep) vs the per-condition loop on the same grid, side by side.
+"""Batched impairment sweep (lib.analysis.impairment.sweep) vs the per-condition loop on the same grid, side by side.
 
     python bench/impairment_sweep.py                    # cpu preset, notebook 3's grid, 3 repetitions
     python bench/impairment_sweep.py --threads 1 --reps 5

@@ -1,4 +1,4 @@
-"""Forward time of a k-WTA layer (lib.sparse.SparseMLP) versus the dense MLP it replaces, side by side.
+"""Forward time of a k-WTA layer (lib.analysis.kwta.SparseMLP) versus the dense MLP it replaces, side by side.
 
     python bench/kwta_forward.py                          # cpu preset sizes, 5 repetitions
     python bench/kwta_forward.py --threads 1 --reps 7

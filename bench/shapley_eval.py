@@ -3,7 +3,7 @@
     python bench/shapley_eval.py                       # cpu preset, 3 repetitions
     python bench/shapley_eval.py --threads 1 --reps 5
 
-1. Coalition evaluation: the batched game (lib.shapley.NeuronGame.scores: many coalitions per forward pass,
+1. Coalition evaluation: the batched game (lib.analysis.shapley.NeuronGame.scores: many coalitions per forward pass,
    resuming from cached clean activations) versus one full run_with_hooks forward per coalition (scores_loop),
    on notebook 4's keyword prompts (every DBpedia topic), for the notebook's player layers and for all layers.
    Speed does not depend on the weights, so the model is the preset's architecture at initialisation. The

@@ -3,7 +3,7 @@
 Every repetition runs, round-robin, `--steps-per-rep` full training steps (bf16 autocast or fp32 forward, loss,
 backward, gradient clipping, AdamW) on one fixed batch for each variant, plus a square matmul in fp32 and in bf16
 (the peaks MFU is measured against), so that load from other processes hits all of them alike. Ratios and MFU are
-medians of per-repetition values. Then (unless --quality-steps 0) lib.train.train runs fp32 and bf16 on the
+medians of per-repetition values. Then (unless --quality-steps 0) lib.core.train.train runs fp32 and bf16 on the
 preset's data for several seeds and compares final validation losses.
 
     python bench/train_throughput.py --preset cpu

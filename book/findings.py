@@ -13,7 +13,7 @@
 # # Findings ledger
 #
 # This page gathers every headline claim of every report in one place. Each claim was recorded
-# as data by the notebook that computed it (`lib.findings.record`), together with its
+# as data by the notebook that computed it (`lib.analysis.findings.record`), together with its
 # confidence interval and its control: the same metric at initialisation (`init`), across seeds
 # (`seeds`), or against a random baseline of the same size (`random`). A claim with no possible
 # control says why (`none: <why>`). The verdicts are computed from the numbers when the notebook

@@ -32,8 +32,7 @@ from IPython.display import Markdown, display
 from lib.analysis import findings, metrics, session, stats
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
-from lib.reports.build_transformer import params as report_params
-from lib.reports.build_transformer import plots
+from lib.reports.build_transformer import params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -94,9 +93,9 @@ display(Markdown(f"Vocabulary: **{tok.vocab_size:,}** tokens. {tokens.planted.fl
 # %% [markdown]
 # ## 2. The model, and its TransformerLens twin
 #
-# `lib.model.Transformer` is a plain pre-LayerNorm decoder (learned positions, fused QKV projection,
+# `lib.core.model.Transformer` is a plain pre-LayerNorm decoder (learned positions, fused QKV projection,
 # PyTorch's fused `scaled_dot_product_attention`). We train it directly because it is faster, and
-# analyse it through `lib.model.to_hooked`, which copies the weights into a real TransformerLens
+# analyse it through `lib.core.model.to_hooked`, which copies the weights into a real TransformerLens
 # `HookedTransformer`. The two must give the same logits, checked here on held-out text.
 
 # %%

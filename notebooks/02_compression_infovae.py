@@ -35,9 +35,7 @@ from IPython.display import Markdown, display
 from lib.analysis import compressors, findings, prompts, session, stats, units
 from lib.core import config, data, hooks, model, pretrained, train
 from lib.core.runs import get_or_train
-from lib.reports.compression_infovae import kernel as compression
-from lib.reports.compression_infovae import params as report_params
-from lib.reports.compression_infovae import plots
+from lib.reports.compression_infovae import kernel as compression, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -326,7 +324,7 @@ display(Markdown(f"Latent effects (mean total-variation distance of the next-tok
 # %% [markdown]
 # ### (e) Keyword prompts
 # A sharper test than the average loss: held-out article openings cut just before a keyword of their topic (the
-# impairment report's prompts, `lib.prompts`), scored by the cross-entropy of the keyword and by whether it is
+# impairment report's prompts, `lib.analysis.prompts`), scored by the cross-entropy of the keyword and by whether it is
 # the model's top next token. Each compressor (first seed) is spliced in at the latent-space hook at every latent
 # size; the reference lines are the clean model and zero- and mean-ablation of the component.
 

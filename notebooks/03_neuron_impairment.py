@@ -40,9 +40,7 @@ from lib.analysis import findings, impairment, plotting, prompts, session, units
 from lib.analysis.stats import bootstrap_ci
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
-from lib.reports.neuron_impairment import kernel as impair
-from lib.reports.neuron_impairment import params as report_params
-from lib.reports.neuron_impairment import plots
+from lib.reports.neuron_impairment import kernel as impair, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -159,7 +157,7 @@ display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per l
 # *a* is in units of the neuron's own spread), **negative noise** is that noise shifted down at each
 # token by its maximum over the cluster (so it only lowers activations), **scale** multiplies by 1 − *a*;
 # the end-points are zero ablation and mean ablation. Every noise intensity is drawn with several noise
-# seeds. The sweep engine (`lib.impair.sweep`) evaluates many conditions in one batched forward pass
+# seeds. The sweep engine (`lib.analysis.impairment.sweep`) evaluates many conditions in one batched forward pass
 # (a test checks that it equals a plain per-condition loop); each sweep's table is saved under
 # `impairment/`. Bands are 95% bootstrap intervals over prompts × noise seeds.
 

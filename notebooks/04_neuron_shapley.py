@@ -38,9 +38,7 @@ from lib.analysis import findings, plotting, prompts, session, shapley, units
 from lib.analysis.stats import bootstrap_ci, spearman
 from lib.core import artifacts, config, data, model, train
 from lib.core.runs import get_or_train
-from lib.reports.neuron_shapley import kernel as neuron_shapley
-from lib.reports.neuron_shapley import params as report_params
-from lib.reports.neuron_shapley import plots
+from lib.reports.neuron_shapley import kernel as neuron_shapley, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -87,7 +85,7 @@ display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(ev
 # The model under study is notebook 1's 2-layer transformer with MLPs; the controls are the same
 # architecture at initialisation and a second training seed. Each neuron's activation statistics per topic
 # (notebook 3's `topic_stats` on training-split windows) give its mean (for mean ablation) and, in section 4,
-# its selectivity. The game (`lib.shapley.neuron_game`) evaluates
+# its selectivity. The game (`lib.analysis.shapley.neuron_game`) evaluates
 # many coalitions in one forward pass: each batch row carries its own neuron mask, the pass resumes from
 # cached clean activations at the first player layer, and only each prompt's last position is unembedded
 # (a test checks it against one plain forward per coalition; `bench/shapley_eval.py` times both).
@@ -123,7 +121,7 @@ display(Markdown(
 # v(all) − v(none). That assumes performance falls steadily towards v(none); here removing all players barely
 # changes the keyword loss (and often lowers it, below), so a random walk passes near v(none) long before its
 # end, and truncation zeroed the marginals of important neurons in a trial run. The presets therefore set
-# `truncation_tol = 0` (exact, unbiased walks; `lib.shapley` keeps truncation as an option). One walk
+# `truncation_tol = 0` (exact, unbiased walks; `lib.analysis.shapley` keeps truncation as an option). One walk
 # serves all topics at once (the game returns a value per topic). We run it on the trained model, and with fewer permutations on the seed-1 model and at
 # initialisation (the controls of section 7). Runs are cached under `shapley/`.
 

@@ -41,9 +41,7 @@ from lib.analysis.units import top_contexts, topic_stats
 from lib.core import config, data, hooks, model
 from lib.core.pretrained import load_pretrained
 from lib.core.runs import get_or_train
-from lib.reports.sparse_layers import kernel as sparse
-from lib.reports.sparse_layers import params as report_params
-from lib.reports.sparse_layers import plots
+from lib.reports.sparse_layers import kernel as sparse, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -63,7 +61,7 @@ cfg
 # ## 1. Surgery, and the loss it costs
 #
 # The model is notebook 1's 2-layer transformer with MLPs, as a TransformerLens `HookedTransformer`. Surgery
-# (`lib.sparse.surgery`) copies it, freezes every parameter and inserts one new layer; the result is still a
+# (`lib.analysis.kwta.surgery`) copies it, freezes every parameter and inserts one new layer; the result is still a
 # `HookedTransformer`, so every tool of the other notebooks runs on it, and `blocks.{L}.mlp.hook_post` (for
 # (a)) or `ln_final.sparse.mlp.hook_post` (for (b)) addresses the sparse units after the k-WTA. The sparse layer
 # is Numenta's: a linear map whose outputs go straight into k-WTA (k-WTA *is* the nonlinearity), with the width of

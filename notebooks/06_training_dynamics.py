@@ -37,9 +37,7 @@ from IPython.display import Markdown, display
 
 from lib.analysis import findings, metrics, session, stats
 from lib.core import artifacts, config, data, train
-from lib.reports.training_dynamics import kernel as attribution
-from lib.reports.training_dynamics import params as report_params
-from lib.reports.training_dynamics import plots
+from lib.reports.training_dynamics import kernel as attribution, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"

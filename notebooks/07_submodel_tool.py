@@ -14,7 +14,7 @@
 #
 # The long-term aim of the progress reports: find which **sub-models** — sets of units that match a natural
 # abstraction such as a topic — a network contains, step through a prediction to see which of them it used, and
-# rerun it with chosen sub-models ablated. This report builds a minimum viable version (`lib.submodels`) on the
+# rerun it with chosen sub-models ablated. This report builds a minimum viable version (`lib.reports.submodel_tool`) on the
 # earlier reports: sub-models are found by activation selectivity (report 3), concept-specific Neuron Shapley
 # values (report 4), sparse-autoencoder and InfoVAE latents (report 2) and the units of a k-WTA sparse layer
 # (report 5). Every sub-model is **validated**: ablating it must hurt the keyword predictions of its own concept
@@ -36,9 +36,7 @@ from IPython.display import Markdown, display
 from lib.analysis import findings, kwta, plotting, prompts, session, stats
 from lib.core import config, data, model, train
 from lib.core.runs import get_or_train
-from lib.reports.submodel_tool import kernel as submodels
-from lib.reports.submodel_tool import params as report_params
-from lib.reports.submodel_tool import plots
+from lib.reports.submodel_tool import kernel as submodels, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -154,7 +152,7 @@ display(Markdown("Share of concepts whose sub-model beats its random control: " 
 # %% [markdown]
 # ## 4. The tool: which sub-models a prediction uses, and the prediction without them
 #
-# `lib.submodels.explain` takes a prompt and a set of sub-models. It reports, at every position, how active each
+# `lib.reports.submodel_tool.kernel.explain` takes a prompt and a set of sub-models. It reports, at every position, how active each
 # sub-model is (the mean z-score of its units against their mean and spread over all concept text), then reruns the
 # next-token prediction with each chosen sub-model, and their combination, ablated at a chosen intensity, and
 # tabulates the top-k next tokens with their probabilities before and after. We apply it, with the selectivity

@@ -1,4 +1,5 @@
-"""Test helpers: floating-point tolerances derived from the precision and the size of the quantities.
+"""Test helpers shared by several test modules: floating-point tolerances derived from the precision and the size of
+the quantities, and small hand-built models.
 
 Two evaluations of the same function that differ only in kernels (AVX2 vs AVX-512, MKL vs oneDNN), in batch
 shape or in summation order (1 vs 2 threads) agree to a few units of rounding per accumulation. A tolerance must
@@ -25,6 +26,13 @@ import copy
 
 import numpy as np
 import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from lib.analysis.prompts import KeywordPrompts
+from lib.analysis.units import TopicStats
+from lib.core import config, model, train
+from lib.core.config import ModelConfig
+from lib.core.model import Transformer
 
 U32 = torch.finfo(torch.float32).eps / 2  # unit roundoff of float32, 2^-24
 U_BF16 = 2.0**-9  # unit roundoff of bfloat16 (8 significand bits)
@@ -56,3 +64,79 @@ def f64_tol(reference) -> float:
 def float64(module: torch.nn.Module) -> torch.nn.Module:
     """A float64 copy of a module (the original is untouched)."""
     return copy.deepcopy(module).to(torch.float64)
+
+
+def attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32, seed=0) -> HookedTransformer:
+    """A random 2-layer attention-only HookedTransformer without LayerNorm (2 heads per layer)."""
+    cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_ctx=n_ctx, d_head=d_head, n_heads=2,
+                                  d_vocab=d_vocab, attn_only=True, normalization_type=None, act_fn="relu",
+                                  device="cpu", seed=seed)
+    return HookedTransformer(cfg).eval()
+
+
+def hand_induction_model(d_vocab=40, n_ctx=32) -> HookedTransformer:
+    """Layer 0 head 0 copies the previous token into the residual; layer 1 head 0 attends where it matches."""
+    model = attn_model(d_model=128, d_head=64, d_vocab=d_vocab, n_ctx=n_ctx)
+    big = 200.0
+    pos, tok, prev = slice(0, 32), slice(32, 32 + d_vocab), slice(72, 72 + d_vocab)  # residual layout
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.pos_embed.W_pos[:, pos] = torch.eye(n_ctx, 32)
+        model.embed.W_E[:, tok] = torch.eye(d_vocab)
+        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+        a0.W_Q[0, pos, :32] = torch.eye(32) * big  # query: my position i
+        a0.W_K[0, pos, :32] = torch.diag(torch.ones(31), 1)  # key at j carries position j+1: matches i = j+1
+        a0.W_V[0, tok, :d_vocab] = torch.eye(d_vocab)
+        a0.W_O[0, :d_vocab, prev] = torch.eye(d_vocab)  # writes the previous token into `prev`
+        a1.W_Q[0, tok, :d_vocab] = torch.eye(d_vocab) * big  # query: my token
+        a1.W_K[0, prev, :d_vocab] = torch.eye(d_vocab)  # key: the token before j
+    return model
+
+
+def random_transformer(cfg: ModelConfig, seed: int = 0, matrix_sd: float = 0.5, vector_sd: float = 0.2) -> Transformer:
+    """Our Transformer with large random weights (not the small init), so that every component matters; eval mode."""
+    m = Transformer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (matrix_sd if p.dim() > 1 else vector_sd))
+    return m.eval()
+
+
+TEN_NEURONS = config.resolve("smoke", attention_only=False, n_layers=2, d_mlp=5, init_range=0.3)
+
+
+def ten_neuron_model():
+    """A HookedTransformer with 2 MLP layers of 5 neurons (10 players), large random init so every neuron matters."""
+    return model.to_hooked(train.init_model(TEN_NEURONS).eval())
+
+
+def nine_random_prompts() -> KeywordPrompts:
+    """9 right-padded random prompts of lengths 3..11 with random keyword targets, topics a, b, c in turn."""
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.arange(3, 12)
+    tokens = torch.randint(1, TEN_NEURONS.model.d_vocab, (9, 11), generator=g)
+    tokens[torch.arange(11)[None] >= lengths[:, None]] = 0
+    targets = torch.randint(0, TEN_NEURONS.model.d_vocab, (9,), generator=g)
+    return KeywordPrompts(tokens, lengths, targets, tuple("abc"[i % 3] for i in range(9)), ("x",) * 9, torch.arange(9))
+
+
+def planted_topic_stats() -> TopicStats:
+    """TopicStats of 2 layers x 40 units over topics a, b, c: units 0-3, 4-7 and 8-11 fire on a, b and c."""
+    mean = torch.zeros(3, 2, 40)
+    mean[0, :, :4] = 3.0  # units 0-3 fire on topic "a"
+    mean[1, :, 4:8] = 3.0
+    mean[2, :, 8:12] = 3.0
+    return TopicStats("mlp_post", ("a", "b", "c"), mean, torch.ones(3, 2, 40), torch.tensor([100, 100, 100]))
+
+
+def small_mlp_hooked():
+    """A 2-layer random model with MLPs (d_model 16, vocab 50, n_ctx 12, large weights) as a HookedTransformer."""
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=50, n_ctx=12, attention_only=False)
+    return model.to_hooked(random_transformer(cfg))
+
+
+def small_windows() -> torch.Tensor:
+    """24 random token windows of 12 tokens for small_mlp_hooked."""
+    return torch.randint(0, 50, (24, 12), generator=torch.Generator().manual_seed(1))

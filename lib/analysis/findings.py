@@ -189,7 +189,7 @@ def start(notebook: str, preset: str) -> Ledger:
 def current() -> Ledger:
     """The ledger set by start(), else RuntimeError."""
     if _current is None:
-        raise RuntimeError("no current findings ledger: call lib.findings.start(notebook, preset) after the "
+        raise RuntimeError("no current findings ledger: call lib.analysis.findings.start(notebook, preset) after the "
                            "parameters cell")
     return _current
 
@@ -230,7 +230,7 @@ def load_all(preset: str | None = None) -> pd.DataFrame:
         try:
             records += artifacts.read_json(path)["findings"]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"findings ledger {path} is not a ledger written by lib.findings ({e})") from e
+            raise ValueError(f"findings ledger {path} is not a ledger written by lib.analysis.findings ({e})") from e
     return _frame([r for r in records if preset is None or r.get("preset") == preset])
 
 
@@ -241,11 +241,11 @@ def check_ledgers(notebooks: Sequence[str | Path], preset: str) -> list[str]:
         path = ledger_path(nb, preset)
         if not path.exists():
             problems.append(f"{nb}: no findings ledger for preset {preset!r} at {path} "
-                            "(call lib.findings.start, then record)")
+                            "(call lib.analysis.findings.start, then record)")
             continue
         records = Ledger.load(nb, preset).records
         if not records:
-            problems.append(f"{nb}: recorded no finding for preset {preset!r} (call lib.findings.record)")
+            problems.append(f"{nb}: recorded no finding for preset {preset!r} (call lib.analysis.findings.record)")
         for rec in records:
             if not is_valid_control(rec.get("control")):
                 problems.append(f"{nb}: finding {rec.get('name')!r} has control={rec.get('control')!r}; "

@@ -113,7 +113,7 @@ class Cluster:
         return replace(self, mask=mask, name=name, method=method)
 
 
-def _base(stats: TopicStats, topics: Sequence[str] | None = None) -> Cluster:
+def base_cluster(stats: TopicStats, topics: Sequence[str] | None = None) -> Cluster:
     """An empty cluster carrying the pooled unit statistics of `stats`."""
     m, v = stats.pooled(topics)
     return Cluster(torch.zeros_like(m, dtype=torch.bool), stats.location, m, v.sqrt())
@@ -123,7 +123,7 @@ def selective_cluster(stats: TopicStats, topic: str, frac: float = 0.025,
                       layers: Sequence[int] | None = None) -> Cluster:
     """The top `frac` of units per layer by selectivity for `topic` (the report's method)."""
     k = n_units(frac, stats.mean.shape[-1])
-    return _base(stats).with_mask(top_units(stats.selectivity(topic), k, layers), f"{topic} selectivity", "selectivity")
+    return base_cluster(stats).with_mask(top_units(stats.selectivity(topic), k, layers), f"{topic} selectivity", "selectivity")
 
 
 def random_cluster(like: Cluster, generator: torch.Generator, name: str | None = None) -> Cluster:

@@ -39,7 +39,7 @@ def comments_heldout(texts: Iterable[str]) -> np.ndarray:
 
 
 def source_name(topic_set: str, split: str) -> str:
-    """The lib.data dataset a (topic set, split) reads: dbpedia fit/heldout = dbpedia14_train/test; comments = toxic."""
+    """The lib.core.data dataset a (topic set, split) reads: dbpedia fit/heldout = dbpedia14_train/test; comments = toxic."""
     _check_set_split(topic_set, split)
     if topic_set == "dbpedia":
         return "dbpedia14_train" if split == "fit" else "dbpedia14_test"
@@ -193,7 +193,7 @@ class KeywordPrompts:
     lengths: Int[Tensor, " n"]
     targets: Int[Tensor, " n"]
     topics: tuple[str, ...]
-    sources: tuple[str, ...]  # lib.data dataset of each prompt's article
+    sources: tuple[str, ...]  # lib.core.data dataset of each prompt's article
     rows: Int[Tensor, " n"]  # row of the article in that dataset
 
     def __len__(self) -> int:
@@ -343,7 +343,7 @@ def topic_openings(tok, n_ctx: int, n_per_topic: int, seed: int = 0, split: str 
                   ) -> tuple[Int[Tensor, "n n_ctx"], Int[Tensor, " n"], list[str]]:
     """The first n_ctx tokens of n_per_topic random articles per DBpedia topic (articles at least n_ctx long).
 
-    `tok` is a lib.data Tokenizer (or anything with encode_batch). Returns (tokens, topic index per window, names).
+    `tok` is a lib.core.data Tokenizer (or anything with encode_batch). Returns (tokens, topic index per window, names).
     """
     df = load_articles(split)
     names = sorted(df["label"].unique())

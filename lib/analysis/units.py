@@ -69,7 +69,7 @@ def multi_activations(model, tokens: Int[Tensor, "n pos"], locations: Sequence[s
 
 def topic_stats(model, windows: Mapping[str, Int[Tensor, "n pos"]], location: str | Sequence[str] = "mlp_post",
                 batch_size: int = 64, progress: bool = True) -> TopicStats | dict[str, TopicStats]:
-    """TopicStats from each topic's token windows (e.g. lib.prompts.topic_windows on the 'fit' split); for a
+    """TopicStats from each topic's token windows (e.g. lib.analysis.prompts.topic_windows on the 'fit' split); for a
     sequence of locations, a dict location -> TopicStats from the same forward passes."""
     locations = (location,) if isinstance(location, str) else tuple(location)
     topics, tokens = list(windows), torch.cat(list(windows.values()))

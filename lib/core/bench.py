@@ -242,7 +242,7 @@ def throughput_frame(tokens_per_s: dict[str, list[float]], peak_flops: dict[str,
 
 def quality_runs(cfg: RunConfig, data, seeds: tuple[int, ...], precisions: tuple[str, ...] = ("fp32", "bf16"),
                  device: str | torch.device = "cpu", n_val: int = 2048) -> pd.DataFrame:
-    """lib.train.train for each (seed, precision); final val loss as trained and re-evaluated in fp32 on n_val windows."""
+    """lib.core.train.train for each (seed, precision); final val loss as trained and re-evaluated in fp32 on n_val windows."""
     rows = []
     for seed in seeds:
         for prec in precisions:

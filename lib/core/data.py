@@ -16,8 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from jaxtyping import Bool, Int
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 from tqdm.auto import tqdm
 

@@ -26,7 +26,7 @@ _BLOCK_HOOKS = {
     "ln2": "ln2.hook_normalized",
 }
 _GLOBAL_HOOKS = {"embed": "hook_embed", "pos_embed": "hook_pos_embed", "ln_final": "ln_final.hook_normalized",
-                 # lib.sparse's residual sparse layer before the final norm: its units before/after k-WTA, its write
+                 # lib.analysis.kwta's residual sparse layer before the final norm: its units before/after k-WTA, its write
                  "sparse_pre": "ln_final.sparse.mlp.hook_pre", "sparse_post": "ln_final.sparse.mlp.hook_post",
                  "sparse_out": "ln_final.sparse.hook_out"}
 KINDS = tuple(_BLOCK_HOOKS) + tuple(_GLOBAL_HOOKS)

@@ -14,7 +14,7 @@ from lib.core.model import quiet_hooked
 
 
 def hf_tokenizer(tok):
-    """One of our lib.data Tokenizers as a transformers tokenizer (for HookedTransformer's string APIs).
+    """One of our lib.core.data Tokenizers as a transformers tokenizer (for HookedTransformer's string APIs).
 
     TransformerLens reloads tokenizers by name, so the wrapper is saved once as an artifact and loaded from there.
     """

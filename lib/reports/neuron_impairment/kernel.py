@@ -13,7 +13,7 @@ from torch import Tensor
 from lib.analysis.impairment import (
     ENDPOINTS,
     Cluster,
-    _base,
+    base_cluster,
     random_cluster,
     selective_cluster,
 )
@@ -64,7 +64,7 @@ def kmeans_cluster(stats: TopicStats, topic: str, frac: float = 0.025, n_cluster
         labels, centres = kmeans(prof, n_clusters or len(stats.topics), g)
         members = torch.nonzero(labels == centres[:, i].argmax()).flatten()
         mask[layer, members[prof[members, i].argsort(descending=True)[:k]]] = True
-    return _base(stats).with_mask(mask, f"{topic} k-means", "kmeans")
+    return base_cluster(stats).with_mask(mask, f"{topic} k-means", "kmeans")
 
 
 def find_cluster(stats: TopicStats, topic: str, method: str = "selectivity", frac: float = 0.025,

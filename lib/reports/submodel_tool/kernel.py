@@ -25,7 +25,7 @@ from lib.core.hooks import HookFn
 
 METHODS = ("selectivity", "shapley", "sparse", "sae", "infovae")
 KINDS = ("zero", "mean", "noise")  # zero: x -> (1 - a) x; mean: x -> x + a (mean - x); noise: x + a sd ε
-SPARSE_HOOKS = ("ln_final.sparse.mlp.hook_post",)  # lib.sparse's residual layer (its block MLPs are checked too)
+SPARSE_HOOKS = ("ln_final.sparse.mlp.hook_post",)  # lib.analysis.kwta's residual layer (its block MLPs are checked too)
 Data = KeywordPrompts | Mapping[str, Tensor]
 
 
@@ -171,7 +171,7 @@ def _top(score: Float[Tensor, " width"], k: int) -> Int[Tensor, " k"]:
 
 
 def _sparse_hooks(model) -> list[str]:
-    """Hook names of lib.sparse k-WTA units in the model (residual layer, or replaced block MLPs)."""
+    """Hook names of lib.analysis.kwta k-WTA units in the model (residual layer, or replaced block MLPs)."""
     names = [h for h in SPARSE_HOOKS if h in model.hook_dict]
     names += [f"blocks.{i}.mlp.hook_post" for i, b in enumerate(model.blocks)
               if isinstance(b.mlp, kwta.SparseMLP) and b.mlp.kwta is not None]
@@ -189,8 +189,8 @@ def _method_hooks(model, method: str, hooks: Sequence[str] | None) -> list[str]:
         names = [f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"]
     elif method == "sparse":
         names = _sparse_hooks(model)
-        check(bool(names), "method", method, "'sparse' only for a model with a lib.sparse k-WTA layer "
-               "(lib.sparse.surgery + fit); else one of 'selectivity', 'shapley', 'sae', 'infovae'")
+        check(bool(names), "method", method, "'sparse' only for a model with a lib.analysis.kwta k-WTA layer "
+               "(lib.analysis.kwta.surgery + fit); else one of 'selectivity', 'shapley', 'sae', 'infovae'")
     else:
         names = [f"blocks.{model.cfg.n_layers - 1}.hook_mlp_out"]
     check_hooks(model, names)
@@ -199,7 +199,7 @@ def _method_hooks(model, method: str, hooks: Sequence[str] | None) -> list[str]:
 
 def _fit_compressors(model, method: str, names: Sequence[str], concepts: Mapping[str, Tensor],
                      compressor: Any, latent_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """One fitted lib.compression compressor per hook (given, or fit on all concept tokens)."""
+    """One fitted lib.analysis.compressors compressor per hook (given, or fit on all concept tokens)."""
     check(len(names) == 1 or compressor is None, "hooks", list(names), "one hook when a compressor is given")
     if compressor is not None:
         return {names[0]: compressor}
@@ -211,7 +211,7 @@ def _fit_compressors(model, method: str, names: Sequence[str], concepts: Mapping
 def _shapley_scores(model, names: Sequence[str], prompts: KeywordPrompts | None, concepts: Sequence[str],
                     n_permutations: int, seed: int) -> dict[str, dict[str, Tensor]]:
     """concept -> hook -> concept-specific Shapley value of each neuron (its value for the concept's keyword loss
-    minus its mean value for the other concepts), by lib.shapley's TMC on the neuron game."""
+    minus its mean value for the other concepts), by lib.analysis.shapley's TMC on the neuron game."""
     check(prompts is not None, "prompts", prompts, "KeywordPrompts of the concepts for method 'shapley'")
     check(all(h.endswith("mlp.hook_post") and h.startswith("blocks.") for h in names), "hooks", list(names),
            "blocks.L.mlp.hook_post names for method 'shapley' (its players are MLP neurons)")
@@ -235,9 +235,9 @@ def find_submodels(model, concepts: Mapping[str, Int[Tensor, "n pos"]], method: 
     """A SubModel per concept (concepts: name -> token windows, each scored against the others).
 
     Methods: 'selectivity' (top units by Cohen's d of the concept vs the other concepts, at `hooks`, default every
-    MLP's post-activation), 'shapley' (top neurons by concept-specific Shapley value, lib.shapley TMC on `prompts`),
-    'sparse' (selectivity on a lib.sparse k-WTA layer's units), 'sae' / 'infovae' (selectivity on the latents of a
-    lib.compression compressor at one hook: `compressor`, or one fit with `latent_cfg`). k units per hook (default
+    MLP's post-activation), 'shapley' (top neurons by concept-specific Shapley value, lib.analysis.shapley TMC on `prompts`),
+    'sparse' (selectivity on a lib.analysis.kwta k-WTA layer's units), 'sae' / 'infovae' (selectivity on the latents of a
+    lib.analysis.compressors compressor at one hook: `compressor`, or one fit with `latent_cfg`). k units per hook (default
     `frac` of its width). With `validation` (KeywordPrompts or name -> windows), `validate` fills the scores.
     """
     check(method in METHODS, "method", method, f"one of {METHODS}")
@@ -356,7 +356,7 @@ class Explanation:
 
 def _as_tokens(prompt: str | Sequence[int] | Tensor, tokenizer, bos: bool) -> Int[Tensor, " pos"]:
     if isinstance(prompt, str):
-        check(tokenizer is not None, "tokenizer", None, "a lib.data.Tokenizer to encode a text prompt")
+        check(tokenizer is not None, "tokenizer", None, "a lib.core.data.Tokenizer to encode a text prompt")
         ids = [tokenizer.eos_id] * bos + tokenizer.encode(prompt)
     else:
         ids = torch.as_tensor(prompt, dtype=torch.long).flatten().tolist()

@@ -18,8 +18,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from lib.analysis import metrics
-from lib.core import artifacts, hooks
-from lib.core import train as tr
+from lib.core import artifacts, hooks, train as tr
 from lib.core.config import RunConfig
 from lib.core.model import hooked_state_dict, to_hooked
 from lib.core.train import load_checkpoint_weights
@@ -121,7 +120,7 @@ class Probes:
 def copy_target_mask(spans: Int[Tensor, "n 3"], n_ctx: int) -> Bool[Tensor, "n pos_minus_1"]:
     """Per-token-loss positions whose target lies in a planted copy after its first token (predictable by induction).
 
-    spans rows are (start, length, copy_start) as in lib.data.plant_repeats; -1 rows give all False.
+    spans rows are (start, length, copy_start) as in lib.core.data.plant_repeats; -1 rows give all False.
     """
     target = torch.arange(1, n_ctx)[None]  # loss index t predicts token t + 1
     s, length = spans[:, 0:1], spans[:, 1:2]

@@ -1,18 +1,13 @@
 """Shapley estimators on games with analytic values, and neurons of a tiny transformer against brute force."""
 
-import copy
 import math
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from helpers import fp32_tol
+from helpers import fp32_tol, nine_random_prompts, ten_neuron_model
 from lib.analysis import shapley
-from lib.analysis.prompts import KeywordPrompts, evaluate
-from lib.core import config, hooks, model, train
-from lib.reports.neuron_shapley import kernel as neuron_shapley
+from lib.analysis.prompts import evaluate
 
 # ---------------------------------------------------------------------------------------------- games
 
@@ -183,23 +178,8 @@ def test_bad_input_names_the_value(call, match):
 
 # ---------------------------------------------------------------------------------------------- tiny transformer
 
-CFG = config.resolve("smoke", attention_only=False, n_layers=2, d_mlp=5, init_range=0.3)
-
-
-@pytest.fixture(scope="module")
-def hooked():
-    return model.to_hooked(train.init_model(CFG).eval())
-
-
-@pytest.fixture(scope="module")
-def pr():
-    """9 right-padded random prompts of lengths 3..11 with random keyword targets, three topics."""
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.arange(3, 12)
-    tokens = torch.randint(1, CFG.model.d_vocab, (9, 11), generator=g)
-    tokens[torch.arange(11)[None] >= lengths[:, None]] = 0
-    targets = torch.randint(0, CFG.model.d_vocab, (9,), generator=g)
-    return KeywordPrompts(tokens, lengths, targets, tuple("abc"[i % 3] for i in range(9)), ("x",) * 9, torch.arange(9))
+hooked = pytest.fixture(ten_neuron_model, scope="module", name="hooked")
+pr = pytest.fixture(nine_random_prompts, scope="module", name="pr")
 
 
 def _all_masks(n: int) -> torch.Tensor:
@@ -250,50 +230,6 @@ def test_tiny_transformer_estimates_agree_with_brute_force(hooked, pr):
                           atol=fp32_tol(per_topic))  # the same v; the float64 sums are cast to float32
 
 
-def test_grad_x_act_is_first_order_for_small_ablations(hooked, pr):
-    """Scaling a neuron by (1 ± eps) changes -loss by ±eps times its gradient x activation.
-
-    Checked in float64 with a central difference, so that the test measures the estimator and not the rounding:
-    the truncation error of a central difference is O(eps² |f'''|), about 1e-8 at eps = 1e-4 for losses of a few
-    nats, and rounding adds about 1e-16 |loss| / eps, about 1e-11. In float32, a forward difference at eps = 1e-3
-    of a 7-nat loss carries about 1e-6 * 7 / 1e-3 = 1e-2 of rounding per unit, which depends on the CPU's
-    kernels (AVX2 vs AVX-512). The tolerance 1e-6 is far above both errors and far below the attributions
-    (1e-2 to 1 here)."""
-    h64 = copy.deepcopy(hooked).to(torch.float64)
-    attr = neuron_shapley.grad_x_act(h64, pr, shapley.neuron_players(h64))
-    assert attr.shape == (9, 10) and attr.dtype == torch.float64
-
-    def neg_loss(name: str, factor: float) -> torch.Tensor:
-        return -torch.tensor(evaluate(h64, pr, [(name, _scale_unit(unit, factor))]).loss.to_numpy())
-
-    eps = 1e-4
-    for p in (0, 7):
-        layer, unit = divmod(p, 5)
-        name = hooks.name("mlp_post", layer)
-        central = (neg_loss(name, 1 + eps) - neg_loss(name, 1 - eps)) / (2 * eps)
-        assert central.dtype == torch.float64
-        assert torch.allclose(central, attr[:, p], rtol=1e-6, atol=1e-6), p
-    assert attr.abs().max() > 1e-2  # not all ~0, which any tolerance would accept
-
-
-def _scale_unit(unit: int, factor: float):
-    def fn(x, hook=None):
-        x = x.clone()
-        x[..., unit] *= factor
-        return x
-    return fn
-
-
-def test_removal_masks_and_specificity_index():
-    m = neuron_shapley.removal_masks(torch.tensor([3, 0, 2, 1]), [0, 1, 3], 4)
-    assert m.tolist() == [[True] * 4, [True, True, True, False], [False, True, False, False]]
-    d = torch.tensor([[2.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    assert torch.allclose(neuron_shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
-    assert torch.allclose(neuron_shapley.specificity_gap(d), torch.tensor([1.0, 1.0, 0.0]))
-    with pytest.raises(ValueError, match="ks"):
-        neuron_shapley.removal_masks(torch.arange(4), [5], 4)
-
-
 def test_cached_result_round_trips(tmp_path):
     calls = []
 
@@ -304,23 +240,6 @@ def test_cached_result_round_trips(tmp_path):
     a, b = shapley.cached(tmp_path / "r", compute), shapley.cached(tmp_path / "r", compute)
     assert len(calls) == 1 and a.n_evals == b.n_evals
     assert torch.equal(a.values, b.values) and torch.equal(a.trace_values, b.trace_values)
-
-
-def test_removal_table_and_destroy_k(hooked, pr):
-    game = shapley.neuron_game(hooked, pr)
-    sc = torch.randn(10, 3)
-    df = neuron_shapley.removal_table(game, {"s": sc}, [0, 2, 10], 2, torch.Generator().manual_seed(0))
-    assert len(df) == (3 + 2 * 3) * 3 * 3  # (3 topics + 2 random orders x 3 topics) x 3 ks x 3 prompts per topic
-    clean = df[df.k == 0].groupby("topic").loss.first()
-    full = game.scores(torch.zeros(1, 10, dtype=bool))["loss"][0]
-    assert np.allclose(df[(df.k == 10) & (df.ordering == "s")].sort_values("prompt").loss, full[torch.tensor(
-        sorted(df[(df.k == 10) & (df.ordering == "s")].prompt))].numpy(), rtol=0, atol=fp32_tol(full))
-    assert len(clean) == 3
-    curve = pd.DataFrame({"ordering": "o", "seed": 0, "topic": "t", "k": [0, 0, 1, 1, 4, 4], "top5": [1, 1, 1, 0, 0, 0]})
-    out = neuron_shapley.destroy_k(curve)
-    assert out.k.tolist() == [1] and not out.censored.any()
-    first, second = neuron_shapley.split_half(shapley.tmc_shapley(GAMES["voting"][0], 4, 10))
-    assert first.shape == second.shape == (4,)
 
 
 def test_t_quantile_matches_tables():

@@ -1,4 +1,4 @@
-"""Tests for lib.data: loaders, tokenizers, windows, planted repeats, the token-data artifact."""
+"""Tests for lib.core.data: loaders, tokenizers, windows, planted repeats, the token-data artifact."""
 
 import contextlib
 import gzip

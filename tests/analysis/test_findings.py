@@ -1,4 +1,4 @@
-"""lib.findings: recording, reloading, reruns, rejection of bad input, verdicts, bootstrap CIs, ledger checks."""
+"""lib.analysis.findings: recording, reloading, reruns, rejection of bad input, verdicts, bootstrap CIs, ledger checks."""
 
 from __future__ import annotations
 

@@ -4,43 +4,16 @@ import math
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from helpers import attn_model, hand_induction_model
 from lib.analysis.metrics import frequent_tokens, head_scores, ngram_baseline, repeated_tokens
-
-
-def _attn_model(d_model=64, d_head=32, d_vocab=40, n_ctx=32, seed=0) -> HookedTransformer:
-    cfg = HookedTransformerConfig(n_layers=2, d_model=d_model, n_ctx=n_ctx, d_head=d_head, n_heads=2,
-                                  d_vocab=d_vocab, attn_only=True, normalization_type=None, act_fn="relu",
-                                  device="cpu", seed=seed)
-    return HookedTransformer(cfg).eval()
-
-
-def _hand_induction_model(d_vocab=40, n_ctx=32) -> HookedTransformer:
-    """Layer 0 head 0 copies the previous token into the residual; layer 1 head 0 attends where it matches."""
-    model = _attn_model(d_model=128, d_head=64, d_vocab=d_vocab, n_ctx=n_ctx)
-    big = 200.0
-    pos, tok, prev = slice(0, 32), slice(32, 32 + d_vocab), slice(72, 72 + d_vocab)  # residual layout
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.pos_embed.W_pos[:, pos] = torch.eye(n_ctx, 32)
-        model.embed.W_E[:, tok] = torch.eye(d_vocab)
-        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
-        a0.W_Q[0, pos, :32] = torch.eye(32) * big  # query: my position i
-        a0.W_K[0, pos, :32] = torch.diag(torch.ones(31), 1)  # key at j carries position j+1: matches i = j+1
-        a0.W_V[0, tok, :d_vocab] = torch.eye(d_vocab)
-        a0.W_O[0, :d_vocab, prev] = torch.eye(d_vocab)  # writes the previous token into `prev`
-        a1.W_Q[0, tok, :d_vocab] = torch.eye(d_vocab) * big  # query: my token
-        a1.W_K[0, prev, :d_vocab] = torch.eye(d_vocab)  # key: the token before j
-    return model
 
 
 def test_hand_built_induction_head_scores_high_random_model_low():
     g = torch.Generator().manual_seed(0)
     tokens = repeated_tokens(16, 12, torch.arange(40), g)
-    hand = head_scores(_hand_induction_model(), tokens)
-    rand = head_scores(_attn_model(), tokens)
+    hand = head_scores(hand_induction_model(), tokens)
+    rand = head_scores(attn_model(), tokens)
     assert hand["induction"][1, 0] > 0.7  # below 1 only where r repeats a token by chance
     assert hand["prev_token"][0, 0] > 0.9
     assert rand["induction"].max() < 0.2
@@ -104,7 +77,7 @@ def test_unigram_baseline_and_bad_order():
 
 def test_per_sequence_scores_average_to_the_pooled_scores():
     tokens = repeated_tokens(6, 8, torch.arange(40), torch.Generator().manual_seed(1))
-    model = _attn_model()
+    model = attn_model()
     pooled, per = head_scores(model, tokens), head_scores(model, tokens, per_sequence=True)
     assert per["induction"].shape == (6, 2, 2)
     assert torch.allclose(per["induction"].mean(0), pooled["induction"])

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from lib.analysis.prompts import KeywordPrompts
 from lib.core import data
-from lib.reports.submodel_tool import cli
-from lib.reports.submodel_tool import kernel as submodels
+from lib.reports.submodel_tool import cli, kernel as submodels
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RANGES = {"A": range(8, 16), "B": range(16, 24), "C": range(24, 32)}  # each concept's own tokens
 PLANTED = [3, 7, 11, 19]  # MLP units that fire on A tokens only and push the logits of A tokens up
 HOOK = "blocks.0.mlp.hook_post"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import f64_tol, float64, fp32_tol
+from helpers import f64_tol, float64, fp32_tol, random_transformer
 from lib.analysis import metrics, stats
 from lib.core.config import ModelConfig, resolve
-from lib.core.model import Transformer, to_hooked
+from lib.core.model import to_hooked
 from lib.core.train import init_model, list_checkpoints, load_checkpoint_weights, lr_at
 from lib.reports.training_dynamics import kernel as attribution
 
@@ -20,12 +20,7 @@ NAMES = ["blocks.1.attn.W_Q", "blocks.1.attn.W_K", "blocks.1.attn.W_V", "blocks.
 @pytest.fixture(scope="module")
 def hooked():
     cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=30, n_ctx=12, attention_only=True)
-    model = Transformer(cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # larger than the init so that every weight matters
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.1))
-    return to_hooked(model.eval())
+    return to_hooked(random_transformer(cfg, matrix_sd=0.3, vector_sd=0.1))
 
 
 def test_vmap_per_example_grads_equal_the_loop(hooked):

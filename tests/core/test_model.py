@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import f64_tol, float64, fp32_tol
+from helpers import f64_tol, float64, fp32_tol, random_transformer
 from lib.core.config import ModelConfig
 from lib.core.model import Transformer, generate, to_hooked
 from lib.core.pretrained import load_pretrained
@@ -11,12 +11,7 @@ from lib.core.pretrained import load_pretrained
 
 def _model(attention_only: bool, seed: int = 0) -> Transformer:
     cfg = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_vocab=50, n_ctx=24, attention_only=attention_only)
-    model = Transformer(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # large random weights (not the small init) so that every component matters
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.dim() > 1 else 0.2))
-    return model.eval()
+    return random_transformer(cfg, seed)
 
 
 @pytest.mark.parametrize("attention_only", [True, False])

@@ -5,13 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import fp32_tol
+from helpers import fp32_tol, planted_topic_stats
 from lib.analysis import impairment
 from lib.analysis.prompts import KeywordPrompts
-from lib.analysis.stats import spearman
-from lib.analysis.units import LOCATIONS, TopicStats, match_units, topic_stats, unit_activations
+from lib.analysis.units import LOCATIONS, match_units, topic_stats, unit_activations
 from lib.core import config, hooks, model, train
-from lib.reports.neuron_impairment import kernel as impair
 
 CFG = config.resolve("smoke", attention_only=False, n_layers=3, init_range=0.3)
 
@@ -105,53 +103,12 @@ def test_grid_deduplicates():
     assert by == {"noise": 4, "negative_noise": 4, "scale": 2, "zero": 1, "mean": 1}
 
 
-def _planted_stats() -> TopicStats:
-    mean = torch.zeros(3, 2, 40)
-    mean[0, :, :4] = 3.0  # units 0-3 fire on topic "a"
-    mean[1, :, 4:8] = 3.0
-    mean[2, :, 8:12] = 3.0
-    return TopicStats("mlp_post", ("a", "b", "c"), mean, torch.ones(3, 2, 40), torch.tensor([100, 100, 100]))
-
-
-def test_clusters_find_planted_units_and_random_keeps_sizes():
-    st = _planted_stats()
-    sel = impairment.selective_cluster(st, "a", frac=0.1)
-    assert sel.sizes == (4, 4) and set(sel.units(0).tolist()) == {0, 1, 2, 3}
-    km = impair.kmeans_cluster(st, "a", frac=0.1, generator=torch.Generator().manual_seed(0))
-    assert set(km.units(1).tolist()) == {0, 1, 2, 3}
-    r1, r2 = (impairment.random_cluster(sel, torch.Generator().manual_seed(s)) for s in (0, 0))
-    assert r1.sizes == sel.sizes and torch.equal(r1.mask, r2.mask)
-    assert impair.jaccard(sel, sel) == 1.0 and impair.jaccard(sel, impair.find_cluster(st, "b")) == 0.0
-
-
-def test_random_jaccard_matches_hypergeometric_expectation():
-    st = _planted_stats()
-    c = impairment.selective_cluster(st, "a", frac=0.25)  # 10 of 40 per layer
-    null = impair.random_jaccards(c, c, 3000, torch.Generator().manual_seed(0))
-    k, n = 10, 40
-    expected_overlap = 2 * k * k / n  # two layers
-    assert abs(np.mean(null * (4 * k) / (1 + null)) - expected_overlap) < 0.15  # |A ∩ B| = J (|A|+|B|) / (1 + J)
-
-
 def test_match_units_recovers_a_permutation():
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(500, 30, generator=g)
     perm = torch.randperm(30, generator=g)
     found = match_units(acts, acts[:, perm])
     assert torch.equal(perm[found], torch.arange(30))
-
-
-def test_curve_measures():
-    x = np.array([0.0, 1.0, 2.0, 4.0])
-    assert spearman(x, np.array([1.0, 2.0, 2.5, 9.0])) == pytest.approx(1.0)
-    assert spearman(x, np.array([4.0, 3.0, 2.0, 1.0])) == pytest.approx(-1.0)
-    assert np.isnan(spearman(x, np.ones(4)))  # undefined for a constant input (lib.analysis.stats)
-    flat = pd.DataFrame({"intensity": np.tile(x, 3), "prompt": np.repeat([0, 1, 2], 4), "loss": 2.0})
-    assert impair.monotonicity(flat, n_boot=20)["spearman"] == 0.0  # report 3 reads a curve that never moves as 0
-    assert impair.largest_step_share(np.array([0.0, 1.0, 2.0, 3.0])) == pytest.approx(1 / 3)
-    assert impair.largest_step_share(np.array([0.0, 0.0, 5.0, 5.0])) == pytest.approx(1.0)
-    assert impair.threshold_intensity(x, np.array([0.8, 0.6, 0.4, 0.2]), 0.5) == pytest.approx(1.5)
-    assert impair.threshold_intensity(x, np.array([0.8, 0.8, 0.8, 0.8]), 0.5) == float("inf")
 
 
 def test_specificity_index_and_ci():
@@ -174,4 +131,4 @@ def test_bad_arguments_name_the_value():
 
 
 def _clu() -> impairment.Cluster:
-    return impairment.selective_cluster(_planted_stats(), "a", 0.1)
+    return impairment.selective_cluster(planted_topic_stats(), "a", 0.1)

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from test_metrics import _attn_model, _hand_induction_model  # tests/ is on sys.path under pytest
 
-from helpers import fp32_tol
+from helpers import attn_model, fp32_tol, hand_induction_model
 from lib.analysis.metrics import (
     attention_patterns,
     head_scores,
@@ -26,7 +25,7 @@ def _distinct_repeats(n, half, vocab, seed=0):
 
 def test_hand_built_head_high_random_model_low_on_prefix_matching_and_induction():
     tokens = _distinct_repeats(8, 12, 40)
-    hand, rand = _hand_induction_model(), _attn_model(seed=3)
+    hand, rand = hand_induction_model(), attn_model(seed=3)
     for model, lo, hi in ((hand, 0.9, 1.01), (rand, 0.0, 0.2)):
         pats = attention_patterns(model, tokens)
         ind = induction_from_patterns(pats).mean(1)  # [layer, head]
@@ -38,11 +37,11 @@ def test_hand_built_head_high_random_model_low_on_prefix_matching_and_induction(
 def test_prefix_matching_equals_induction_on_distinct_repeats():
     """On [r; r] with distinct tokens the only match for query i is i - half + 1, as the induction score reads it."""
     tokens = _distinct_repeats(5, 10, 40, seed=1)
-    pats = attention_patterns(_attn_model(seed=5), tokens)
+    pats = attention_patterns(attn_model(seed=5), tokens)
     tol = fp32_tol(1.0)  # means of attention probabilities (at most 1) computed two ways
     assert torch.allclose(prefix_matching_score(pats, tokens), induction_from_patterns(pats).mean(1), rtol=0, atol=tol)
     assert torch.allclose(induction_from_patterns(pats).mean(1),
-                          head_scores(_attn_model(seed=5), tokens)["induction"], rtol=0, atol=tol)
+                          head_scores(attn_model(seed=5), tokens)["induction"], rtol=0, atol=tol)
 
 
 def test_prefix_matching_counts_only_earlier_matches():

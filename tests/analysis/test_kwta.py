@@ -1,14 +1,12 @@
-"""k-WTA, duty-cycle boosting, SparseMLP and surgery on a HookedTransformer (lib.sparse)."""
+"""k-WTA, duty-cycle boosting, SparseMLP and surgery on a HookedTransformer (lib.analysis.kwta)."""
 
-import numpy as np
 import pytest
 import torch
 from transformer_lens import HookedTransformer
 
 from helpers import fp32_tol
-from lib.analysis import kwta, stats
+from lib.analysis import kwta
 from lib.core import config, hooks, model, pretrained, train
-from lib.reports.sparse_layers import kernel as sparse
 
 CFG = config.resolve("smoke", attention_only=False, init_range=0.3)
 FIT = kwta.FitConfig(steps=4, batch_size=4, lr=1e-2, warmup=1)
@@ -205,25 +203,3 @@ def test_surgery_on_a_local_pretrained_gpt2(tmp_path):
 # ---------------------------------------------------------------------------------------------- measures
 
 
-def test_unit_measures_on_planted_units():
-    owner = torch.arange(3).repeat_interleave(100)
-    acts = torch.zeros(300, 3)
-    acts[owner == 1, 0] = 1.0 + torch.rand(100)  # unit 0: only topic 1
-    acts[:, 1] = torch.rand(300)  # unit 1: no topic
-    df = sparse.unit_scores(acts, owner, ["a", "b", "c"], n_top=50)
-    assert df.top_topic[0] == "b" and df.monosemanticity[0] == 1.0 and df.selectivity[0] > 5
-    assert df.selectivity[1] < 0.5 and df.monosemanticity[1] < 0.8
-    assert df.monosemanticity.isna()[2] and df.selectivity.isna()[2] and df.duty[2] == 0  # a dead unit: unscored
-    assert df.scored.tolist() == [True, True, False]
-    assert sparse.duty_entropy(torch.ones(8)) == pytest.approx(1.0)
-    q = sparse.random_rotation(6, torch.Generator().manual_seed(0))
-    assert torch.allclose(q @ q.T, torch.eye(6), atol=1e-5)
-
-
-def test_median_difference_ci_detects_a_shift_and_covers_none():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 1.0, 400)
-    d, (lo, hi) = stats.median_diff_ci(np.append(a, np.nan), b, n_boot=300)
-    assert lo < d < hi and lo > 0.5
-    _, (lo0, hi0) = stats.median_diff_ci(b, rng.normal(0.0, 1.0, 400), n_boot=300)
-    assert lo0 < 0 < hi0

@@ -1,0 +1,67 @@
+"""lib.analysis.stats on known answers: Spearman with ties and constant input, the bootstrap engine's draws, CIs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lib.analysis import stats
+
+
+def test_spearman_uses_average_ranks_for_ties():
+    # ranks of y with the tie averaged: [1, 2.5, 2.5, 4, 5]; Pearson with [1..5] = 9.5 / sqrt(10 * 9.5)
+    assert stats.spearman([1, 2, 3, 4, 5], [1, 2, 2, 4, 5]) == pytest.approx(9.5 / math.sqrt(95))
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)  # ranks, not values
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_spearman_of_a_constant_input_is_nan():
+    assert math.isnan(stats.spearman([1, 2, 3], [5, 5, 5])) and math.isnan(stats.spearman([2, 2], [1, 3]))
+    assert all(math.isnan(v) for v in stats.bootstrap_spearman([1, 2, 3], [5, 5, 5], n_boot=10))
+
+
+def test_bootstrap_draws_rows_with_one_index_draw_per_replicate():
+    x, y = np.arange(10.0), 100 + np.arange(10.0)
+    boots = stats.bootstrap(lambda a, b: (b - a).std(), x, y, n_boot=50, seed=3)
+    assert np.allclose(boots, 0.0)  # paired: a row of x always travels with its row of y
+    rng = np.random.default_rng(3)
+    manual = [x[rng.integers(0, 10, 10)].mean() for _ in range(50)]
+    assert np.array_equal(stats.bootstrap(np.mean, x, n_boot=50, seed=3), np.asarray(manual))
+    unpaired = stats.bootstrap(lambda a, b: (b - a).std(), x, y, n_boot=50, seed=3, paired=False)
+    assert (unpaired > 0).mean() > 0.9  # independent draws break the pairing
+
+
+def test_bootstrap_drops_non_finite_replicates_and_fails_when_none_is_left():
+    labels = np.array([0.0] * 19 + [1.0])
+    boots = stats.bootstrap(lambda v: 1.0 / v.sum() if v.sum() else float("nan"), labels, n_boot=200, seed=0)
+    assert 0 < len(boots) < 200 and np.isfinite(boots).all()
+    with pytest.raises(ValueError, match="stat"):
+        stats.bootstrap(lambda v: float("nan"), labels, n_boot=5)
+    with pytest.raises(ValueError, match="n_boot=0"):
+        stats.bootstrap(np.mean, labels, n_boot=0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        stats.bootstrap(np.mean, labels, labels[:5])
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(2.0, 1.0, 50), rng.normal(2.0, 1.0, 5000)
+    lo_s, hi_s = stats.bootstrap_ci(small, n_boot=400)
+    lo_l, hi_l = stats.bootstrap_ci(large, n_boot=400)
+    assert lo_s < 2.0 < hi_s and lo_l < 2.0 < hi_l
+    assert (hi_l - lo_l) < 0.25 * (hi_s - lo_s)  # width ~ 1/sqrt(n): 10x the data, ~1/10 the width
+    assert stats.bootstrap_ci(small, n_boot=400) == (lo_s, hi_s)  # deterministic for the seed
+    with pytest.raises(ValueError, match="samples"):
+        stats.bootstrap_ci([1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match="alpha"):
+        stats.bootstrap_ci(small, alpha=1.5)
+
+
+def test_median_difference_ci_detects_a_shift_and_covers_none():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 1.0, 400)
+    d, (lo, hi) = stats.median_diff_ci(np.append(a, np.nan), b, n_boot=300)
+    assert lo < d < hi and lo > 0.5
+    _, (lo0, hi0) = stats.median_diff_ci(b, rng.normal(0.0, 1.0, 400), n_boot=300)
+    assert lo0 < 0 < hi0
