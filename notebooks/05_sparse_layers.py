@@ -309,13 +309,21 @@ pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb.n
 # %% [markdown]
 # ## 4. Does impairing sparse topic clusters hit the topic specifically?
 #
-# Notebook 3 found that noise on the MLP neurons most selective for a topic does not damage that topic's keyword
-# predictions more than other topics' (hypothesis B). We rerun its test 2 on the layer that (a) replaced: the
+# Notebook 3 asks whether noise on the MLP neurons most selective for a topic damages that topic's keyword
+# predictions more than other topics' (hypothesis B; its verdicts are quoted below). We rerun its test 2 on the
+# layer that (a) replaced: the
 # cluster is the top `frac` of the layer's units by Athlete selectivity, impaired with Gaussian noise scaled to each
 # unit's activation sd at several intensities and noise seeds; the **specificity index** is the mean keyword-loss
 # damage on Athlete prompts divided by that on Artist and Company prompts, and its control is the same index for
 # `n_random` random clusters of the same size. We do this for the original dense neurons, the dense retrained
 # layer and the sparse layer (seed 0).
+
+# %%
+r3 = findings.load("03_neuron_impairment", preset)
+r3 = r3[r3.name.str.startswith("B: ")]
+display(Markdown("Report 3's hypothesis-B verdicts at this preset: " + (
+    "; ".join(f"{n[3:].split(' (control')[0]} → **{v}**" for n, v in zip(r3.name, r3.verdict.fillna(findings.NO_VERDICT)))
+    if len(r3) else "none recorded (report 3 has not run at this preset)") + "."))
 
 # %%
 kw = nb.keywords.keywords(tok, "dbpedia")
