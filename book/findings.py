@@ -26,7 +26,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, plotting
+from lib.analysis import findings, plotting, session
 
 # %% tags=["parameters"]
 preset = "cpu"
@@ -37,6 +37,7 @@ preset = "cpu"
 # How many findings each report recorded, and how many of them held against their control.
 
 # %%
+session.check_parameters()  # a -p name this page does not have is an error, not a silent default
 ledger = findings.load_all(preset)
 counts = findings.summary(ledger)
 if ledger.empty:

@@ -37,7 +37,7 @@ from lib.reports.build_transformer import params as report_params, plots
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
 seed = 0
-n_layers = None  # None = take from the preset
+n_layers = None  # None: take from the preset
 n_heads = None
 d_model = None
 d_head = None

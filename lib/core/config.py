@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from lib.core.checks import check, positive_int
+from lib.core.params import Params
 
 PRESET_NAMES = ("smoke", "cpu", "gpu")
 
@@ -15,7 +16,7 @@ PRESET_NAMES = ("smoke", "cpu", "gpu")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Params):
     """Shape of our decoder-only transformer; `d_head`/`d_mlp` None = derived (d_model/n_heads, 4*d_model)."""
 
     n_layers: int = 2
@@ -27,11 +28,11 @@ class ModelConfig:
     n_ctx: int = 64
     attention_only: bool = False
     dropout: float = 0.0
-    act_fn: str = "gelu"
+    act_fn: Literal["gelu", "gelu_new", "relu"] = "gelu"
     ln_eps: float = 1e-5
     init_range: float = 0.02
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_vocab", "n_ctx"):
             positive_int(name, getattr(self, name))
         if self.d_head is None:
@@ -47,7 +48,13 @@ class ModelConfig:
                 object.__setattr__(self, "d_mlp", 4 * self.d_model)
             positive_int("d_mlp", self.d_mlp)
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        check(self.act_fn in ("gelu", "gelu_new", "relu"), "act_fn", self.act_fn, "'gelu', 'gelu_new' or 'relu'")
+        check(self.ln_eps > 0, "ln_eps", self.ln_eps, "a positive float (LayerNorm divides by sqrt(var + ln_eps))")
+        check(self.init_range > 0, "init_range", self.init_range, "a positive float (the sd of the initial weights)")
+
+    @property
+    def derived_d_head(self) -> bool:
+        """Whether d_head is the derived d_model // n_heads (so a change of either re-derives it)."""
+        return self.d_head == self.d_model // self.n_heads
 
     @property
     def n_params(self) -> int:
@@ -61,12 +68,12 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Params):
     """What the model reads: tokenizer, sample format, planted repeats (induction bait)."""
 
-    tokenizer: str = "bpe"  # "bpe" (trained here) | "gpt2" (shipped vocabulary)
+    tokenizer: Literal["bpe", "gpt2"] = "bpe"  # "bpe" (trained here) | "gpt2" (shipped vocabulary)
     vocab_size: int = 1024  # for "bpe"; "gpt2" is always 50257
-    task: str = "windows"  # "windows" (LM windows of n_ctx tokens) | "beginnings" (article openings)
+    task: Literal["windows", "beginnings"] = "windows"  # LM windows of n_ctx tokens | article openings
     n_ctx: int = 64
     beginning_tokens: int = 20  # the report's sample: an article's first tokens, predict each next one
     plant_frac: float = 0.5  # fraction of training windows that carry an adjacent repeated span
@@ -74,9 +81,7 @@ class DataConfig:
     plant_max: int = 32
     corpus: tuple[str, ...] = ("dbpedia14_train", "dbpedia14_extra", "dbpedia_l2")
 
-    def __post_init__(self) -> None:
-        check(self.tokenizer in ("bpe", "gpt2"), "tokenizer", self.tokenizer, "'bpe' or 'gpt2'")
-        check(self.task in ("windows", "beginnings"), "task", self.task, "'windows' or 'beginnings'")
+    def validate(self) -> None:
         if self.tokenizer == "gpt2":
             object.__setattr__(self, "vocab_size", 50257)
         check(isinstance(self.vocab_size, int) and self.vocab_size >= 260, "vocab_size", self.vocab_size,
@@ -87,11 +92,11 @@ class DataConfig:
         check(self.plant_min <= self.plant_max, "plant_min", self.plant_min, f"<= plant_max={self.plant_max}")
         check(2 * self.plant_max <= self.n_ctx or self.plant_frac == 0.0, "plant_max", self.plant_max,
                f"at most n_ctx/2={self.n_ctx / 2} so that a span and its copy fit in a window")
-        object.__setattr__(self, "corpus", tuple(self.corpus))
+        check(len(self.corpus) > 0, "corpus", self.corpus, "at least one training corpus")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Params):
     """Optimiser, schedule, evaluation and checkpoint cadence."""
 
     batch_size: int = 32
@@ -107,16 +112,20 @@ class TrainConfig:
     eval_batches: int = 4
     checkpoint_every: int = 250
     seed: int = 0
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast (fast only where the hardware has bf16)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for name in ("batch_size", "max_steps", "eval_every", "eval_batches", "checkpoint_every"):
             positive_int(name, getattr(self, name))
         check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps",
                self.warmup_steps, "a non-negative integer")
         check(self.lr > 0, "lr", self.lr, "a positive float")
         check(0.0 <= self.min_lr_frac <= 1.0, "min_lr_frac", self.min_lr_frac, "a float in [0, 1]")
-        check(self.precision in ("fp32", "bf16"), "precision", self.precision, "'fp32' or 'bf16'")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a float >= 0")
+        check(self.grad_clip > 0, "grad_clip", self.grad_clip, "a positive float (the max gradient norm)")
+        for name in ("beta1", "beta2"):
+            check(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "a float in [0, 1)")
+        check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -182,9 +191,18 @@ def _owners(key: str) -> list[str]:
 
 
 def _apply(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Apply flat overrides; n_ctx goes to model and data, vocab_size to data and model.d_vocab."""
+    """Apply flat overrides; n_ctx goes to model and data, vocab_size to data and model.d_vocab.
+
+    d_head and d_mlp are re-derived (d_model // n_heads, 4 * d_model) unless an override gives them or `cfg`'s
+    value differs from its own derivation (then it was explicit and is kept).
+    """
     parts = {"model": dataclasses.asdict(cfg.model), "data": dataclasses.asdict(cfg.data),
              "train": dataclasses.asdict(cfg.train)}
+    m = cfg.model
+    if "d_head" not in overrides and m.derived_d_head:
+        parts["model"]["d_head"] = None
+    if "d_mlp" not in overrides and m.d_mlp in (0, 4 * m.d_model):
+        parts["model"]["d_mlp"] = None
     for key, value in overrides.items():
         owners = _owners(key)
         if not owners:
