@@ -5,6 +5,8 @@
 #   make test                 venv + install, then pytest (unit tests, notebook smoke runs, book build)
 #   make sync                 jupytext --sync every notebook pair and strip the .ipynb outputs
 #   make clean                remove the built book and executed notebooks (keeps .venv, artifacts/)
+#   make clean-artifacts NAME=model-3f2a9c01b7   remove one artifact folder (an error names the bad one)
+#   make lab                  JupyterLab on notebooks/ with the venv's kernel (the .py/.ipynb pairs open as notebooks)
 #
 # The notebooks run with the kernel's working directory at notebooks/ (book/ for the findings
 # notebook), as when opened in Jupyter. lib finds data/ and artifacts/ from its own location,
@@ -45,10 +47,10 @@ FINDINGS_SRC := $(if $(FINDINGS_PY),book/findings.ipynb,$(wildcard book/findings
 FINDINGS_DEP := $(or $(FINDINGS_PY),$(FINDINGS_SRC))
 FINDINGS_OUT := $(if $(FINDINGS_SRC),book/executed/findings.ipynb,book/executed/findings.md)
 
-.PHONY: help install book test sync clean FORCE
+.PHONY: help install book test sync clean clean-artifacts lab FORCE
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- environment -------------------------------------------------------------------------
 $(BIN)/python:
@@ -118,5 +120,18 @@ sync: | $(STAMP)
 clean:
 	rm -rf book/_build book/executed .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+
+ARTIFACTS_DIR ?= artifacts
+clean-artifacts:
+	@[ -n "$(NAME)" ] || { echo "usage: make clean-artifacts NAME=<an artifact folder's name, e.g. model-3f2a9c01b7>"; exit 2; }
+	@found=$$(find "$(ARTIFACTS_DIR)" -mindepth 2 -maxdepth 2 -type d -name "$(NAME)" 2>/dev/null); \
+	[ -n "$$found" ] || { echo "no artifact folder named $(NAME) under $(ARTIFACTS_DIR)/<kind>/"; exit 1; }; \
+	for d in $$found; do echo "removing $$d"; rm -rf "$$d"; done
+
+# --- JupyterLab ---------------------------------------------------------------------------
+LAB_PORT ?= 8888
+lab: | $(STAMP)
+	cd notebooks && ../$(BIN)/jupyter lab --no-browser --port $(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 FORCE:

@@ -347,6 +347,7 @@ def load_compressor(directory: Path, device: str | torch.device = "cpu"
     """(module, config, history) of a compressor saved by get_or_fit."""
     directory = Path(directory)
     meta = artifacts.read_json(directory / "config.json")
+    artifacts.verify(directory, {"acts": meta["acts"], "cfg": meta["cfg"]})
     cfg = CompressorConfig(**meta["cfg"])
     module = build(cfg, meta["d_in"])
     module.load_state_dict(artifacts.load_tensors(directory / "weights.safetensors"))
@@ -358,12 +359,14 @@ def get_or_fit(acts: Float[Tensor, "... d_in"], cfg: CompressorConfig, acts_key:
                progress: bool = False) -> tuple[Compressor, pd.DataFrame]:
     """Load the compressor fit with cfg on these activations (acts_key from cache_activations) or fit and save it."""
     directory = compressor_path(acts_key, cfg)
-    if not artifacts.is_complete(directory):
-        module, history = fit(acts, cfg, progress)
-        artifacts.write_json(directory / "metrics.json", history.to_dict(orient="list"))
-        artifacts.save_tensors(directory / "weights.safetensors", module.state_dict())
-        artifacts.write_json(directory / "config.json", {"cfg": dataclasses.asdict(cfg), "d_in": module.d_in,
-                                                         "acts": dict(acts_key)})
+    with artifacts.lock(directory):
+        if not artifacts.is_complete(directory):
+            module, history = fit(acts, cfg, progress)
+            artifacts.write_json(directory / "metrics.json", history.to_dict(orient="list"))
+            artifacts.save_tensors(directory / "weights.safetensors", module.state_dict())
+            key = {"acts": dict(acts_key), "cfg": dataclasses.asdict(cfg)}
+            artifacts.write_json(directory / "config.json", {**key, "d_in": module.d_in})
+            artifacts.write_manifest(directory, ["weights.safetensors", "config.json", "metrics.json"], key)
     module, _, history = load_compressor(directory, acts.device)
     return module, history
 

@@ -418,13 +418,16 @@ def get_or_fit(model, cfg: SparseConfig, fit_cfg: FitConfig, tokens: Tensor, key
     saved there (weights.safetensors with the duty cycles, config.json, metrics.json)."""
     new = surgery(model, cfg, seed=fit_cfg.seed)
     module, directory = sparse_module(new, cfg), artifacts.path(KIND, name, key)
-    if artifacts.is_complete(directory):
-        module.load_state_dict(artifacts.load_tensors(directory / "weights.safetensors", model.cfg.device))
-        return new, pd.DataFrame(artifacts.read_json(directory / "metrics.json"))
-    history = fit(new, model, cfg, fit_cfg, tokens, resid, progress)
-    artifacts.write_json(directory / "metrics.json", history.to_dict(orient="list"))
-    artifacts.save_tensors(directory / "weights.safetensors", module.state_dict())
-    artifacts.write_json(directory / "config.json", key)  # last: marks completion
+    with artifacts.lock(directory):
+        if artifacts.is_complete(directory):
+            artifacts.verify(directory, artifacts.read_json(directory / "config.json"))
+            module.load_state_dict(artifacts.load_tensors(directory / "weights.safetensors", model.cfg.device))
+            return new, pd.DataFrame(artifacts.read_json(directory / "metrics.json"))
+        history = fit(new, model, cfg, fit_cfg, tokens, resid, progress)
+        artifacts.write_json(directory / "metrics.json", history.to_dict(orient="list"))
+        artifacts.save_tensors(directory / "weights.safetensors", module.state_dict())
+        artifacts.write_json(directory / "config.json", key)
+        artifacts.write_manifest(directory, ["weights.safetensors", "config.json", "metrics.json"], key)
     return new, history
 
 

@@ -46,6 +46,31 @@ class DataError(FileNotFoundError, ValueError):
     """A shipped data file is missing or unreadable (catchable as FileNotFoundError or ValueError)."""
 
 
+PROVENANCE = Path(__file__).resolve().parents[2] / "data" / "PROVENANCE.md"
+_TABLE_ROW = re.compile(r"^\| `([^`]+)` \| ([\d,]+)[^|]*\| [\d,]+ \| `([0-9a-f]{64})` \|$")
+
+
+@functools.lru_cache(maxsize=None)
+def shipped() -> dict[str, tuple[int, str]]:
+    """What data/PROVENANCE.md records of each shipped file: path under data/ -> (rows or lines, sha256)."""
+    text = PROVENANCE.read_text() if PROVENANCE.is_file() else ""
+    return {m.group(1): (int(m.group(2).replace(",", "")), m.group(3))
+            for m in map(_TABLE_ROW.match, text.splitlines()) if m}
+
+
+def _verify(p: Path, rel: str, n_rows: int | None) -> None:
+    """Check a shipped file's row count (when given) and sha256 against data/PROVENANCE.md."""
+    if rel not in shipped():
+        return  # not one of the shipped files (a test's or a user's own data folder)
+    rows, digest = shipped()[rel]
+    if n_rows is not None and n_rows != rows:
+        raise DataError(f"data file {p} has {n_rows:,} rows, but data/PROVENANCE.md lists {rows:,}: it is truncated "
+                        f"or changed; {_restore_hint(rel)}")
+    if artifacts.sha256(p) != digest:
+        raise DataError(f"data file {p} is corrupt or changed: its sha256 differs from data/PROVENANCE.md's "
+                        f"{digest[:12]}...; {_restore_hint(rel)}")
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
@@ -75,6 +100,7 @@ def _read_csv(p: Path, rel: str, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"data file {p} lacks columns {missing} (has {list(df.columns)}); {_restore_hint(rel)}")
+    _verify(p, rel, len(df))
     if "title" not in df.columns:
         df["title"] = ""
     return df[COLUMNS].reset_index(drop=True)
@@ -99,6 +125,7 @@ def _read_wikitext(p: Path, rel: str) -> pd.DataFrame:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="").read().replace("\r\n", "\n")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         raise DataError(f"data file {p} is corrupt ({type(e).__name__}: {e}); {_restore_hint(rel)}") from e
+    _verify(p, rel, None)
     df = _split_wikitext(text)
     if df.empty:
         raise DataError(f"data file {p} has no ' = Title = ' article headings; {_restore_hint(rel)}")
@@ -187,6 +214,8 @@ def _byte_level(hf: HFTokenizer) -> HFTokenizer:
 @functools.lru_cache(maxsize=None)
 def _gpt2_cached(directory: str) -> Tokenizer:
     vocab, merges = (_data_file(f"gpt2_tokenizer/{f}", directory) for f in ("vocab.json", "merges.txt"))
+    for path in (vocab, merges):
+        _verify(path, f"gpt2_tokenizer/{path.name}", None)
     try:
         hf = _byte_level(HFTokenizer(models.BPE.from_file(str(vocab), str(merges))))
     except Exception as e:  # the Rust loader raises a bare Exception on malformed files
@@ -223,11 +252,16 @@ def get_tokenizer(cfg: DataConfig) -> Tokenizer:
     if cfg.tokenizer == "gpt2":
         return gpt2_tokenizer()
     dest = bpe_path(cfg)
-    if dest.is_file():
+    key = {"vocab_size": cfg.vocab_size, "corpus": list(cfg.corpus)}
+    with artifacts.lock(dest.parent):
+        if not (dest.parent / artifacts.MANIFEST).is_file():
+            train_bpe(corpus_texts(cfg), cfg.vocab_size).save(dest)
+            artifacts.write_manifest(dest.parent, [dest.name], key)
+    artifacts.verify(dest.parent, key)
+    try:
         return Tokenizer(HFTokenizer.from_file(str(dest)))
-    tok = train_bpe(corpus_texts(cfg), cfg.vocab_size)
-    tok.save(dest)
-    return tok
+    except Exception as e:  # the Rust loader raises a bare Exception on malformed files
+        raise artifacts.damaged(dest, f"not a tokenizer file ({e})") from e
 
 
 # --------------------------------------------------------------------------------------- token tensors
@@ -337,13 +371,17 @@ def _build(cfg: DataConfig, progress: bool) -> dict[str, Tensor]:
 def load_token_data(cfg: DataConfig, progress: bool = False) -> TokenData:
     """TokenData for cfg, loaded from its artifact or built (tokenizer trained if needed) and saved atomically."""
     dest = tokens_path(cfg)
-    if dest.is_file():
-        tensors = artifacts.load_tensors(dest)
-    else:
-        tensors = _build(cfg, progress)
-        artifacts.write_json(dest.parent / "config.json", dataclasses.asdict(cfg))
-        # int32 on disk halves the file (ids < 2**31); everything is long again in memory
-        artifacts.save_tensors(dest, {k: v.int() if v.dtype == torch.long else v for k, v in tensors.items()})
-    tensors = {k: v.long() if v.dtype == torch.int32 else v for k, v in tensors.items()}
+    with artifacts.lock(dest.parent):
+        if not (dest.parent / artifacts.MANIFEST).is_file():
+            tensors = _build(cfg, progress)
+            artifacts.write_json(dest.parent / "config.json", dataclasses.asdict(cfg))
+            # int32 on disk halves the file (ids < 2**31); everything is long again in memory
+            artifacts.save_tensors(dest, {k: v.int() if v.dtype == torch.long else v for k, v in tensors.items()})
+            artifacts.write_manifest(dest.parent, [dest.name, "config.json"], cfg)
+    artifacts.verify(dest.parent, cfg)
+    tensors = {k: v.long() if v.dtype == torch.int32 else v for k, v in artifacts.load_tensors(dest).items()}
+    missing = [f.name for f in dataclasses.fields(TokenData) if f.name not in tensors]
+    if missing:
+        raise artifacts.damaged(dest, f"lacks the tensors {missing}")
     fields = {k: (int(v.item()) if k in ("vocab_size", "eos_id") else v) for k, v in tensors.items()}
     return TokenData(**fields)

@@ -22,22 +22,31 @@ from lib.core.model import Transformer
 from lib.core.train import rank_world, train
 
 
-def save_model(directory: Path, model: torch.nn.Module, cfg: Any, metrics: Any = None) -> Path:
-    """Write weights.safetensors, config.json (and metrics.json) into an artifact directory."""
+def save_model(directory: Path, model: torch.nn.Module, cfg: RunConfig, metrics: Any = None) -> Path:
+    """Write weights.safetensors, config.json, metrics.json and (last, marking completion) manifest.json."""
     directory = Path(directory)
+    files = ["weights.safetensors", "config.json"]
     if metrics is not None:
         artifacts.write_json(directory / "metrics.json", metrics)
+        files.append("metrics.json")
     artifacts.save_tensors(directory / "weights.safetensors", model.state_dict())
-    artifacts.write_json(directory / "config.json", cfg.to_dict())  # written last: its presence marks completion
+    artifacts.write_json(directory / "config.json", cfg.to_dict())
+    artifacts.write_manifest(directory, files, cfg)
     return directory
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu"):
-    """The one loader: rebuild our Transformer from config.json + weights.safetensors."""
+    """The one loader: our Transformer from config.json + weights.safetensors, after checking both against the
+    manifest (ArtifactError naming the folder if anything was damaged, edited or swapped)."""
     directory = Path(directory)
     if not artifacts.is_complete(directory):
-        raise FileNotFoundError(f"no complete model artifact in {directory} (need weights.safetensors and config.json)")
-    cfg = RunConfig.from_dict(artifacts.read_json(directory / "config.json"))
+        raise FileNotFoundError(f"no complete model artifact in {directory} (need weights.safetensors, config.json "
+                                f"and {artifacts.MANIFEST}); {artifacts.rebuild_hint(directory)}")
+    try:
+        cfg = RunConfig.from_dict(artifacts.read_json(directory / "config.json"))
+    except (TypeError, KeyError, ValueError) as e:
+        raise artifacts.damaged(directory / "config.json", f"not a RunConfig ({e})") from e
+    artifacts.verify(directory, cfg)
     model = Transformer(cfg.model)
     model.load_state_dict(artifacts.load_tensors(directory / "weights.safetensors"))
     return model.to(device).eval(), cfg
@@ -48,15 +57,17 @@ def model_dir(cfg: Any, name: str = "model") -> Path:
     return artifacts.path("models", name, cfg)
 
 
-def get_or_train(cfg: Any, *, name: str = "model", progress: bool = True, device: str = "cpu"):
+def get_or_train(cfg: RunConfig, *, name: str = "model", progress: bool = True, device: str = "cpu"):
     """Load the model trained with `cfg` if present, else train it (resuming from its checkpoints) and save it.
 
-    Returns (model, history DataFrame, run directory).
+    Holds the artifact's lock while training, so a second process asking for the same model waits and then loads
+    it. Returns (model, history DataFrame, run directory).
     """
     directory = model_dir(cfg, name)
-    if not artifacts.is_complete(directory):
-        model, history = train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device)
-        save_model(directory, model, cfg, metrics=history.to_dict(orient="list"))
+    with artifacts.lock(directory):
+        if not artifacts.is_complete(directory) or not (directory / "metrics.json").is_file():
+            model, history = train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device)
+            save_model(directory, model, cfg, metrics=history.to_dict(orient="list"))
     model, _ = load_model(directory, device=device)
     history = pd.DataFrame(artifacts.read_json(directory / "metrics.json"))
     return model, history, directory

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
@@ -92,6 +94,7 @@ def save_checkpoint(
         artifacts.save_tensors(tmp / "weights.safetensors", _unwrap(model).state_dict())
         artifacts.save_torch(tmp / "optimizer.pt", {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()})
         artifacts.write_json(tmp / "state.json", {"step": step, "history": history, "config": cfg.to_dict(), "stats": stats})
+        artifacts.write_manifest(tmp, ["weights.safetensors", "optimizer.pt", "state.json"], cfg)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -118,14 +121,41 @@ def load_checkpoint_weights(path: Path, device: str | torch.device = "cpu") -> t
     return model.to(device), state["step"]
 
 
-def _restore(path: Path, model, optimizer) -> tuple[int, list[dict], dict | None]:
-    """Load a checkpoint into model and optimizer; returns (step, history, running train stats)."""
-    _unwrap(model).load_state_dict(artifacts.load_tensors(path / "weights.safetensors"))
-    extra = artifacts.load_torch(path / "optimizer.pt")
+class ConfigMismatch(ValueError):
+    """A checkpoint in a run's folder was written by another config."""
+
+
+def _restore(path: Path, model, optimizer, cfg: RunConfig) -> tuple[int, list[dict], dict | None]:
+    """Load a checkpoint into model and optimizer after checking it (ConfigMismatch if another config wrote it,
+    ArtifactError if it is damaged); returns (step, history, running train stats)."""
+    state = artifacts.read_json(path / "state.json")
+    theirs, ours = state.get("config") or {}, json.loads(cfg.to_json())  # as JSON: tuples read back as lists
+    if theirs != ours:
+        diff = sorted(f"{part}.{k}" for part in ours for k in ours[part] if theirs.get(part, {}).get(k) != ours[part][k])
+        raise ConfigMismatch(f"checkpoint {path} was written by another config (differs in {diff}); it cannot be "
+                             f"resumed into this run: {artifacts.rebuild_hint(Path(path).parent)}")
+    artifacts.verify(path, cfg)
+    weights, extra = artifacts.load_tensors(path / "weights.safetensors"), artifacts.load_torch(path / "optimizer.pt")
+    _unwrap(model).load_state_dict(weights)
     optimizer.load_state_dict(extra["optimizer"])
     torch.set_rng_state(extra["rng"])
-    state = artifacts.read_json(path / "state.json")
     return state["step"], state["history"], state.get("stats")
+
+
+def _resume(ckpts: list[Path], cfg: RunConfig, device) -> tuple[Transformer, torch.optim.Optimizer, int, list, dict | None]:
+    """Model, optimizer and (step, history, stats) from the newest intact checkpoint; a damaged one is skipped with
+    a warning that names it, and with none intact training starts at step 0."""
+    for path in reversed(ckpts):
+        model = init_model(cfg, device)
+        optimizer = make_optimizer(model, cfg.train)
+        try:
+            return (model, optimizer, *_restore(path, model, optimizer, cfg))
+        except ConfigMismatch:
+            raise
+        except artifacts.ArtifactError as e:
+            warnings.warn(f"skipping a damaged checkpoint: {e}", stacklevel=3)
+    model = init_model(cfg, device)
+    return model, make_optimizer(model, cfg.train), 0, [], None
 
 
 def _prune(ckpt_dir: Path, keep: int | None, protect: set[int]) -> None:
@@ -135,7 +165,7 @@ def _prune(ckpt_dir: Path, keep: int | None, protect: set[int]) -> None:
     ckpts = list_checkpoints(ckpt_dir)
     for p in ckpts[:-keep]:
         if int(p.name.split("_")[1]) not in protect:
-            shutil.rmtree(p)
+            shutil.rmtree(p, ignore_errors=True)  # another process may have pruned it already
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,13 +226,8 @@ def train(
     if tc.batch_size % world:
         raise ValueError(f"batch_size={tc.batch_size} must be divisible by the world size {world}")
     data = data if data is not None else load_token_data(cfg.data)
-    torch.manual_seed(tc.seed)  # dropout RNG
-    model = init_model(cfg, device)
-    optimizer = make_optimizer(model, tc)
-    step, history, stats = 0, [], None
-    ckpts = list_checkpoints(ckpt_dir) if ckpt_dir is not None else []
-    if ckpts:
-        step, history, stats = _restore(ckpts[-1], model, optimizer)
+    torch.manual_seed(tc.seed)  # dropout RNG (a restored checkpoint replaces it with its own state)
+    model, optimizer, step, history, stats = _resume(list_checkpoints(ckpt_dir) if ckpt_dir else [], cfg, device)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     model.train()

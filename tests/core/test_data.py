@@ -3,6 +3,7 @@
 import contextlib
 import gzip
 import os
+import shutil
 
 import pytest
 import torch
@@ -266,3 +267,30 @@ def test_load_token_data_beginnings_task(artifacts_tmp):
     assert td.train.shape[1] == 20 and not td.planted.any() and (td.spans == -1).all()
     first = data.load_articles("dbpedia14_train")["text"].iloc[0]
     assert td.train[0].tolist() == tok.encode(first)[:20]
+
+
+def test_a_header_only_file_is_an_error_naming_its_rows(tmp_path):
+    bad = tmp_path / "comments" / "toxic.csv.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(gzip.compress(b"label,text\n"))
+    with data_dir_env(tmp_path), pytest.raises(data.DataError, match=r"has 0 rows.*lists 12,177"):
+        data.load_articles("toxic")
+
+
+def test_shipped_files_are_checked_against_provenance(tmp_path):
+    """A shipped file with rows dropped, or changed in place, is refused; the pristine copy loads."""
+    src = data.DATA_DIR / "comments" / "toxic.csv.gz"
+    assert data.shipped()["comments/toxic.csv.gz"][0] == 12177
+    lines = gzip.decompress(src.read_bytes()).split(b"\n")
+    for name, body, match in (("fewer", b"\n".join(lines[:-50]), "rows"),
+                              ("edited", b"\n".join([lines[0], lines[1].replace(b"a", b"e", 1), *lines[2:]]), "sha256")):
+        folder = tmp_path / name / "comments"
+        folder.mkdir(parents=True)
+        (folder / "toxic.csv.gz").write_bytes(gzip.compress(body))
+        with data_dir_env(folder.parent), pytest.raises(data.DataError, match=rf"toxic\.csv\.gz.*{match}"):
+            data.load_articles("toxic")
+    ok = tmp_path / "ok" / "comments"
+    ok.mkdir(parents=True)
+    shutil.copy(src, ok / "toxic.csv.gz")
+    with data_dir_env(ok.parent):
+        assert len(data.load_articles("toxic")) == 12177

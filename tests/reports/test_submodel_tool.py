@@ -153,3 +153,27 @@ def test_cli_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "lib.submodels", "explain", "--help"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--ablate" in r.stdout and "--intensity" in r.stdout
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--top-k", "0"], "--top-k: 0 is not allowed"), (["--top-k", "-3"], "--top-k: -3"),
+    (["--n-windows", "0"], "--n-windows: 0"), (["--frac", "1.5"], "--frac: 1.5"),
+    (["--intensity", "-1"], "--intensity: -1.0"), (["--method", "sparse"], "--method: invalid choice: 'sparse'"),
+    (["--kind", "blur"], "--kind: invalid choice: 'blur'"), (["--preset", "tpu"], "--preset: invalid choice"),
+])
+def test_bad_arguments_are_refused_before_any_set_up(args, named, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["explain", "--prompt", "w8 w9", *args])  # no model given: the set-up would train one
+    assert e.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_empty_and_too_long_prompts_are_refused(planted, concepts, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--prompt", "  "])
+    assert "--prompt: an empty prompt" in capsys.readouterr().err
+    long = " ".join(["w8"] * (planted.cfg.n_ctx + 5))
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--prompt", long], model=planted, tokenizer=_word_tokenizer(), concepts={"x": concepts})
+    assert f"do not fit the model's context of {planted.cfg.n_ctx} tokens" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"n_ctx={planted.cfg.n_ctx}"):
+        submodels.explain(planted, list(range(1, planted.cfg.n_ctx + 3)), {}, top_k=1)

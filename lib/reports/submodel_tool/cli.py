@@ -6,50 +6,100 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Mapping, Sequence
 
 import pandas as pd
 from torch import Tensor
 
 from lib.analysis import prompts
-from lib.core import config, data
+from lib.core import artifacts, config, data
 from lib.core.model import to_hooked
-from lib.core.runs import get_or_train
-from lib.reports.submodel_tool.kernel import KINDS, METHODS, Explanation, SubModel, explain, find_submodels
+from lib.core.runs import get_or_train, model_dir
+from lib.reports.submodel_tool.kernel import KINDS, Explanation, SubModel, explain, find_submodels
+
+CLI_METHODS = ("selectivity", "sae", "infovae")  # 'shapley' needs keyword prompts, 'sparse' a k-WTA model
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: a positive integer")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: a share in (0, 1]")
+    return value
+
+
+def _intensity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: a number >= 0 (1 = full ablation)")
+    return value
+
+
+def _prompt(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty prompt has no next token to predict")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib.submodels", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("explain", help="which sub-models a prompt uses; its prediction with some of them ablated")
-    e.add_argument("--prompt", required=True, help="text whose next token is predicted")
+    e.add_argument("--prompt", required=True, type=_prompt, help="text whose next token is predicted")
     e.add_argument("--ablate", action="append", default=None,
                    help="concept to ablate (repeat the flag; 'A+B' ablates A and B together); default: each alone")
-    e.add_argument("--preset", default="cpu", help="base model preset: smoke, cpu or gpu")
-    e.add_argument("--method", default="selectivity", help=f"one of {METHODS} (sparse needs a k-WTA model)")
-    e.add_argument("--intensity", type=float, default=1.0, help="impairment intensity (1 = full ablation)")
-    e.add_argument("--kind", default="zero", help=f"impairment kind, one of {KINDS}")
-    e.add_argument("--top-k", type=int, default=5, help="next tokens shown per condition")
-    e.add_argument("--frac", type=float, default=0.025, help="units per hook, as a fraction of its width")
-    e.add_argument("--n-windows", type=int, default=16, help="text windows per concept used to find sub-models")
+    e.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES, help="the base model's preset")
+    e.add_argument("--method", default="selectivity", choices=CLI_METHODS,
+                   help="how sub-models are found")
+    e.add_argument("--intensity", type=_intensity, default=1.0, help="impairment intensity (1 = full ablation)")
+    e.add_argument("--kind", default="zero", choices=KINDS, help="impairment kind")
+    e.add_argument("--top-k", type=_positive_int, default=5, help="next tokens shown per condition")
+    e.add_argument("--frac", type=_share, default=0.025, help="units per hook, as a fraction of its width")
+    e.add_argument("--n-windows", type=_positive_int, default=16,
+                   help="text windows per concept used to find sub-models")
     return p
 
 
-def _default_setup(preset: str, n_windows: int):
-    """(hooked base model of the preset, its tokenizer, concept windows: DBpedia classes and toxic/harmless)."""
-    cfg = config.resolve(preset, attention_only=False)
-    m, _, _ = get_or_train(cfg, progress=False)
-    tok = data.get_tokenizer(cfg.data)
+def _default_setup(cfg: config.RunConfig, tok, n_windows: int):
+    """(hooked base model of cfg, concept windows: DBpedia classes and toxic/harmless); trains the model if absent."""
+    directory = model_dir(cfg)
+    if not artifacts.is_complete(directory):
+        print(f"No trained base model in {directory}: training it now (report 1 trains the same model; "
+              "progress below).", file=sys.stderr, flush=True)
+    m, _, _ = get_or_train(cfg, progress=True)
     concepts = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, n_windows) for s in prompts.TOPIC_SETS}
-    return to_hooked(m), tok, concepts
+    return to_hooked(m), concepts
 
 
 def main(argv: Sequence[str] | None = None, *, model=None, tokenizer=None,
          concepts: Mapping[str, Mapping[str, Tensor]] | None = None) -> Explanation:
     """The command line; model, tokenizer and concept sets (set -> concept -> windows) may be passed in (tests)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    cfg = config.resolve(args.preset, attention_only=False) if model is None else None
+    tokenizer = data.get_tokenizer(cfg.data) if model is None else tokenizer
+    n_ctx = cfg.model.n_ctx if model is None else model.cfg.n_ctx
+    n_tokens = len(tokenizer.encode(args.prompt)) + 1  # + the leading end-of-text token
+    if n_tokens > n_ctx:  # checked before the (possibly long) set-up
+        parser.error(f"argument --prompt: {n_tokens} tokens do not fit the model's context of {n_ctx} tokens")
     if model is None:
-        model, tokenizer, concepts = _default_setup(args.preset, args.n_windows)
+        model, concepts = _default_setup(cfg, tokenizer, args.n_windows)
     subs: dict[str, SubModel] = {}
     for group in concepts.values():  # concepts compete within their own set (DBpedia classes; toxic vs harmless)
         subs.update(find_submodels(model, group, args.method, frac=args.frac, progress=False))

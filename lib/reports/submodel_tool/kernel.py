@@ -364,6 +364,11 @@ def _as_tokens(prompt: str | Sequence[int] | Tensor, tokenizer, bos: bool) -> In
     return torch.tensor(ids, dtype=torch.long)
 
 
+def _check_fits(model, tokens: Tensor) -> None:
+    check(len(tokens) <= model.cfg.n_ctx, "prompt", f"<{len(tokens)} tokens>",
+          f"at most the model's context of n_ctx={model.cfg.n_ctx} tokens")
+
+
 def _conditions(submodels: Mapping[str, SubModel], ablate) -> list[tuple[str, ...]]:
     """Ablation sets: each sub-model alone (default), or the given names / tuples of names (combinations)."""
     sets = [(n,) for n in submodels] if ablate is None else [(a,) if isinstance(a, str) else tuple(a) for a in ablate]
@@ -397,6 +402,7 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
     probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run), and the
     clean top_k tokens' probabilities under every ablation (`tracked`)."""
     tokens = _as_tokens(prompt, tokenizer, bos)
+    _check_fits(model, tokens)
     show = (lambda i: tokenizer.id_to_token(i)) if tokenizer is not None else str
     labels = [show(int(i)) for i in tokens]
     sets = _conditions(submodels, ablate)
