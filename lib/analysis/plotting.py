@@ -33,12 +33,20 @@ def verdict_counts(ledger: pd.DataFrame, palette: Mapping[str, str], title: str)
 
 
 def symlog_if_wide(ax, x: np.ndarray) -> None:
-    """Symmetric-log x axis when the positive intensities span more than a factor of 8."""
+    """Symmetric-log x axis when the positive values span more than a factor of 8, ticked at 0 and at the values
+    themselves (thinned to roughly one tick per factor of two, so that labels never overlap)."""
     pos = np.unique(np.asarray(x, float)[np.asarray(x, float) > 0])
     if len(pos) > 1 and pos.max() / pos.min() > 8:
-        ax.set_xscale("symlog", linthresh=float(pos.min()))
-        ax.set_xticks(np.concatenate([[0.0], pos]))
-        ax.set_xticklabels([f"{v:g}" for v in np.concatenate([[0.0], pos])], fontsize=8)
+        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.4)  # keep [0, min] from eating the axis
+        ticks = [pos[0]]
+        for v in pos[1:]:
+            if v / ticks[-1] >= 1.9:
+                ticks.append(v)
+        ticks = np.concatenate([[0.0], ticks])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{v:g}" for v in ticks], fontsize=8)
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set_xlim(-0.15 * pos.min(), pos.max() * 1.15)  # symlog's autoscale pads far into the negative side
 
 
 def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[float, tuple[float, float] | None]]]],

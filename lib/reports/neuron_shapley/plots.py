@@ -30,7 +30,7 @@ def removal_curves(df: pd.DataFrame, x: str, metrics: Mapping[str, str], hue: st
                    hue_order: Sequence[str] | None = None) -> Figure:
     """Metric versus number of units removed, one line per ordering (95% bootstrap bands over the rows at each x:
     topics x prompts, and seeds for random orderings), one panel per metric, symlog x."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.4, 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.0 * len(metrics) + 1.4, 4.0), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics.items()):
         sns.lineplot(df, x=x, y=metric, hue=hue, hue_order=hue_order, ax=ax, errorbar=("ci", 95), n_boot=200, seed=0,
                      marker="o", markersize=4, legend=ax is axes[0][-1])

@@ -24,6 +24,10 @@ def metric_vs_k(df: pd.DataFrame, y: str, hue: str, refs: Mapping[str, Sequence[
         if len(v) > 1:
             ax.axhspan(v.min(), v.max(), color=colors[i % len(colors)], alpha=0.15, lw=0)
     ax.set_xscale("log")
+    ks = np.unique(df[x].to_numpy(float))
+    ax.set_xticks(ks)
+    ax.set_xticklabels([f"{v:.2g}" for v in ks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()

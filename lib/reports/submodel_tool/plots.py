@@ -43,7 +43,7 @@ def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, 
     under each ablation (`tracked`)."""
     rest = [n for n in active.iloc[:, -1].sort_values(ascending=False).index if n not in first]
     top = active.loc[(list(first) + rest)[: max(n_submodels, len(first))]]
-    fig, axes = plt.subplots(1, 2, figsize=(13.0, 0.45 * len(top) + 2.6),
+    fig, axes = plt.subplots(1, 2, figsize=(14.0, max(0.45 * len(top) + 2.6, 0.5 * tracked.token.nunique() + 2.2)),
                              gridspec_kw={"width_ratios": [max(2.0, 0.35 * top.shape[1]), 1.6]})
     sns.heatmap(top, ax=axes[0], cmap="RdBu_r", center=0, cbar_kws={"label": "activity (mean z-score)"},
                 linewidths=0.3, linecolor="0.9")
@@ -52,7 +52,7 @@ def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, 
     df = tracked.assign(token=tracked.token.map(repr))
     sns.barplot(df, y="token", x="prob", hue="ablated", ax=axes[1], orient="h")
     axes[1].set(xlabel="next-token probability", ylabel="clean top tokens")
-    axes[1].legend(fontsize=7, title="ablated", title_fontsize=7)
+    axes[1].legend(fontsize=7, title="ablated", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
