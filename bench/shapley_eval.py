@@ -9,15 +9,13 @@
    Speed does not depend on the weights, so the model is the preset's architecture at initialisation. The
    repetitions run the variants in turn (round robin); ratios are taken within a repetition. Prints
    coalitions/s and the ratio, and checks that the two agree.
-2. Evaluations to the same top-k, TMAB versus TMC. (a) Games whose Shapley values are known exactly: n players
-   with heavy-tailed additive weights (w = z^3, like the tail of notebook 4's Fig. 1) plus random pairwise
-   interactions that make the marginals noisy (Shapley value of i = w_i + half of every interaction involving
-   i); the reference is the exact top-k. (b) The trained model's single-topic keyword games (notebook 4's
-   players and game prompts; trained by get_or_train if absent); the reference is TMC's top-k after its whole
-   budget. TMC: evaluations after which its running top-k equals the reference for good; TMAB: all the
-   evaluations it used before stopping, counted only when its final top-k equals the reference. TMAB may take
-   up to 10x as many permutations as TMC (a TMAB permutation evaluates only the coalitions around the few
-   players still in doubt).
+2. TMAB versus TMC, each with a stopping rule and the same budget of evaluations (lib.analysis.shapley.
+   cost_comparison): TMC stops when its top-k has not changed for --stable-for permutations; TMAB when its
+   empirical-Bernstein intervals separate the top-k at confidence 1 - delta. Both are scored against an
+   independent reference: (a) the exact top-k of games with known Shapley values (n players with heavy-tailed
+   additive weights w = z^3 plus random pairwise interactions that make the marginals noisy); (b) for the trained
+   model's single-topic keyword games, the top-k of a longer TMC run with another seed. Prints evaluations, what
+   stopped each estimator, whether its top-k is exact, and the ratio of evaluations.
 """
 
 from __future__ import annotations
@@ -50,7 +48,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--players", type=int, default=512, help="players of a synthetic game")
     ap.add_argument("--k", type=int, default=10, help="top-k for TMAB vs TMC")
     ap.add_argument("--interaction", type=float, default=3.0, help="sd of a synthetic pairwise interaction")
-    ap.add_argument("--max-permutations", type=int, default=300, help="TMC's permutation budget (TMAB: 10x)")
+    ap.add_argument("--max-permutations", type=int, default=300,
+                    help="the evaluation budget of both estimators, in full TMC walks")
+    ap.add_argument("--stable-for", type=int, default=20, help="TMC stops when its top-k is unchanged this long")
     ap.add_argument("--model-topics", type=int, default=4, help="trained-model topic games (0 skips part 2b)")
     return ap.parse_args()
 
@@ -106,56 +106,55 @@ def pairwise_game(n: int, seed: int, scale: float):
     return (lambda masks: masks.double() @ w + 0.5 * ((masks.double() @ c) * masks.double()).sum(1)), phi
 
 
-def compare(fn, n: int, k: int, ref: frozenset | None, seed: int, max_perm: int, delta: float = 0.05) -> dict:
-    """TMC and TMAB on one game: evaluations to the reference top-k (TMC's final top-k if ref is None)."""
-    tmc = shapley.tmc_shapley(fn, n, max_perm, generator=torch.Generator().manual_seed(seed))
-    ref = ref if ref is not None else frozenset(tmc.top(k).tolist())
-    tmab = shapley.tmab_shapley(fn, n, k, delta=delta, max_permutations=10 * max_perm,
-                                generator=torch.Generator().manual_seed(seed))
-    e_tmc = shapley.evals_to_reach(tmc.trace_evals.tolist(), tmc.trace_top(k), ref)
-    e_tmab = shapley.evals_to_reach(tmab.trace_evals.tolist(), tmab.trace_top(k), ref)
-    exact = frozenset(tmab.top(k).tolist()) == ref
-    ratio = e_tmc / tmab.n_evals if exact and np.isfinite(e_tmc) else float("nan")
-    return {"tmc": e_tmc, "tmab": tmab.n_evals, "perms": len(tmab.trace_evals), "exact": exact, "ratio": ratio,
-            "tmab_reach": e_tmab, "reach_ratio": e_tmc / e_tmab if exact and np.isfinite(e_tmc) else float("nan")}
+def compare(fn, n: int, k: int, ref: frozenset, seed: int, budget: int, delta: float, stable_for: int) -> dict:
+    """lib.analysis.shapley.cost_comparison on one game: each estimator's evaluations, stopping reason and accuracy."""
+    df, _ = shapley.cost_comparison(fn, n, k, ref, budget, delta, stable_for, seed)
+    by = df.set_index("estimator")
+    return {**{f"{e} {c}": by.loc[e, c] for e in ("TMC", "TMAB") for c in ("evaluations", "stopped_by", "exact")},
+            "ratio": by.loc["TMC", "evaluations"] / by.loc["TMAB", "evaluations"]}
 
 
 def report(name: str, rows: dict[str, dict], k: int) -> None:
-    print(f"  {name:<16}{'TMC to ref':>11}{'TMAB stop':>11}{'(perms)':>9}{'TMAB = ref':>12}{'ratio':>7}"
-          f"{'TMAB to ref':>13}{'ratio':>7}")
+    print(f"  {name:<16}{'TMC evals':>11}{'stop':>8}{'exact':>7}{'TMAB evals':>12}{'stop':>8}{'exact':>7}"
+          f"{'TMC/TMAB':>10}")
     for game, r in rows.items():
-        print(f"  {game:<16}{r['tmc']:>11,.0f}{r['tmab']:>11,}{r['perms']:>9}{str(r['exact']):>12}{r['ratio']:>7.1f}"
-              f"{r['tmab_reach']:>13,.0f}{r['reach_ratio']:>7.1f}")
-    for col, what in (("ratio", "TMC to ref / TMAB until it stops"), ("reach_ratio", "TMC / TMAB to ref (hindsight)")):
-        ok = np.array([r[col] for r in rows.values()])
-        ok = ok[np.isfinite(ok)]
-        med = float(np.median(ok)) if len(ok) else float("nan")
-        print(f"  {what}, top-{k}: median {med:.1f} over {len(ok)} of {len(rows)} games [{bench.cpu_capability()}]")
+        print(f"  {game:<16}{r['TMC evaluations']:>11,}{r['TMC stopped_by']:>8}{str(r['TMC exact']):>7}"
+              f"{r['TMAB evaluations']:>12,}{r['TMAB stopped_by']:>8}{str(r['TMAB exact']):>7}{r['ratio']:>10.2f}")
+    both = [r["ratio"] for r in rows.values() if r["TMC exact"] and r["TMAB exact"]]
+    print(f"  evaluations TMC (top-{k} stable) / TMAB (certified or budget), where both are exact: median "
+          f"{np.median(both) if both else float('nan'):.2f} over {len(both)} of {len(rows)} games; exact top-{k}: "
+          f"TMC {sum(r['TMC exact'] for r in rows.values())}, TMAB {sum(r['TMAB exact'] for r in rows.values())}; "
+          f"TMAB certified {sum(r['TMAB stopped_by'] == 'rule' for r in rows.values())} [{bench.cpu_capability()}]")
 
 
 def tmab_vs_tmc(args) -> None:
     """(a) synthetic games with exact answers."""
     print(f"\n2a. TMAB vs TMC: {args.games} synthetic games of {args.players} players (interaction sd "
-          f"{args.interaction:g}), top-{args.k}; reference = exact top-{args.k}")
+          f"{args.interaction:g}), top-{args.k}; reference = exact top-{args.k}; budget {args.max_permutations} "
+          f"TMC walks; TMC stops when its top-{args.k} is stable for {args.stable_for} permutations")
     rows = {}
     for seed in range(args.games):
         fn, phi = pairwise_game(args.players, seed, args.interaction)
         rows[f"synthetic {seed}"] = compare(fn, args.players, args.k, frozenset(shapley.top_k(phi, args.k).tolist()),
-                                           seed, args.max_permutations)
+                                           seed, args.max_permutations, 0.05, args.stable_for)
     report("game", rows, args.k)
 
 
 def model_tmab_vs_tmc(args, cfg, nb, pr) -> None:
-    """(b) the trained model's single-topic games."""
+    """(b) the trained model's single-topic games; the reference is an independent long TMC run (another seed)."""
     trained = model.to_hooked(get_or_train(cfg, progress=False)[0])
     topics = list(dict.fromkeys(pr.topics))[: args.model_topics]
     k = nb.k
-    print(f"\n2b. TMAB vs TMC: trained model, single-topic games ({', '.join(topics)}), top-{k}; reference = TMC's "
-          f"top-{k} after {args.max_permutations} permutations")
+    print(f"\n2b. TMAB vs TMC: trained model, single-topic games ({', '.join(topics)}), top-{k}; reference = the "
+          f"top-{k} of an independent {2 * args.max_permutations}-permutation TMC run (seed 1000)")
     rows = {}
     for t in topics:
         game = shapley.neuron_game(trained, pr.subset([t]), nb.layers)
-        rows[t] = compare(game.single(t), game.n_players, k, None, 0, args.max_permutations, nb.tmab_delta)
+        one = game.single(t)
+        ref = shapley.tmc_shapley(one, game.n_players, 2 * args.max_permutations,
+                                  generator=torch.Generator().manual_seed(1000))
+        rows[t] = compare(one, game.n_players, k, frozenset(ref.top(k).tolist()), 0, args.max_permutations,
+                          nb.tmab_delta, args.stable_for)
     report("topic", rows, k)
 
 

@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -33,8 +34,9 @@ EXACT_MAX = 16
 @dataclass(frozen=True)
 class ShapleyResult:
     """Estimates `values` [n] (or [n, games] for a game with several values per coalition), their standard errors,
-    value-function evaluations used (per coalition), marginals sampled per player, and the estimates after each
-    sampled permutation (`trace_values`, with the evaluations used so far in `trace_evals`)."""
+    value-function evaluations used (per coalition), marginals sampled per player, the estimates after each
+    sampled permutation (`trace_values`, with the evaluations used so far in `trace_evals`), and whether the
+    estimator stopped by its own stopping rule before its budget (`stopped_by_rule`)."""
 
     values: Float[Tensor, "n *games"]
     stderr: Float[Tensor, "n *games"]
@@ -42,6 +44,7 @@ class ShapleyResult:
     counts: Int[Tensor, " n"]
     trace_evals: Int[Tensor, " t"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     trace_values: Float[Tensor, "t n *games"] = field(default_factory=lambda: torch.zeros(0))
+    stopped_by_rule: bool = False
 
     def top(self, k: int, game: int | None = None) -> Int[Tensor, " k"]:
         """Indices of the k players with the highest estimates (of one game, for several)."""
@@ -166,11 +169,17 @@ def _moments(sums: Tensor, sq: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
 
 def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncation_tol: float = 0.0,
                 generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
-                desc: str = "TMC") -> ShapleyResult:
+                desc: str = "TMC", stop_top_k: int | None = None, stable_for: int = 20) -> ShapleyResult:
     """Truncated Monte-Carlo Shapley: the mean marginal of each player over n_permutations uniform permutations
-    (walked in removal order, truncated as in `permutation_marginals`). Works for several games at once."""
+    (walked in removal order, truncated as in `permutation_marginals`). Works for several games at once.
+
+    With stop_top_k = k (a single game), TMC gets a stopping rule: it stops once the top-k set has stayed the same
+    for `stable_for` consecutive permutations (n_permutations is then the budget)."""
     _check_common(n_players, truncation_tol, batch_size)
     int_at_least("n_permutations", n_permutations, 1)
+    if stop_top_k is not None:
+        int_at_least("stop_top_k", stop_top_k, 1)
+        int_at_least("stable_for", stable_for, 1)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v_full, v_empty = _ends(value_fn, n_players)
     sums = torch.zeros(n_players, *v_full.shape, dtype=torch.float64)
@@ -181,19 +190,31 @@ def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncati
         sums, sq, evals = sums + m, sq + m**2, evals + e
         trace_e.append(evals)
         trace_v.append((sums / (t + 1)).float())
-    counts = torch.full((n_players,), n_permutations, dtype=torch.long)
+        if stop_top_k is not None and _stable(trace_v, stop_top_k, stable_for):
+            break
+    counts = torch.full((n_players,), len(trace_e), dtype=torch.long)
     mean, se = _moments(sums, sq, counts)
-    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v))
+    by_rule = stop_top_k is not None and _stable(trace_v, stop_top_k, stable_for)
+    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v), by_rule)
+
+
+def _stable(trace_v: list[Tensor], k: int, n: int) -> bool:
+    """Whether the top-k set of the last n + 1 running estimates is one and the same set."""
+    if len(trace_v) <= n:
+        return False
+    first = frozenset(top_k(trace_v[-n - 1], k).tolist())
+    return all(frozenset(top_k(v, k).tolist()) == first for v in trace_v[-n:])
 
 
 # ------------------------------------------------------------------------------------------ TMAB
 
 
 def active_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], active: Bool[Tensor, " n"], v_full: Tensor,
-                     v_empty: Tensor, truncation_tol: float = 0.0, batch_size: int = 64) -> tuple[Tensor, int]:
+                     v_empty: Tensor, truncation_tol: float = 0.0, batch_size: int = 64
+                     ) -> tuple[Tensor, int, tuple[float, float]]:
     """Marginals [n] along one permutation (removal order) for the `active` players only (others 0), evaluating
-    only the coalitions just before and after each active player's removal; evaluations used. Truncation as in
-    `permutation_marginals`, checked on the coalitions evaluated."""
+    only the coalitions just before and after each active player's removal; evaluations used; (min, max) of the
+    values evaluated. Truncation as in `permutation_marginals`, checked on the coalitions evaluated."""
     n, scale = len(perm), (v_full - v_empty).abs()
     pos = torch.empty_like(perm)
     pos[perm] = torch.arange(n)
@@ -215,17 +236,42 @@ def active_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], active: Bool[Te
     for player, j in zip(active.nonzero().flatten().tolist(), q.tolist()):
         if cut is None or j < cut:
             out[player] = float(known[j] - known[j + 1])
-    return out, evals
+    values = torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in known.values()])
+    return out, evals, (float(values.min()), float(values.max()))
+
+
+def bernstein_half_width(var: Tensor, counts: Tensor, value_range: float, delta: Tensor | float
+                         ) -> Float[Tensor, " n"]:
+    """Empirical-Bernstein half-width (Maurer & Pontil 2009, Thm. 4, two-sided): sqrt(2 V log(2/δ) / n)
+    + 7 R log(2/δ) / (3 (n − 1)) for n samples of sample variance V in a range of width R; inf below 2 samples.
+    The range term keeps early intervals wide, so a player whose first few marginals happen to agree is not
+    retired on them (a Student-t interval would be 0 wide there)."""
+    n = counts.double()
+    log_term = torch.log(2 / torch.as_tensor(delta, dtype=torch.float64))
+    h = (2 * var * log_term / n.clamp(min=1)).sqrt() + 7 * value_range * log_term / (3 * (n - 1).clamp(min=1))
+    return torch.where(n >= 2, h, torch.full_like(h, float("inf")))
 
 
 def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05, max_permutations: int = 100,
-                 truncation_tol: float = 0.0, min_samples: int = 3, epsilon: float = 0.0,
+                 truncation_tol: float = 0.0, min_samples: int = 2, epsilon: float = 0.0,
+                 value_range: float | None = None, max_evals: int | None = None,
                  generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
                  desc: str = "TMAB") -> ShapleyResult:
-    """Neuron Shapley's bandit: sample permutations, but compute marginals only for players whose (1 − delta)
-    confidence interval (Student t on the player's marginals) still contains the top-k boundary (midway between the k-th and (k+1)-th estimates),
-    or that have fewer than min_samples marginals; epsilon > 0 also retires a player once its half-width is below
-    epsilon. Stops when no player is active or after max_permutations. For a single game (value_fn -> [batch])."""
+    """Neuron Shapley's bandit for the top-k players: sample permutations, but compute marginals only for players
+    whose rank against the top-k boundary is still uncertain, and stop once the top-k set is separated.
+
+    Players are re-examined at the check rounds t_j = ⌈1.2^j⌉ (and in between keep their status). At check j each
+    player's mean marginal gets an empirical-Bernstein interval (`bernstein_half_width`) at level
+    δ / (n_players (j + 1)(j + 2)), so that all intervals at all checks hold together with probability ≥ 1 − δ (a
+    union bound; a bound at every round would pay log t² instead of log j²). A player in the current top-k is active while its lower bound is not above every other player's upper
+    bound, and a player outside it while its upper bound reaches the lowest lower bound of the top-k; players with
+    fewer than min_samples marginals are active. Activity is recomputed every round, so no player is retired for
+    good. When no player is active the top-k set is certified (with probability ≥ 1 − δ, if R bounds the marginals).
+    The range R of a marginal is `value_range` if given, else the range of every marginal observed so far, over all
+    players (at least |v(all) − v(none)|): a player whose own marginals have not yet shown their scale is bounded by
+    what the others' have. epsilon > 0 also retires a player once its half-width is below epsilon (an
+    approximation). Stops when certified, or after max_permutations or once max_evals value evaluations are spent
+    (the budget). For a single game (value_fn -> [batch]); `certified` tells whether it stopped on its own."""
     _check_common(n_players, truncation_tol, batch_size)
     int_at_least("k", k, 1)
     check(k < n_players, "k", k, f"less than n_players={n_players} (a boundary needs a (k+1)-th player)")
@@ -233,26 +279,37 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
     int_at_least("max_permutations", max_permutations, 1)
     int_at_least("min_samples", min_samples, 2)
     check(epsilon >= 0, "epsilon", epsilon, "a float >= 0")
+    check(value_range is None or value_range > 0, "value_range", value_range, "None (estimated) or a positive float")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v_full, v_empty = _ends(value_fn, n_players)
     check(v_full.dim() == 0, "value_fn output shape", (1, *v_full.shape), "(batch,): TMAB ranks a single game")
     sums, sq = torch.zeros(n_players, dtype=torch.float64), torch.zeros(n_players, dtype=torch.float64)
     counts, active = torch.zeros(n_players, dtype=torch.long), torch.ones(n_players, dtype=bool)
+    lo, hi = sorted((0.0, float(v_full - v_empty)))  # the range of the marginals seen (all players)
     evals, trace_e, trace_v = 2, [], []
-    bar = tqdm(range(max_permutations), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        m, e = active_marginals(value_fn, torch.randperm(n_players, generator=g), active, v_full, v_empty,
-                                truncation_tol, batch_size)
+    checks = sorted({math.ceil(1.2**j) for j in range(200) if 1.2**j <= max_permutations} | {max_permutations})
+    bar = tqdm(range(1, max_permutations + 1), desc=desc, disable=not progress, leave=False)
+    for t in bar:
+        m, e, _ = active_marginals(value_fn, torch.randperm(n_players, generator=g), active, v_full, v_empty,
+                                   truncation_tol, batch_size)
         sums, sq, counts, evals = sums + m, sq + m**2, counts + active, evals + e
+        if active.any():
+            lo, hi = min(lo, float(m[active].min())), max(hi, float(m[active].max()))
         mean, se = _moments(sums, sq, counts)
-        active = still_active(mean, t_quantile(1 - delta / 2, counts - 1) * se, counts, k, min_samples, epsilon)
         trace_e.append(evals)
         trace_v.append(mean.float())
+        if t in checks:
+            j = checks.index(t)
+            var = se**2 * counts.double()  # the sample variance
+            r = value_range if value_range is not None else hi - lo
+            half = bernstein_half_width(var, counts, r, delta / (n_players * (j + 1) * (j + 2)))
+            active = still_active(mean, half, counts, k, min_samples, epsilon)
         bar.set_postfix(active=int(active.sum()))
-        if not active.any():
+        if not active.any() or (max_evals is not None and evals >= max_evals):
             break
     mean, se = _moments(sums, sq, counts)
-    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v))
+    return ShapleyResult(mean.float(), se.float(), evals, counts, torch.tensor(trace_e), torch.stack(trace_v),
+                         stopped_by_rule=not bool(active.any()))
 
 
 def t_quantile(p: float, df: Tensor) -> Float[Tensor, " n"]:
@@ -266,17 +323,55 @@ def t_quantile(p: float, df: Tensor) -> Float[Tensor, " n"]:
     return torch.where(df >= 1, t, torch.full_like(t, float("inf")))
 
 
-def still_active(mean: Tensor, half: Tensor, counts: Tensor, k: int, min_samples: int = 3,
+def still_active(mean: Tensor, half: Tensor, counts: Tensor, k: int, min_samples: int = 2,
                  epsilon: float = 0.0) -> Bool[Tensor, " n"]:
-    """Players whose interval mean ± half contains the top-k boundary (midway between the k-th and (k+1)-th
-    largest means) and is wider than epsilon, or that have fewer than min_samples marginals."""
-    top = mean.sort(descending=True).values
-    boundary = (top[k - 1] + top[k]) / 2
-    straddle = (mean - half <= boundary) & (mean + half >= boundary) & (half > epsilon)
-    return straddle | (counts < min_samples)
+    """Players whose top-k membership is not yet separated: a current top-k player whose lower bound is not above
+    the highest upper bound outside the top-k, or an outside player whose upper bound reaches the lowest lower bound
+    inside it; also players with fewer than min_samples marginals. epsilon > 0 retires intervals narrower than it."""
+    inside = torch.zeros_like(mean, dtype=torch.bool)
+    inside[mean.argsort(descending=True, stable=True)[:k]] = True
+    lower, upper = mean - half, mean + half
+    lowest_in, highest_out = lower[inside].min(), upper[~inside].max()
+    unsure = torch.where(inside, lower <= highest_out, upper >= lowest_in) & ~(half < epsilon)
+    return unsure | (counts < min_samples)
 
 
 # ------------------------------------------------------------------------------------------ convergence
+
+
+def cost_estimators(value_fn: ValueFn, n_players: int, k: int, budget_permutations: int, delta: float = 0.05,
+                    stable_for: int = 20, seed: int = 0, progress: bool = False
+                    ) -> dict[str, Callable[[], ShapleyResult]]:
+    """The two estimators of a fair cost comparison, not yet run: TMC until its top-k has not changed for
+    `stable_for` permutations, TMAB until its empirical-Bernstein intervals separate the top-k at confidence
+    1 − delta; both within the same budget of value evaluations (budget_permutations full TMC walks)."""
+    budget = 2 + budget_permutations * (n_players - 1)
+    return {"TMC": lambda: tmc_shapley(value_fn, n_players, budget_permutations, generator=torch.Generator().manual_seed(
+                seed), stop_top_k=k, stable_for=stable_for, progress=progress, desc="TMC"),
+            "TMAB": lambda: tmab_shapley(value_fn, n_players, k, delta, max_permutations=10 * budget_permutations,
+                                         max_evals=budget, generator=torch.Generator().manual_seed(seed),
+                                         progress=progress)}
+
+
+def cost_table(runs: Mapping[str, ShapleyResult], k: int, reference: frozenset) -> pd.DataFrame:
+    """One row per estimator: evaluations used, whether its rule stopped it (else the budget did), exact top-k and
+    Jaccard overlap with an independent `reference` top-k, and the evaluations after which its running top-k
+    equals the reference for good (hindsight; inf if it never does)."""
+    return pd.DataFrame([{"estimator": name, "evaluations": r.n_evals,
+                          "stopped_by": "rule" if r.stopped_by_rule else "budget",
+                          "exact": frozenset(r.top(k).tolist()) == reference,
+                          "jaccard": set_jaccard(r.top(k).tolist(), reference),
+                          "evaluations_to_reference": evals_to_reach(r.trace_evals.tolist(), r.trace_top(k), reference)}
+                         for name, r in runs.items()])
+
+
+def cost_comparison(value_fn: ValueFn, n_players: int, k: int, reference: frozenset, budget_permutations: int,
+                    delta: float = 0.05, stable_for: int = 20, seed: int = 0, progress: bool = False
+                    ) -> tuple[pd.DataFrame, dict[str, ShapleyResult]]:
+    """Run `cost_estimators` on one game and score them with `cost_table` (the bench and report 4 share this)."""
+    runs = {name: run() for name, run in cost_estimators(value_fn, n_players, k, budget_permutations, delta,
+                                                         stable_for, seed, progress).items()}
+    return cost_table(runs, k, reference), runs
 
 
 def evals_to_reach(trace_evals: Sequence[int], trace_sets: Sequence[frozenset], reference: frozenset) -> float:
@@ -506,10 +601,11 @@ def cached(directory: Path, compute: Callable[[], ShapleyResult]) -> ShapleyResu
     if path.exists():
         t = artifacts.load_tensors(path)
         return ShapleyResult(t["values"], t["stderr"], int(t["n_evals"]), t["counts"], t["trace_evals"],
-                             t["trace_values"])
+                             t["trace_values"], bool(t["stopped_by_rule"]) if "stopped_by_rule" in t else False)
     res = compute()
     artifacts.save_tensors(path, {"values": res.values.contiguous(), "stderr": res.stderr.contiguous(),
                                   "n_evals": torch.tensor(res.n_evals), "counts": res.counts.contiguous(),
                                   "trace_evals": res.trace_evals.contiguous(),
-                                  "trace_values": res.trace_values.contiguous()})
+                                  "trace_values": res.trace_values.contiguous(),
+                                  "stopped_by_rule": torch.tensor(res.stopped_by_rule)})
     return res
