@@ -85,30 +85,26 @@ def test_missing_file_raises_data_error(tmp_path):
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)
 
 
-def test_corrupt_gzip_raises_data_error(tmp_path):
-    bad = tmp_path / "comments" / "toxic.csv.gz"
+@pytest.mark.parametrize(
+    "relpath, content, source, match",
+    [
+        ("comments/toxic.csv.gz", b"this is not gzip", "toxic", "corrupt"),
+        (
+            "dbpedia14/train.csv.gz",
+            gzip.compress(b"label,title,text\n" + b"A,b,some text here\n" * 500)[:-40],  # truncated
+            "dbpedia14_train",
+            "corrupt",
+        ),
+        ("dbpedia_l2/dbpedia_l2.csv.gz", gzip.compress(b"label,body\nX,hello\n"), "dbpedia_l2", r"lacks columns \['text'\]"),
+    ],
+    ids=["not-gzip", "truncated-gzip", "missing-columns"],
+)
+def test_damaged_file_raises_data_error_naming_it(tmp_path, relpath, content, source, match):
+    bad = tmp_path / relpath
     bad.parent.mkdir()
-    bad.write_bytes(b"this is not gzip")
-    with data_dir_env(tmp_path), pytest.raises(data.DataError, match="corrupt") as e:
-        data.load_articles("toxic")
-    assert str(bad) in str(e.value)
-
-
-def test_truncated_gzip_raises_data_error(tmp_path):
-    bad = tmp_path / "dbpedia14" / "train.csv.gz"
-    bad.parent.mkdir()
-    bad.write_bytes(gzip.compress(b"label,title,text\n" + b"A,b,some text here\n" * 500)[:-40])
-    with data_dir_env(tmp_path), pytest.raises(data.DataError, match="corrupt") as e:
-        data.load_articles("dbpedia14_train")
-    assert str(bad) in str(e.value)
-
-
-def test_missing_columns_raise_data_error(tmp_path):
-    bad = tmp_path / "dbpedia_l2" / "dbpedia_l2.csv.gz"
-    bad.parent.mkdir()
-    bad.write_bytes(gzip.compress(b"label,body\nX,hello\n"))
-    with data_dir_env(tmp_path), pytest.raises(data.DataError, match=r"lacks columns \['text'\]") as e:
-        data.load_articles("dbpedia_l2")
+    bad.write_bytes(content)
+    with data_dir_env(tmp_path), pytest.raises(data.DataError, match=match) as e:
+        data.load_articles(source)
     assert str(bad) in str(e.value)
 
 

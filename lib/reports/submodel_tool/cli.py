@@ -21,34 +21,25 @@ from lib.reports.submodel_tool.kernel import KINDS, Explanation, SubModel, expla
 CLI_METHODS = ("selectivity", "sae", "infovae")  # 'shapley' needs keyword prompts, 'sparse' a k-WTA model
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: a positive integer")
-    return value
+def _number(cast, ok, allowed: str):
+    """An argparse type: `cast` the text, then require `ok(value)`; errors name the value and what is allowed."""
+    kind = "an integer" if cast is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: {allowed}")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: a share in (0, 1]")
-    return value
-
-
-def _intensity(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: a number >= 0 (1 = full ablation)")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_share = _number(float, lambda v: 0 < v <= 1, "a share in (0, 1]")
+_intensity = _number(float, lambda v: v >= 0, "a number >= 0 (1 = full ablation)")
 
 
 def _prompt(text: str) -> str:
