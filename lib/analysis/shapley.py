@@ -112,20 +112,24 @@ def prefix_masks(perm: Int[Tensor, " n"], steps: Int[Tensor, " m"]) -> Bool[Tens
 
 
 def _is_truncated(v: Tensor, v_empty: Tensor, scale: Tensor, tol: float) -> Bool[Tensor, " m"]:
-    """Rows whose value is within tol · |v(N) − v(∅)| of v(∅) in every game (the model is already broken)."""
+    """Rows whose value is within tol · scale of v(∅) in every game (the model is already broken)."""
     close = (v - v_empty).abs() <= tol * scale
     return close if close.dim() == 1 else close.all(-1)
 
 
 def permutation_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], v_full: Tensor, v_empty: Tensor,
-                          truncation_tol: float = 0.0, batch_size: int = 64) -> tuple[Tensor, int]:
+                          truncation_tol: float = 0.0, batch_size: int = 64, scale: Tensor | None = None
+                          ) -> tuple[Tensor, int]:
     """Marginal contributions [n, *games] of every player along one permutation, removing players one by one from
     the full coalition (marginal = v(before removal) − v(after)), and the evaluations used.
 
-    With truncation_tol > 0, the walk stops once a coalition's value is within truncation_tol · |v(N) − v(∅)| of
-    v(∅); later players get marginal 0 (Neuron Shapley's truncation). With 0, marginals sum to v(N) − v(∅).
+    With truncation_tol > 0, the walk stops once a coalition's value is within truncation_tol · scale of v(∅)
+    (scale: the game's range, default |v(N) − v(∅)|; `tmc_shapley` passes the range of every value it has seen);
+    later players get marginal 0 (Neuron Shapley's truncation, which assumes a broken model stays broken). With 0,
+    marginals sum to v(N) − v(∅).
     """
-    n, scale = len(perm), (v_full - v_empty).abs()
+    n = len(perm)
+    scale = (v_full - v_empty).abs() if scale is None else scale
     vals, evals, cut = [v_full[None]], 0, None
     for start in range(1, n, batch_size):
         steps = torch.arange(start, min(start + batch_size, n))
@@ -171,7 +175,11 @@ def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncati
                 generator: torch.Generator | None = None, batch_size: int = 64, progress: bool = False,
                 desc: str = "TMC", stop_top_k: int | None = None, stable_for: int = 20) -> ShapleyResult:
     """Truncated Monte-Carlo Shapley: the mean marginal of each player over n_permutations uniform permutations
-    (walked in removal order, truncated as in `permutation_marginals`). Works for several games at once.
+    (walked in removal order, truncated as in `permutation_marginals` at truncation_tol times the range of the
+    values seen in earlier walks, per game; |v(N) − v(∅)| before the first). Works for several games at once; a
+    walk is cut only where every game is near its v(∅). Truncation is exact when a coalition near v(∅) stays there
+    as players leave (a broken model stays broken); where walks pass v(∅) on their way (a non-monotone game) it
+    zeroes real marginals, whatever the tolerance.
 
     With stop_top_k = k (a single game), TMC gets a stopping rule: it stops once the top-k set has stayed the same
     for `stable_for` consecutive permutations (n_permutations is then the budget)."""
@@ -184,9 +192,12 @@ def tmc_shapley(value_fn: ValueFn, n_players: int, n_permutations: int, truncati
     v_full, v_empty = _ends(value_fn, n_players)
     sums = torch.zeros(n_players, *v_full.shape, dtype=torch.float64)
     sq, evals, trace_e, trace_v = sums.clone(), 2, [], []
+    lo, hi = torch.minimum(v_full, v_empty).double(), torch.maximum(v_full, v_empty).double()  # the game's range
     for t in tqdm(range(n_permutations), desc=desc, disable=not progress, leave=False):
-        m, e = permutation_marginals(value_fn, torch.randperm(n_players, generator=g), v_full, v_empty,
-                                     truncation_tol, batch_size)
+        perm = torch.randperm(n_players, generator=g)
+        m, e = permutation_marginals(value_fn, perm, v_full, v_empty, truncation_tol, batch_size, hi - lo)
+        walk = v_full.double() - m[perm].cumsum(0)  # the values of the coalitions this walk evaluated
+        lo, hi = torch.minimum(lo, walk.min(0).values), torch.maximum(hi, walk.max(0).values)
         sums, sq, evals = sums + m, sq + m**2, evals + e
         trace_e.append(evals)
         trace_v.append((sums / (t + 1)).float())
@@ -210,12 +221,13 @@ def _stable(trace_v: list[Tensor], k: int, n: int) -> bool:
 
 
 def active_marginals(value_fn: ValueFn, perm: Int[Tensor, " n"], active: Bool[Tensor, " n"], v_full: Tensor,
-                     v_empty: Tensor, truncation_tol: float = 0.0, batch_size: int = 64
-                     ) -> tuple[Tensor, int, tuple[float, float]]:
+                     v_empty: Tensor, truncation_tol: float = 0.0, batch_size: int = 64,
+                     scale: Tensor | None = None) -> tuple[Tensor, int, tuple[float, float]]:
     """Marginals [n] along one permutation (removal order) for the `active` players only (others 0), evaluating
     only the coalitions just before and after each active player's removal; evaluations used; (min, max) of the
     values evaluated. Truncation as in `permutation_marginals`, checked on the coalitions evaluated."""
-    n, scale = len(perm), (v_full - v_empty).abs()
+    n = len(perm)
+    scale = (v_full - v_empty).abs() if scale is None else scale
     pos = torch.empty_like(perm)
     pos[perm] = torch.arange(n)
     q = pos[active]
@@ -286,12 +298,14 @@ def tmab_shapley(value_fn: ValueFn, n_players: int, k: int, delta: float = 0.05,
     sums, sq = torch.zeros(n_players, dtype=torch.float64), torch.zeros(n_players, dtype=torch.float64)
     counts, active = torch.zeros(n_players, dtype=torch.long), torch.ones(n_players, dtype=bool)
     lo, hi = sorted((0.0, float(v_full - v_empty)))  # the range of the marginals seen (all players)
+    g_lo, g_hi = sorted((float(v_full), float(v_empty)))  # the range of the game's values seen
     evals, trace_e, trace_v = 2, [], []
     checks = sorted({math.ceil(1.2**j) for j in range(200) if 1.2**j <= max_permutations} | {max_permutations})
     bar = tqdm(range(1, max_permutations + 1), desc=desc, disable=not progress, leave=False)
     for t in bar:
-        m, e, _ = active_marginals(value_fn, torch.randperm(n_players, generator=g), active, v_full, v_empty,
-                                   truncation_tol, batch_size)
+        m, e, (v_lo, v_hi) = active_marginals(value_fn, torch.randperm(n_players, generator=g), active, v_full,
+                                              v_empty, truncation_tol, batch_size, torch.tensor(g_hi - g_lo))
+        g_lo, g_hi = min(g_lo, v_lo), max(g_hi, v_hi)
         sums, sq, counts, evals = sums + m, sq + m**2, counts + active, evals + e
         if active.any():
             lo, hi = min(lo, float(m[active].min())), max(hi, float(m[active].max()))
@@ -372,6 +386,37 @@ def cost_comparison(value_fn: ValueFn, n_players: int, k: int, reference: frozen
     runs = {name: run() for name, run in cost_estimators(value_fn, n_players, k, budget_permutations, delta,
                                                          stable_for, seed, progress).items()}
     return cost_table(runs, k, reference), runs
+
+
+def truncation_check(value_fn: ValueFn, n_players: int, tolerances: Sequence[float], n_permutations: int, k: int,
+                     seed: int = 0, batch_size: int = 64) -> tuple[pd.DataFrame, Float[Tensor, " games"]]:
+    """Does truncation save evaluations without changing the top-k? TMC on the same n_permutations walks without
+    and with each truncation tolerance (relative to the range of the values seen, as in `tmc_shapley`). One row
+    per tolerance: the share of the untruncated run's evaluations used, the share of games whose top-k is
+    unchanged, and the mean Jaccard overlap of the top-k sets. Also returned, per game: the share of the untruncated
+    walks' coalitions worth less than v(∅) (truncation assumes a walk that reaches v(∅) has nothing left to lose;
+    where many coalitions lie below it, walks pass v(∅) on the way down and back)."""
+    int_at_least("n_permutations", n_permutations, 1)
+    for tol in tolerances:
+        check(0.0 < tol < 1.0, "tolerance", tol, "a float in (0, 1)")
+    v_full, v_empty = _ends(value_fn, n_players)
+    g = torch.Generator().manual_seed(seed)
+    sums, below, evals = torch.zeros(n_players, *v_full.shape, dtype=torch.float64), 0.0, 2
+    for _ in range(n_permutations):  # the walks tmc_shapley draws from this seed, kept to see where they go
+        perm = torch.randperm(n_players, generator=g)
+        m, e = permutation_marginals(value_fn, perm, v_full, v_empty, 0.0, batch_size)
+        walk = v_full.double() - m[perm].cumsum(0)[:-1]  # the coalitions between all and none
+        sums, evals, below = sums + m, evals + e, below + (walk < v_empty.double()).double().mean(0)
+    base = sums / n_permutations
+    games = 1 if base.dim() == 1 else base.shape[1]
+    col = (lambda x, j: x) if base.dim() == 1 else (lambda x, j: x[:, j])
+    rows = []
+    for tol in tolerances:
+        r = tmc_shapley(value_fn, n_players, n_permutations, tol, torch.Generator().manual_seed(seed), batch_size)
+        jac = [set_jaccard(top_k(col(r.values, j), k).tolist(), top_k(col(base, j), k).tolist()) for j in range(games)]
+        rows.append({"tolerance": tol, "evaluations": r.n_evals, "evaluation_share": r.n_evals / evals,
+                     "top_k_unchanged": float(np.mean([j == 1.0 for j in jac])), "jaccard": float(np.mean(jac))})
+    return pd.DataFrame(rows), (below / n_permutations).float()
 
 
 def evals_to_reach(trace_evals: Sequence[int], trace_sets: Sequence[frozenset], reference: frozenset) -> float:

@@ -110,6 +110,52 @@ def test_truncation_saves_evaluations_and_stops_at_the_cut():
     assert torch.equal(m, m_full) and evals_full == n - 1
 
 
+def broken_when_key_removed(n: int = 10, seed: int = 0):
+    """v(S) = [0, 1 in S] (1 + w.S): the model breaks (v = v(∅) = 0) once player 0 or 1 is removed, and stays broken."""
+    w = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return lambda masks: (masks[:, 0] & masks[:, 1]).double() * (1 + masks.double() @ w)
+
+
+def test_truncated_tmc_is_exact_where_a_broken_model_stays_broken():
+    fn, n = broken_when_key_removed(), 10
+    full = shapley.tmc_shapley(fn, n, 200, generator=torch.Generator().manual_seed(0), batch_size=1)
+    cut = shapley.tmc_shapley(fn, n, 200, truncation_tol=0.01, generator=torch.Generator().manual_seed(0),
+                              batch_size=1)  # a walk is evaluated in batches: it saves only the batches it skips
+    assert torch.equal(cut.values, full.values)  # the same permutations: every skipped marginal was exactly 0
+    assert cut.n_evals < 0.7 * full.n_evals
+    batched = shapley.tmc_shapley(fn, n, 200, truncation_tol=0.01, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(batched.values, full.values) and batched.n_evals == full.n_evals
+    exact = shapley.exact_shapley(fn, n).values
+    assert torch.equal(cut.top(3), shapley.top_k(exact, 3))
+
+
+def test_truncation_tolerance_is_relative_to_the_range_seen_and_biased_where_walks_cross_v_empty():
+    """An additive game with weights of both signs: v(N) = v(∅) = 0, and every walk passes 0 on its way. Before the
+    first walk the scale is |v(N) − v(∅)| = 0, so only exact zeros cut; after it, the range seen (here >= 3) sets
+    the tolerance, and cuts zero marginals that are not 0: truncated TMC is biased away from the exact values."""
+    w = torch.tensor([3.0, -3.0, 2.0, -2.0, 1.0, -1.0])
+    fn, n = additive(w), 6
+    ends = fn(torch.stack([torch.ones(n, dtype=bool), torch.zeros(n, dtype=bool)]))
+    perm = torch.tensor([0, 2, 1, 3, 4, 5])  # values 0, -3, -5, -2, 0, -1, 0: exact zero only at the 4th removal
+    m0, e0 = shapley.permutation_marginals(fn, perm, ends[0], ends[1], truncation_tol=0.1, batch_size=1)
+    assert e0 == 4 and m0.tolist() == [3.0, -3.0, 2.0, -2.0, 0.0, 0.0]  # cut at the exact 0, scale 0
+    m1, e1 = shapley.permutation_marginals(fn, perm, ends[0], ends[1], truncation_tol=0.1, batch_size=1,
+                                           scale=torch.tensor(5.0, dtype=torch.float64))
+    assert e1 == 4 and torch.equal(m1, m0)  # |-5 - 0| > 0.5, |-2| > 0.5: no earlier cut
+    m2, e2 = shapley.permutation_marginals(fn, perm, ends[0], ends[1], truncation_tol=0.5, batch_size=1,
+                                           scale=torch.tensor(5.0, dtype=torch.float64))
+    assert e2 == 3 and m2.tolist() == [3.0, -3.0, 2.0, 0.0, 0.0, 0.0]  # |-2| <= 2.5: cut at the 3rd coalition
+    full = shapley.tmc_shapley(fn, n, 2000, generator=torch.Generator().manual_seed(0))
+    cut = shapley.tmc_shapley(fn, n, 2000, truncation_tol=0.2, generator=torch.Generator().manual_seed(0),
+                              batch_size=1)
+    assert ((full.values.double() - w.double()).abs() <= 4 * full.stderr.double() + 1e-9).all()
+    assert ((cut.values.double() - w.double()).abs() > 4 * cut.stderr.double() + 1e-9).any()
+    g = torch.Generator().manual_seed(0)  # the same walks cut at |v(N) − v(∅)| = 0, i.e. only at exact zeros
+    at_ends = 2 + sum(shapley.permutation_marginals(fn, torch.randperm(n, generator=g), ends[0], ends[1], 0.2, 1)[1]
+                      for _ in range(2000))
+    assert cut.n_evals < at_ends < full.n_evals  # the range seen (not |v(N) − v(∅)|) sets the tolerance
+
+
 def test_symmetric_players_get_equal_estimates():
     fn, n, _ = GAMES["unanimity"]
     exact = shapley.exact_shapley(fn, n).values
@@ -153,6 +199,8 @@ TOP_K_GAMES = {
     "rare team (8 players, top 4)": (*rare_team(), 8, 4),
     "teams (10 players, top 2)": (*team_game(10, 2, 2, 0.05), 10, 2),
     "unanimity (7 players, top 3)": (GAMES["unanimity"][0], GAMES["unanimity"][2], 7, 3),
+    "voting (7 players, top 3)": (voting([5, 4, 3, 2, 1, 1, 1], 9), shapley.exact_shapley(
+        voting([5, 4, 3, 2, 1, 1, 1], 9), 7).values.double(), 7, 3),  # marginals 0 or 1; gap 0.18 vs 0.08
     "additive (14 players, top 3)": (additive(torch.tensor([3.0, 2.5, 2.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0,
                                                             -0.5, -1.0])), torch.tensor(
         [3.0, 2.5, 2.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.5, -1.0], dtype=torch.float64), 14, 3),
@@ -308,3 +356,16 @@ def test_t_quantile_matches_tables():
     q = shapley.t_quantile(0.975, torch.tensor([2, 5, 10, 1000, 0]))
     assert torch.allclose(q[:4], torch.tensor([4.303, 2.571, 2.228, 1.962], dtype=q.dtype), rtol=0.01)
     assert torch.isinf(q[4])
+
+
+def test_truncation_check_tells_a_game_that_stays_broken_from_one_whose_walks_cross_v_empty():
+    fn, n = broken_when_key_removed(), 10
+    df, below = shapley.truncation_check(fn, n, [0.01, 0.1], 100, 3, batch_size=1)
+    assert (df.top_k_unchanged == 1.0).all() and (df.evaluation_share < 0.7).all() and float(below) == 0.0
+    w = torch.tensor([3.0, -3.0, 2.0, -2.0, 1.0, -1.0])
+    df, below = shapley.truncation_check(additive(w), 6, [0.2], 200, 2, batch_size=1)
+    assert df.evaluation_share.iloc[0] < 1 and 0.2 < float(below) < 0.8
+    two = lambda masks: torch.stack([additive(w)(masks), fn(torch.ones(len(masks), n, dtype=bool))], 1)  # noqa: E731
+    df2, below2 = shapley.truncation_check(two, 6, [0.2], 200, 2, batch_size=1)
+    assert below2.shape == (2,) and float(below2[1]) == 0.0 and float(below2[0]) == float(below)
+    assert df2.evaluations.iloc[0] == df.evaluations.iloc[0]  # a constant game is always at its v(∅): the other cuts
