@@ -328,7 +328,8 @@ display(Markdown(f"Median specificity gap {np.median(gap):+.3f} nats (95% CI {ci
 # Pontil; its range term keeps early intervals wide) does not yet separate them from the top-k boundary, and stops
 # when the top-k set is separated at confidence 1 − δ (`lib.analysis.shapley.tmab_shapley`). Both are scored
 # against an **independent** reference: the top-k of section 3's TMC run, which used another seed. We count value
-# evaluations (one per coalition) and check each estimator's top-k against the reference.
+# evaluations (one per coalition) and check each estimator's top-k against the reference. Both draw the same
+# permutations (same seed), so TMAB's trace follows TMC's until its intervals start to set neurons aside.
 
 # %%
 cost_topics = [t for t in nb.cost_topics if t in topics] or [topics[0]]

@@ -18,10 +18,14 @@
 # earlier reports: sub-models are found by activation selectivity (report 3), concept-specific Neuron Shapley
 # values (report 4), sparse-autoencoder and InfoVAE latents (report 2) and the units of a k-WTA sparse layer
 # (report 5). Every sub-model is **validated**: ablating it must hurt the keyword predictions of its own concept
-# more than those of the other concepts, by more than 95% of random sub-models of the same size do. The claim
-# tested is that such validated sub-models exist for most concepts; the section "What it cannot do yet" lists,
-# from the validation scores, the concepts for which none does. The same tool is available from the command
-# line: `python -m lib.submodels explain --prompt "..." --ablate Athlete`.
+# more than those of the other concepts (a positive gap), more than random sub-models of the same size do
+# (permutation p ≤ 0.05 against `n_random` of them), and more than the same pipeline's sub-model for the concept
+# at initialisation. We also measure whether it **suffices**: keep only its units, ablate the rest of their layer,
+# and see how much of the layer's contribution to the concept survives. The claim tested is that validated
+# sub-models exist for most concepts; the section "What it cannot do yet" lists, from the validation scores, the
+# concepts for which none does. The tool shows each sub-model's status beside every prediction, and the command
+# line (`python -m lib.submodels explain --prompt "..." --ablate Athlete`) validates the same way and refuses to
+# ablate a sub-model that failed unless `--allow-unvalidated` is given.
 #
 # **Reads:** `models/` (notebook 1's MLP model; trained here if absent), `sparse/` (report 5's focus layer, fit
 # here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
@@ -68,10 +72,7 @@ tok = data.get_tokenizer(cfg.data)
 kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
                                     seed=seed)
 SETS = prompts.TOPIC_SETS
-val, game = {}, {}
-for s, pr in by_set.items():
-    half = pr.frame().groupby("topic").cumcount().to_numpy() % 2
-    game[s], val[s] = (pr.select(torch.tensor(np.flatnonzero(half == h))) for h in (0, 1))
+game, val = submodels.split_halves(by_set)  # alternate articles: the two halves share none
 windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in SETS}
 display(Markdown(
     f"{sum(len(w) for w in windows.values())} concepts; per concept {nb.n_windows} fit windows of "
@@ -87,40 +88,61 @@ display(Markdown(
 # difference (Cohen's d) between the concept's tokens and the other concepts' tokens. **Validation** ablates the
 # sub-model (zero ablation, intensity 1) and measures the rise of keyword loss on every concept's validation
 # prompts: the **gap** is the rise on the sub-model's own concept minus the mean rise on the others (nats; 0 = no
-# specificity). The **control** is the same gap for `n_random` random sub-models with the same number of units per
-# hook; a sub-model *beats random* if its gap exceeds their 95th percentile.
+# specificity). The **random control** is the same gap for `n_random` random sub-models with the same number of
+# units per hook; a sub-model *beats random* if its gap is positive and its permutation p-value,
+# (1 + #random gaps ≥ its gap) / (1 + `n_random`), is at most 0.05. The **initialisation control** runs the
+# same pipeline (finding and validation) on the same architecture before training; a sub-model is **validated**
+# if it beats random and its gap exceeds the gap of the initialised model's sub-model for the same concept.
+# **Sufficiency** keeps only the sub-model's units and ablates every other unit of its hooks. What it alone
+# preserves of its own concept's keyword loss, **kept** = (damage with the whole layer ablated) − (damage with
+# only it kept), in nats, is compared with the same random sub-models (p as above); the **sufficiency** share,
+# kept / whole-layer damage (1: it alone carries the layer's contribution; above 1: the rest of the layer hurts
+# the concept), is undefined where ablating the whole layer does not hurt the concept and unstable where that
+# damage is small, so the findings use kept.
 
 # %%
 m0, _, base_dir = get_or_train(cfg, device=device)
 hooked = model.to_hooked(m0)
+h_init = model.to_hooked(train.init_model(cfg, device).eval())
 run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
+at_init: dict[str, dict] = {}  # method -> the initialised model's validated sub-models (the init control)
 
 
-def find(h, method, **kwargs):
-    return submodels.find_in_sets(h, windows, val, game, method, frac=nb.frac, **run, **kwargs)
+def find(method: str, trained=None, initial=None, **kwargs):
+    """The method's sub-models of the trained model, validated, with the same pipeline at initialisation beside."""
+    trained, initial = trained or hooked, initial or h_init
+    at_init[method] = submodels.find_in_sets(initial, windows, val, game, method, frac=nb.frac, **run, **kwargs)
+    own = submodels.find_in_sets(trained, windows, val, game, method, frac=nb.frac, **run, **kwargs)
+    return submodels.with_init_control(own, at_init[method])
 
 
-found = {"selectivity": find(hooked, "selectivity")}
+found = {"selectivity": find("selectivity")}
 sel = submodels.scores_table(found["selectivity"])
-sel.round(3)
+sel[["concept", "status", "gap", "random_q95", "p", "init_gap", "layer_damage", "kept", "kept_random_q95", "kept_p",
+     "sufficiency"]].round(3)
 
 # %%
-n_beat, n_all = int(sel.beats_random.sum()), len(sel)
+n_val, n_beat, n_all = int((sel.status == "validated").sum()), int(sel.beats_random.sum()), len(sel)
 display(Markdown(
     f"{n_beat} of {n_all} selectivity sub-models ({found['selectivity']['Athlete'].size} neurons each) beat their "
-    f"random control. Median gap {sel.gap.median():.3f} nats versus a median random gap of "
-    f"{sel.random_mean.median():.3f}; the largest gap: {sel.loc[sel.gap.idxmax(), 'concept']} "
-    f"({sel.gap.max():.3f} nats)."))
+    f"random control, and {n_val} are validated (also beating the same pipeline at initialisation, which beats "
+    f"random for {int(sel.init_beats_random.sum())}). Median gap {sel.gap.median():.3f} nats versus a median "
+    f"random gap of {sel.random_mean.median():.3f} and {sel.init_gap.median():.3f} at initialisation; the largest "
+    f"gap: {sel.loc[sel.gap.idxmax(), 'concept']} ({sel.gap.max():.3f} nats). Kept alone, a sub-model preserves "
+    f"a median {sel.kept.median():.3f} nats of its concept's loss (random sub-models {sel.kept_random_mean.median():.3f}; "
+    f"p ≤ 0.05 for {int((sel.kept_p <= 0.05).sum())} of {n_all}); as a share of the whole layer's damage, median "
+    f"{sel.sufficiency.median():.2f} over the {int(sel.sufficiency.notna().sum())} concepts the layer matters to."))
 
 # %% [markdown]
 # ## 3. Other ways to find sub-models
 #
 # - **Shapley**: the neurons of the last MLP layer are players of a game whose value is minus each concept's
-#   keyword loss on the *game* half of the prompts (report 4's truncated Monte-Carlo estimator,
-#   `n_permutations` permutations). A neuron's concept-specific value is its value for the concept minus its mean
-#   value for the other concepts; the sub-model is the top `frac` of neurons by that value. Unlike the other
-#   methods, Shapley is supervised by the very metric validation uses (keyword loss, on other prompts), so it
-#   should validate best; the others see only activations.
+#   keyword loss on the *game* half of the prompts (report 4's Monte-Carlo estimator, `n_permutations`
+#   permutations). A neuron's concept-specific value is its value for the concept minus its mean value for the
+#   other concepts; the sub-model is the top `frac` of neurons by that value. It is selected on the game half and
+#   validated on the other half (other articles; `find_in_sets` refuses halves that share one). Unlike the other
+#   methods, Shapley is supervised by the metric validation uses (keyword loss), so it should validate best; the
+#   others see only activations.
 # - **SAE / InfoVAE latents**: a TopK sparse autoencoder or an InfoVAE is fit on the last MLP's output
 #   (`blocks.1.hook_mlp_out`) over all concept windows (report 2); the sub-model is the `latent_k` latents most
 #   selective for the concept. Ablating a latent removes its contribution to the reconstruction and keeps the
@@ -131,23 +153,37 @@ display(Markdown(
 
 # %%
 latent = lambda d: dict(k=nb.latent_k, latent_cfg=dict(d_latent=d, steps=nb.latent_steps, seed=seed))
-OTHER = {"shapley": lambda: find(hooked, "shapley", n_permutations=nb.n_permutations),
-         "sae": lambda: find(hooked, "sae", **latent(nb.sae_d_latent)),
-         "infovae": lambda: find(hooked, "infovae", **latent(nb.infovae_d_latent)),
-         "sparse": lambda: find(kwta.focus_layer(hooked, base_dir.name, nb.layer, data.load_token_data(cfg.data).train),
-                                "sparse")}
+train_tokens = data.load_token_data(cfg.data).train
+OTHER = {"shapley": lambda: find("shapley", n_permutations=nb.n_permutations),
+         "sae": lambda: find("sae", **latent(nb.sae_d_latent)),
+         "infovae": lambda: find("infovae", **latent(nb.infovae_d_latent)),
+         # the init control's k-WTA layer is fit inside the initialised model, the same way
+         "sparse": lambda: find("sparse", kwta.focus_layer(hooked, base_dir.name, nb.layer, train_tokens),
+                                kwta.focus_layer(h_init, f"{base_dir.name}-init", nb.layer, train_tokens))}
 for method in [m for m in nb.methods if m in OTHER]:
     found[method] = OTHER[method]()
 table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
-table.pivot(index="concept", columns="method", values=["gap", "random_q95"]).round(3)
+table.pivot(index="concept", columns="method", values="status")
 
 # %%
 fig = plots.submodel_gaps(table, "Fig. 1: validation gap of each concept's sub-model vs random sub-models of "
-                             "the same size", order=list(sel.concept))
-share = table.groupby("method", sort=False).beats_random.mean()
-display(Markdown("Share of concepts whose sub-model beats its random control: " + ", ".join(
-    f"{m} {v:.0%} ({int(table[table.method == m].beats_random.sum())}/{int((table.method == m).sum())})"
-    for m, v in share.items()) + "."))
+                             "the same size and the same pipeline at initialisation", order=list(sel.concept))
+status = pd.DataFrame({m: {"beats random": int(p.beats_random.sum()), "validated": int((p.status == "validated").sum()),
+                           "at init: beats random": int(p.init_beats_random.sum()),
+                           "gap > init gap": int((p.gap > p.init_gap).sum()), "concepts": len(p),
+                           "median kept (nats)": p.kept.median(), "random: median kept": p.kept_random_mean.median(),
+                           "kept: p <= 0.05": int((p.kept_p <= 0.05).sum())}
+                       for m, p in table.groupby("method", sort=False)}).T
+supervised = status.loc["shapley"] if "shapley" in status.index else None
+display(Markdown("Validated sub-models per method: " + ", ".join(
+    f"{m} {int(r.validated)}/{int(r.concepts)} (beat random {int(r['beats random'])}; at initialisation "
+    f"{int(r['at init: beats random'])})" for m, r in status.iterrows()) + "." + (
+    f" At initialisation the Shapley pipeline beats random for {int(supervised['at init: beats random'])} of "
+    f"{int(supervised.concepts)} concepts: chosen by the validation metric itself (keyword loss on the concept's "
+    "keywords, on the other half of the prompts), its sub-models beat random ones even in an untrained network, so "
+    "for Shapley the random test says little and the gap at initialisation is the control that counts (the trained "
+    f"gap is larger for {int(supervised['gap > init gap'])})." if supervised is not None else "")))
+status.round(3)
 
 # %% [markdown]
 # ## 4. The tool: which sub-models a prediction uses, and the prediction without them
@@ -155,7 +191,9 @@ display(Markdown("Share of concepts whose sub-model beats its random control: " 
 # `lib.reports.submodel_tool.kernel.explain` takes a prompt and a set of sub-models. It reports, at every position, how active each
 # sub-model is (the mean z-score of its units against their mean and spread over all concept text), then reruns the
 # next-token prediction with each chosen sub-model, and their combination, ablated at a chosen intensity, and
-# tabulates the top-k next tokens with their probabilities before and after. We apply it, with the selectivity
+# tabulates the top-k next tokens with their probabilities before and after, each row marked with the validation
+# status of what was ablated (a failed sub-model's effect is not evidence about its concept). We apply it, with the
+# selectivity
 # sub-models of the prompt's concept set (activity is a z-score against that set's text, so it is comparable only
 # within a set), to held-out prompts of a few concepts and to a toxic/harmless pair; each prompt ablates its own
 # concept's sub-model, another concept's, and both. The figure shows those two sub-models first, then the most
@@ -181,7 +219,9 @@ def show(t: str, i: int, fig_no: int):
     display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.id_to_token(target)!r}`. Most active "
                      f"sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. Clean top-1 "
                      f"`{ex.tracked.token.iloc[0]!r}` at {tr.iloc[0]:.3f}; with {t} ablated "
-                     f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}."))
+                     f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}. Status: " + "; ".join(
+                         f"{n} **{ex.validation.loc[n, 'status']}** ({ex.validation.loc[n, 'why']})"
+                         for n in (t, shown[t]))))
     display(ex.table())
     return plots.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
                                        "activity per position and the prediction with sub-models ablated",
@@ -269,47 +309,55 @@ except ImportError:
 # ## Controls
 #
 # **Random:** every gap above is compared with `n_random` size-matched random sub-models. If found sub-models were
-# no better than random ones, about 5% of concepts would beat the 95th percentile by chance; the findings compare
-# each method's share with that rate (95% intervals bootstrap over concepts). **Initialisation:** the same
-# selectivity pipeline on the same architecture before training — a model that learned no concepts should have no
-# validated sub-models, so the share at initialisation is the control for the trained model's share.
+# no better than random ones, at most 5% of concepts would pass the permutation test by chance; the findings
+# compare each method's share with that rate (95% intervals bootstrap over concepts). **Initialisation:** every
+# method's pipeline also ran on the same architecture before training (section 2): a model that learned no
+# concepts should have no sub-models that beat random, so each method's share at initialisation is the control
+# for its trained share. **Sufficiency** (kept, in nats) is compared with that of the random sub-models.
 
 # %%
-h_init = model.to_hooked(train.init_model(cfg, device).eval())
-init = submodels.scores_table(find(h_init, "selectivity"))
 for method, part in table.groupby("method", sort=False):
     x = part.beats_random.to_numpy(float)
-    findings.record(f"Share of concepts whose {method} sub-model beats the 95th percentile of size-matched random "
-                    f"sub-models (control: the 5% expected by chance)", x.mean(), unit="fraction",
-                    ci=stats.bootstrap_ci(x, n_boot=nb.n_boot), control="random", control_value=0.05,
-                    figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
-                                                                   stats.bootstrap_ci(x, n_boot=nb.n_boot)))
+    ci = stats.bootstrap_ci(x, n_boot=nb.n_boot)
+    findings.record(f"Share of concepts whose {method} sub-model beats size-matched random sub-models (permutation "
+                    f"p <= 0.05; control: the 5% expected by chance)", x.mean(), unit="fraction", ci=ci,
+                    control="random", control_value=0.05, figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
+                                                                                                      ci))
+    v, v0 = (part.status == "validated").to_numpy(float), part.init_beats_random.to_numpy(float)
+    findings.record(f"Share of concepts with a validated {method} sub-model, trained model (control: the share "
+                    "whose sub-model beats random at initialisation)", v.mean(), unit="fraction",
+                    ci=stats.bootstrap_ci(v, n_boot=nb.n_boot), control="init", control_value=float(v0.mean()),
+                    figure="Fig. 1", verdict=findings.verdict_from(v.mean(), float(v0.mean()),
+                                                                   stats.bootstrap_ci(v, n_boot=nb.n_boot)))
+    suff = part[part.beats_random]
+    if len(suff) >= 2:
+        d = (suff.kept - suff.kept_random_mean).to_numpy()
+        ci = stats.bootstrap_ci(d, stat=np.median, n_boot=nb.n_boot)
+        findings.record(f"Sufficiency: nats of its concept's keyword loss a {method} sub-model that beats random "
+                        f"preserves when kept alone in its layer, minus what random sub-models of its size preserve "
+                        f"(median over {len(suff)} concepts)", float(np.median(d)), unit="nats", ci=ci,
+                        control="random", control_value=0.0, figure="Fig. 1",
+                        verdict=findings.verdict_from(float(np.median(d)), 0.0, ci))
 g = sel.gap.to_numpy()
 findings.record("Median validation gap of the selectivity sub-models (control: median gap of random sub-models)",
                 float(np.median(g)), unit="nats", ci=stats.bootstrap_ci(g, stat=np.median, n_boot=nb.n_boot),
                 control="random", control_value=float(sel.random_mean.median()), figure="Fig. 1",
                 verdict=findings.verdict_from(float(np.median(g)), float(sel.random_mean.median()),
                                               stats.bootstrap_ci(g, stat=np.median, n_boot=nb.n_boot)))
-findings.record("Share of concepts whose selectivity sub-model beats random, trained model (control: at "
-                "initialisation)", sel.beats_random.mean(), unit="fraction", control="init",
-                control_value=float(init.beats_random.mean()), figure="Fig. 1",
-                verdict=findings.verdict_from(sel.beats_random.mean(), float(init.beats_random.mean())))
-pd.DataFrame({"trained: beats random": sel.set_index("concept").beats_random,
-              "init: beats random": init.set_index("concept").beats_random,
-              "trained: gap": sel.set_index("concept").gap, "init: gap": init.set_index("concept").gap}).round(3)
+table.pivot(index="concept", columns="method", values=["gap", "init_gap", "kept"]).round(3)
 
 # %% [markdown]
 # ## What it cannot do yet
 #
-# Computed from the validation scores: the concepts for which **no** method found a sub-model that beats its
-# random control; the same for the methods that see only activations (Shapley is supervised by the validation
-# metric itself); per method, the concepts it misses; and the concepts whose prompts activity does not identify
-# better than chance (section 5).
+# Computed from the validation scores: the concepts for which **no** method found a validated sub-model; the same
+# for the methods that see only activations (Shapley is supervised by the validation metric itself); per method,
+# the concepts it misses; and the concepts whose prompts activity does not identify better than chance
+# (section 5).
 
 # %%
 missing = submodels.cannot_do(table)
 unsupervised = submodels.cannot_do(table[table.method != "shapley"])
-per_method = {m: [c for c, b in zip(p.concept, p.beats_random) if not b] for m, p in table.groupby("method")}
+per_method = {m: list(p.concept[p.status != "validated"]) for m, p in table.groupby("method")}
 unidentified = [c for c, r in acc.iterrows() if r.accuracy <= r.chance]
 n_unsup = table[table.method != "shapley"].method.nunique()
 by_chance = table.concept.nunique() * (1 - 0.95 ** n_unsup)  # concepts with >= 1 pass if every method were random
@@ -335,8 +383,8 @@ display(findings.table(findings.load("07_submodel_tool", preset)))
 # 1,024-token vocabulary leaves as whole words; the model never trained on comments, so the toxic/harmless
 # concepts probe text it has not seen; sub-model size is fixed in advance instead of chosen by validation; Shapley
 # covers only the last layer with few permutations; latents are scored by selectivity only; activity is a mean
-# z-score, so a few strongly active units and many weak ones look alike. Open questions: does a sub-model that
-# beats random also *suffice* (keeping only it)? Do the sub-models of different methods overlap, and does their
+# z-score, so a few strongly active units and many weak ones look alike; sufficiency is measured within the
+# sub-model's own layers only. Open questions: do the sub-models of different methods overlap, and does their
 # union validate better than any one of them?
 
 # %%

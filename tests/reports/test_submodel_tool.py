@@ -1,10 +1,13 @@
 """Sub-models: a planted concept sub-model is recovered and its ablation shows; empty sub-models change nothing;
 bad names give clear errors; the command line runs on a tiny model."""
 
+import math
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
@@ -72,7 +75,62 @@ def test_recovers_the_planted_submodel(found):
     assert found["A"].units[HOOK].tolist() == PLANTED
     s = found["A"].scores
     assert s["own"] > 1.0 and abs(s["other"]) < 1e-5  # only A's keyword loss rises (the units are 0 elsewhere)
-    assert s["beats_random"] and s["gap"] > s["random_q95"] and s["p"] == 0.0
+    assert s["beats_random"] and s["gap"] > s["random_q95"] and s["p"] == 1 / 21  # no random gap reaches it
+
+
+def test_sufficiency_keeps_only_the_submodel(planted, found):
+    """Keeping only the planted units (ablating the other 28) leaves A's keyword loss where it was: sufficiency ~1,
+    above random 4-unit sets; B and C do not need the layer at all, so their sufficiency is undefined (NaN)."""
+    s = found["A"].scores
+    assert s["layer_damage"] > 1.0 and s["sufficiency"] == pytest.approx(1.0, abs=0.05)
+    assert s["kept"] == pytest.approx(s["layer_damage"], rel=0.05)  # nats: what it alone preserves
+    assert s["kept"] > s["kept_random_q95"] and s["kept_p"] == 1 / 21 and s["sufficiency"] > s["sufficiency_random_q95"]
+    assert 0 < s["sufficiency_random_mean"] < 0.9
+    for c in ("B", "C"):
+        sc = found[c].scores
+        assert sc["layer_damage"] <= 0 and math.isnan(sc["sufficiency"]) and abs(sc["kept"]) < 0.05
+    comp = submodels.complement(found["A"])
+    assert sorted(comp.units[HOOK].tolist() + PLANTED) == list(range(32))
+
+
+def test_status_carries_validation_and_the_initialisation_control(planted, concepts, validation, found):
+    unvalidated = submodels.find_submodels(planted, concepts, k=4, progress=False)
+    assert {sm.status for sm in unvalidated.values()} == {"unvalidated"}
+    assert found["A"].status == "validated" and found["B"].status == "failed"
+    assert "as much as its own" in found["B"].status_reason and "not run" in found["A"].status_reason
+    as_good = {c: replace(sm, scores={**sm.scores, "gap": found["A"].scores["gap"] + 1}) for c, sm in found.items()}
+    worse = {c: replace(sm, scores={**sm.scores, "gap": -1.0}) for c, sm in found.items()}
+    assert submodels.with_init_control(found, worse)["A"].status == "validated"
+    failed = submodels.with_init_control(found, as_good)["A"]
+    assert failed.status == "failed" and "no better than at initialisation" in failed.status_reason
+    with pytest.raises(ValueError, match="run validate first"):
+        submodels.with_init_control(unvalidated, found)
+    few = submodels.validate(planted, {"A": found["A"]}, validation, n_random=10, progress=False)["A"]
+    assert few.scores["p"] == 1 / 11 and few.status == "failed"  # 10 random sets cannot show p <= 0.05
+    table = submodels.validation_table(found)
+    assert table.loc["A", "status"] == "validated" and table.loc["A", "p"] == 1 / 21
+
+
+def test_explain_shows_status_and_refuses_unvalidated_when_asked(planted, concepts, found):
+    ex = submodels.explain(planted, [8, 9, 10], found, ablate=["A", ("A", "B")], top_k=2)
+    assert dict(zip(ex.predictions.ablated, ex.predictions.status)) == {
+        "none": "clean", "A": "validated", "A + B": "validated + failed"}
+    assert ex.validation.loc["B", "status"] == "failed"
+    with pytest.raises(ValueError, match=r"B \(failed\).*allowed: validated sub-models only"):
+        submodels.explain(planted, [8, 9, 10], found, ablate=[("A", "B")], allow_unvalidated=False)
+    submodels.explain(planted, [8, 9, 10], found, ablate=["A"], allow_unvalidated=False)  # validated: fine
+
+
+def test_cannot_do_lists_concepts_without_a_validated_submodel():
+    t = pd.DataFrame({"concept": ["A", "A", "B", "B", "C"], "status": ["failed", "validated", "failed", "unvalidated",
+                                                                      "failed"]})
+    assert submodels.cannot_do(t) == ["B", "C"]
+
+
+def test_shapley_refuses_overlapping_game_and_validation_halves(planted, concepts, validation):
+    with pytest.raises(ValueError, match="24 shared articles.*disjoint halves"):
+        submodels.find_in_sets(planted, {"letters": concepts}, {"letters": validation}, {"letters": validation},
+                               "shapley", k=4, n_permutations=2, n_random=2, progress=False)
 
 
 def test_explain_shows_the_planted_effect(planted, found):
@@ -141,12 +199,33 @@ def _word_tokenizer() -> data.Tokenizer:
     return data.Tokenizer(hf)
 
 
-def test_cli_runs_on_a_tiny_model(planted, concepts, capsys):
-    ex = cli.main(["explain", "--prompt", "w8 w9 w10", "--ablate", "A", "--ablate", "A+B", "--top-k", "3"],
-                  model=planted, tokenizer=_word_tokenizer(), concepts={"letters": concepts})
+def _cli(planted, concepts, validation, *args, validated=True):
+    return cli.main(["explain", "--prompt", "w8 w9 w10", "--top-k", "3", "--n-random", "20", "--frac", "0.125", *args],
+                    model=planted,
+                    tokenizer=_word_tokenizer(), concepts={"letters": concepts},
+                    validation={"letters": validation} if validated else None,
+                    init=HookedTransformer(planted.cfg).eval() if validated else None)
+
+
+def test_cli_validates_and_ablates_only_validated_submodels(planted, concepts, validation, capsys):
+    ex = _cli(planted, concepts, validation)
     out = capsys.readouterr().out
-    assert "Next token" in out and "A + B" in out and "clean_prob" in out
+    assert "Next token" in out and "clean_prob" in out and "init_gap" in out and "kept_p" in out
+    assert list(ex.predictions.ablated.unique()) == ["none", "A"]  # B and C failed validation: not ablated
+    assert ex.validation.status.to_dict() == {"A": "validated", "B": "failed", "C": "failed"}
+    assert ex.validation.loc["A", "init_gap"] < ex.validation.loc["A", "gap"]
+
+
+def test_cli_refuses_a_failed_submodel_unless_allowed(planted, concepts, validation, capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli(planted, concepts, validation, "--ablate", "A+B")
+    assert e.value.code == 2 and "B (failed)" in capsys.readouterr().err
+    ex = _cli(planted, concepts, validation, "--ablate", "A", "--ablate", "A+B", "--allow-unvalidated")
     assert list(ex.predictions.ablated.unique()) == ["none", "A", "A + B"]
+    assert "validated + failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _cli(planted, concepts, validation, "--ablate", "A", validated=False)
+    assert "A (unvalidated)" in capsys.readouterr().err
 
 
 def test_cli_entry_point_help():

@@ -44,15 +44,20 @@ def removal_curves(df: pd.DataFrame, x: str, metrics: Mapping[str, str], hue: st
 
 def convergence_curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, xlabel: str, ylabel: str,
                        marks: Mapping[str, float] | None = None) -> Figure:
-    """A convergence trace per estimator (e.g. top-k overlap with a reference versus evaluations, log x); `marks`
-    puts a triangle where each estimator reached the reference for good."""
+    """A convergence trace per estimator (e.g. top-k overlap with a reference versus evaluations, log x); earlier
+    estimators are drawn wider and underneath, so traces that coincide stay visible; `marks` puts a triangle at the
+    evaluations where each estimator stopped."""
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     order = list(dict.fromkeys(df[hue]))
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    sns.lineplot(df, x=x, y=y, hue=hue, hue_order=order, palette=palette, ax=ax, drawstyle="steps-post")
+    for i, name in enumerate(order):
+        part = df[df[hue] == name]
+        ax.plot(part[x], part[y], drawstyle="steps-post", color=palette[name], lw=1.5 + 2.5 * (len(order) - 1 - i),
+                alpha=0.9 if i == len(order) - 1 else 0.45, label=name, zorder=2 + i)
     for name, at in (marks or {}).items():
         if np.isfinite(at):
-            ax.plot([at], [1.0], marker="v", ms=10, color=palette[name], ls="none")
+            ax.plot([at], [1.0], marker="v", ms=10, color=palette[name], ls="none", zorder=10)
+    ax.legend(title=hue, loc="lower right")
     ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.02, 1.08))
     fig.tight_layout()

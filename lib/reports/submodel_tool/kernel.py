@@ -24,6 +24,8 @@ from lib.core.checks import check
 from lib.core.hooks import HookFn
 
 METHODS = ("selectivity", "shapley", "sparse", "sae", "infovae")
+STATUSES = ("validated", "failed", "unvalidated")
+ALPHA = 0.05  # the pre-registered level of the random-sub-model test
 KINDS = ("zero", "mean", "noise")  # zero: x -> (1 - a) x; mean: x -> x + a (mean - x); noise: x + a sd ε
 SPARSE_HOOKS = ("ln_final.sparse.mlp.hook_post",)  # lib.analysis.kwta's residual layer (its block MLPs are checked too)
 Data = KeywordPrompts | Mapping[str, Tensor]
@@ -65,6 +67,42 @@ class SubModel:
     def with_units(self, units: Mapping[str, Tensor], name: str, method: str) -> "SubModel":
         """The same hooks, statistics and compressors with other units (and no scores)."""
         return replace(self, units=dict(units), name=name, method=method, scores={})
+
+    @property
+    def status(self) -> str:
+        """'validated': ablating it hurts its own concept more than the others, by more than 95% of size-matched
+        random sub-models do, and (where the initialisation control was run) by more than the same pipeline's
+        sub-model at initialisation; 'failed': validated and not so; 'unvalidated': never validated."""
+        return _status(self.scores)[0]
+
+    @property
+    def status_reason(self) -> str:
+        """Why the status: the numbers it rests on."""
+        return _status(self.scores)[1]
+
+
+def _status(s: Mapping[str, float]) -> tuple[str, str]:
+    if "beats_random" not in s:
+        return "unvalidated", "not validated: no damage measured against random sub-models"
+    vs_random = f"gap {s['gap']:.3f} vs random 95th pct {s['random_q95']:.3f} (p = {s['p']:.3f})"
+    if not s["gap"] > 0:
+        return "failed", f"hurts the other concepts as much as its own: {vs_random}"
+    if not s["beats_random"]:
+        return "failed", f"no better than random at p <= {ALPHA}: {vs_random}"
+    if "init_gap" in s and not s["gap"] > s["init_gap"]:
+        return "failed", f"{vs_random}, but no better than at initialisation (gap {s['init_gap']:.3f})"
+    init = f"; at initialisation {s['init_gap']:.3f}" if "init_gap" in s else "; initialisation control not run"
+    return "validated", vs_random + init
+
+
+def complement(sm: SubModel, name: str | None = None) -> SubModel:
+    """Every unit (or latent) of sm's hooks that sm does not hold: ablating it keeps only sm (sufficiency)."""
+    units = {}
+    for h, idx in sm.units.items():
+        keep = torch.ones(len(sm.mean[h]), dtype=torch.bool)
+        keep[idx] = False
+        units[h] = keep.nonzero().flatten()
+    return sm.with_units(units, name or f"all but {sm.name}", "complement")
 
 
 def empty(like: SubModel, name: str = "empty") -> SubModel:
@@ -286,9 +324,20 @@ def _gaps(damage: pd.Series, concept: str) -> tuple[float, float]:
 
 def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int = 20, kind: str = "zero",
              intensity: float = 1.0, seed: int = 0, progress: bool = True) -> dict[str, SubModel]:
-    """The sub-models with validation scores: damage (loss rise) on their own concept, mean damage on the other
+    """The sub-models with validation scores.
+
+    Necessity: damage (loss rise) on their own concept when the sub-model is ablated, mean damage on the other
     concepts, the gap own − other, and the same gap for n_random size-matched random sub-models (shared by the
-    sub-models of one size): its mean and 95th percentile, p (share of random gaps >= the gap), beats_random."""
+    sub-models of one size): its mean and 95th percentile, p = (1 + #random gaps >= the gap) / (1 + n_random) (a
+    permutation p-value, never 0), beats_random: the gap is positive and p <= ALPHA (so it needs n_random >= 19:
+    with fewer, no sub-model can pass).
+
+    Sufficiency: keep only the sub-model's units and ablate every other unit of its hooks. kept = damage(all of
+    the hooks' units) − damage(all but it), in nats of the concept's keyword loss: what the sub-model alone
+    preserves of the layer's contribution; the same for the random sub-models (mean, 95th percentile, p = kept_p).
+    sufficiency = kept / damage(all): 1 = it alone carries the layer's contribution to the concept, 0 = no better
+    than nothing, above 1 when the rest of the layer hurts the concept; NaN where ablating the whole layer does not
+    hurt it (and unstable where that damage is small: compare `kept` in nats there)."""
     names = list(dict.fromkeys(data.topics)) if isinstance(data, KeywordPrompts) else list(data)
     bad = [c for c in submodels if c not in names]
     check(not bad, "concept", bad[0] if bad else None, f"one of the validation data's concepts {names}")
@@ -305,30 +354,75 @@ def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int
         bar.update(1)
         return concept_losses(model, data, combined_hooks([sm], kind, intensity, seed)) - base
 
+    whole: dict[tuple, pd.Series] = {}
     for sig in groups:
         like = next(sm for sm in submodels.values() if sm.signature == sig)
-        groups[sig] = [damage(random_like(like, g)) for _ in range(n_random)]
+        rand_sms = [random_like(like, g) for _ in range(n_random)]
+        groups[sig] = [(damage(r), damage(complement(r))) for r in rand_sms]
+        whole[sig] = damage(complement(empty(like)))  # every unit of the hooks ablated
+    bar.total = bar.n + len(submodels) * 2
     out = {}
     for c, sm in submodels.items():
         own, off = _gaps(damage(sm), c)
-        rand = np.array([np.subtract(*_gaps(d, c)) for d in groups[sm.signature]])
+        rand = np.array([np.subtract(*_gaps(d, c)) for d, _ in groups[sm.signature]])
         q95 = float(np.quantile(rand, 0.95)) if len(rand) else float("nan")
-        out[c] = replace(sm, scores={"own": own, "other": off, "gap": own - off, "clean_loss": float(base[c]),
-                                     "random_mean": float(rand.mean()) if len(rand) else float("nan"),
-                                     "random_q95": q95, "p": float(np.mean(rand >= own - off)) if len(rand) else 1.0,
-                                     "beats_random": bool(len(rand) and own - off > q95), "size": sm.size})
+        p = float((1 + np.sum(rand >= own - off)) / (1 + len(rand)))
+        all_dmg = float(whole[sm.signature][c])
+        kept = all_dmg - float(damage(complement(sm))[c])  # nats of the concept's loss it alone preserves
+        rand_kept = np.array([all_dmg - float(k[c]) for _, k in groups[sm.signature]])
+        out[c] = replace(sm, scores={
+            "own": own, "other": off, "gap": own - off, "clean_loss": float(base[c]),
+            "random_mean": float(rand.mean()) if len(rand) else float("nan"), "random_q95": q95,
+            "p": p, "beats_random": bool(own - off > 0 and p <= ALPHA), "size": sm.size,
+            "layer_damage": all_dmg, "kept": kept,
+            "kept_random_mean": float(rand_kept.mean()) if len(rand_kept) else float("nan"),
+            "kept_random_q95": float(np.quantile(rand_kept, 0.95)) if len(rand_kept) else float("nan"),
+            "kept_p": float((1 + np.sum(rand_kept >= kept)) / (1 + len(rand_kept))),
+            "sufficiency": _share(kept, all_dmg),
+            "sufficiency_random_mean": _share(float(rand_kept.mean()), all_dmg) if len(rand_kept) else float("nan"),
+            "sufficiency_random_q95": _share(float(np.quantile(rand_kept, 0.95)), all_dmg) if len(rand_kept)
+            else float("nan")})
     bar.close()
     return out
 
 
+def _share(kept: float, all_damage: float) -> float:
+    """kept / damage with every unit ablated (sufficiency); NaN if that damage is not > 0."""
+    return kept / all_damage if all_damage > 0 else float("nan")
+
+
+def with_init_control(trained: Mapping[str, SubModel], init: Mapping[str, SubModel]) -> dict[str, SubModel]:
+    """The trained model's validated sub-models with the same pipeline's result at initialisation beside their own
+    scores (init_gap, init_p, init_beats_random, init_kept): a sub-model is only 'validated' if its gap also
+    exceeds the gap at initialisation."""
+    out = {}
+    for c, sm in trained.items():
+        check(c in init and "gap" in init[c].scores, "concept", c,
+              f"a concept validated at initialisation too: {sorted(k for k, v in init.items() if v.scores)}")
+        check("gap" in sm.scores, "concept", c, "a validated sub-model of the trained model (run validate first)")
+        i = init[c].scores
+        out[c] = replace(sm, scores={**sm.scores, "init_gap": i["gap"], "init_p": i["p"],
+                                     "init_beats_random": i["beats_random"], "init_kept": i["kept"]})
+    return out
+
+
 def scores_table(submodels: Mapping[str, SubModel]) -> pd.DataFrame:
-    """One row per sub-model: concept, method, size and its validation scores."""
-    return pd.DataFrame([{"concept": c, "method": sm.method, **sm.scores} for c, sm in submodels.items()])
+    """One row per sub-model: concept, method, status, size and its validation scores."""
+    return pd.DataFrame([{"concept": c, "method": sm.method, "status": sm.status, **sm.scores}
+                         for c, sm in submodels.items()])
+
+
+def validation_table(submodels: Mapping[str, SubModel]) -> pd.DataFrame:
+    """What `explain` shows beside a prediction: per sub-model its status, why, and the main validation numbers."""
+    cols = ["gap", "random_q95", "p", "init_gap", "kept", "kept_random_q95", "kept_p", "sufficiency"]
+    return pd.DataFrame([{"submodel": n, "method": sm.method, "size": sm.size, "status": sm.status,
+                          **{k: sm.scores.get(k, float("nan")) for k in cols}, "why": sm.status_reason}
+                         for n, sm in submodels.items()]).set_index("submodel")
 
 
 def cannot_do(table: pd.DataFrame) -> list[str]:
-    """Concepts for which no sub-model in a scores table (any method) beats its random control."""
-    ok = table.groupby("concept", sort=False).beats_random.any()
+    """Concepts for which no sub-model in a scores table (any method) is validated."""
+    ok = (table.status == "validated").groupby(table.concept, sort=False).any()
     return [c for c, v in ok.items() if not v]
 
 
@@ -343,9 +437,10 @@ class Explanation:
     activity: pd.DataFrame  # position, token, submodel, activity (mean z-score of its units)
     predictions: pd.DataFrame  # ablated, intensity, rank, token_id, token, prob, clean_prob, change
     tracked: pd.DataFrame  # ablated, intensity, token_id, token, prob, clean_prob: the clean top-k under each ablation
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)  # validation_table of the sub-models shown
 
     def table(self) -> pd.DataFrame:
-        """The predictions as a readable table (probabilities rounded)."""
+        """The predictions as a readable table (probabilities rounded), with the status of what was ablated."""
         return self.predictions.drop(columns=["token_id"]).round(4)
 
     def active(self) -> pd.DataFrame:
@@ -396,16 +491,22 @@ def _activity(model, tokens: Tensor, submodels: Mapping[str, SubModel], labels: 
 @torch.no_grad()
 def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str, SubModel], *, tokenizer=None,
             ablate: Sequence[str | Sequence[str]] | None = None, intensity: float = 1.0, kind: str = "zero",
-            top_k: int = 5, bos: bool = True, seed: int = 0) -> Explanation:
+            top_k: int = 5, bos: bool = True, seed: int = 0, allow_unvalidated: bool = True) -> Explanation:
     """Per position, how active each sub-model is (mean z-score of its units); then the next-token prediction at
     the last position clean and with each ablation set impaired at `intensity`: the top_k tokens with their
-    probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run), and the
-    clean top_k tokens' probabilities under every ablation (`tracked`)."""
+    probabilities after and before (clean_prob) as a tidy table (ablated = 'none' for the clean run; status = the
+    validation status of what was ablated), and the clean top_k tokens' probabilities under every ablation
+    (`tracked`); `validation` holds every sub-model's status and scores. With allow_unvalidated=False, ablating a
+    sub-model that is not 'validated' is an error naming it and its status."""
     tokens = _as_tokens(prompt, tokenizer, bos)
     _check_fits(model, tokens)
     show = (lambda i: tokenizer.id_to_token(i)) if tokenizer is not None else str
     labels = [show(int(i)) for i in tokens]
     sets = _conditions(submodels, ablate)
+    if not allow_unvalidated:
+        bad = sorted({n for s in sets for n in s if submodels[n].status != "validated"})
+        check(not bad, "ablated sub-model", ", ".join(f"{n} ({submodels[n].status})" for n in bad),
+              "validated sub-models only (allow_unvalidated=True, or --allow-unvalidated, ablates the others)")
     check_hooks(model, sorted({h for s in sets for n in s for h in submodels[n].units}))
     clean = torch.softmax(model(tokens[None].to(model.cfg.device))[0, -1].float(), -1).cpu()
     clean_top = clean.topk(min(top_k, len(clean))).indices.tolist()
@@ -415,14 +516,15 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
         p = clean if not s else torch.softmax(
             model.run_with_hooks(tokens[None].to(model.cfg.device), fwd_hooks=fwd)[0, -1].float(), -1).cpu()
         name, a = " + ".join(s) or "none", 0.0 if not s else float(intensity)
+        status = " + ".join(submodels[n].status for n in s) or "clean"
         top = p.topk(min(top_k, len(p)))
         for r, (v, i) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            rows.append({"ablated": name, "intensity": a, "rank": r + 1, "token_id": i, "token": show(i), "prob": v,
-                         "clean_prob": float(clean[i]), "change": v - float(clean[i])})
+            rows.append({"ablated": name, "status": status, "intensity": a, "rank": r + 1, "token_id": i,
+                         "token": show(i), "prob": v, "clean_prob": float(clean[i]), "change": v - float(clean[i])})
         tracked += [{"ablated": name, "intensity": a, "token_id": i, "token": show(i), "prob": float(p[i]),
                      "clean_prob": float(clean[i])} for i in clean_top]
     return Explanation(tuple(labels), _activity(model, tokens, submodels, labels), pd.DataFrame(rows),
-                       pd.DataFrame(tracked))
+                       pd.DataFrame(tracked), validation_table(submodels))
 
 
 @torch.no_grad()
@@ -452,10 +554,24 @@ def find_in_sets(model, windows: Mapping[str, Mapping[str, Tensor]], validation:
     'shapley', ranked on its game prompts)."""
     out: dict[str, SubModel] = {}
     for s, concepts in windows.items():
+        if method == "shapley":
+            arts = [set(zip(p.sources, p.rows.tolist())) for p in (validation[s], game[s])]
+            shared = arts[0] & arts[1]
+            check(not shared, f"game and validation prompts of {s!r}", f"{len(shared)} shared articles",
+                  "disjoint halves: Shapley ranks neurons on the game half and is validated on the other")
         ok = {c: w for c, w in concepts.items() if c in validation[s].topics and c in game[s].topics}
         extra = {"prompts": game[s].subset(list(ok))} if method == "shapley" else {}
         out.update(find_submodels(model, ok, method, validation=validation[s].subset(list(ok)), **extra, **kwargs))
     return out
+
+
+def split_halves(by_set: Mapping[str, KeywordPrompts]) -> tuple[dict[str, KeywordPrompts], dict[str, KeywordPrompts]]:
+    """(game, validation): alternate prompts of every topic, so the two halves hold different articles."""
+    game, val = {}, {}
+    for s, pr in by_set.items():
+        half = pr.frame().groupby("topic").cumcount().to_numpy() % 2
+        game[s], val[s] = (pr.select(torch.tensor(np.flatnonzero(half == h))) for h in (0, 1))
+    return game, val
 
 
 def set_of(submodels: Mapping[str, SubModel], windows: Mapping[str, Mapping[str, Tensor]],

@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 
 
 def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None = None) -> Figure:
-    """Per concept (rows) and method (colours): the validation gap of the found sub-model (dot; filled if it beats
-    random) and the 95th percentile of its size-matched random sub-models (short grey bar)."""
+    """Per concept (rows) and method (colours): the validation gap of the found sub-model (dot; filled if it is
+    validated), the 95th percentile of its size-matched random sub-models (short grey bar) and, where the
+    initialisation control ran, the same pipeline's gap at initialisation (small cross)."""
     order = list(order or dict.fromkeys(table.concept))
     methods = list(dict.fromkeys(table.method))
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
@@ -23,7 +24,11 @@ def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None =
         part = table[table.method == m].set_index("concept").reindex(order)
         y = np.arange(len(order)) - 0.4 + step * (j + 0.5)
         ax.scatter(part.random_q95, y, marker="|", s=90, color="0.55", label="random: 95th pct" if j == 0 else None)
-        beats = part.beats_random.fillna(False).astype(bool).to_numpy()
+        beats = (part.status == "validated").to_numpy() if "status" in part else \
+            part.beats_random.fillna(False).astype(bool).to_numpy()
+        if "init_gap" in part:
+            ax.scatter(part.init_gap, y, marker="x", s=18, color=palette[m], alpha=0.7, lw=1,
+                       label="at initialisation" if j == 0 else None)
         ax.scatter(part.gap[beats], y[beats], color=palette[m], s=28, label=m, zorder=3)
         ax.scatter(part.gap[~beats], y[~beats], facecolor="white", edgecolor=palette[m], s=28, zorder=3)
     ax.axvline(0, color="0.3", ls=":", lw=1)
@@ -31,7 +36,7 @@ def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None =
     ax.invert_yaxis()
     ax.set(xlabel="own-concept minus other-concept keyword-loss rise when ablated (nats)", ylabel="concept",
            title=title)
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left", title="method (hollow: not > random)")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left", title="method (hollow: not validated)")
     fig.tight_layout()
     return fig
 
