@@ -270,7 +270,7 @@ fig = plotting.matrix_heatmap(confusion, "Fig. 7: most active selectivity sub-mo
                               "topic (rows)", "most active sub-model", "prompt topic", "share of the topic's prompts",
                               center=None, mark_diagonal=True)
 x = ident.correct.to_numpy(float)
-id_ci = stats.bootstrap_ci(x, n_boot=nb.n_boot)
+id_ci = stats.share_ci(x)[1]
 findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active (control: "
                 "chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
                 control_value=float(ident.chance.mean()), figure="Fig. 7",
@@ -310,7 +310,7 @@ except ImportError:
 #
 # **Random:** every gap above is compared with `n_random` size-matched random sub-models. If found sub-models were
 # no better than random ones, at most 5% of concepts would pass the permutation test by chance; the findings
-# compare each method's share with that rate (95% intervals bootstrap over concepts). **Initialisation:** every
+# compare each method's share with that rate (exact binomial 95% intervals over concepts). **Initialisation:** every
 # method's pipeline also ran on the same architecture before training (section 2): a model that learned no
 # concepts should have no sub-models that beat random, so each method's share at initialisation is the control
 # for its trained share. **Sufficiency** (kept, in nats) is compared with that of the random sub-models.
@@ -318,7 +318,7 @@ except ImportError:
 # %%
 for method, part in table.groupby("method", sort=False):
     x = part.beats_random.to_numpy(float)
-    ci = stats.bootstrap_ci(x, n_boot=nb.n_boot)
+    ci = stats.share_ci(x)[1]
     findings.record(f"Share of concepts whose {method} sub-model beats size-matched random sub-models (permutation "
                     f"p <= 0.05; control: the 5% expected by chance)", x.mean(), unit="fraction", ci=ci,
                     control="random", control_value=0.05, figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
@@ -326,9 +326,8 @@ for method, part in table.groupby("method", sort=False):
     v, v0 = (part.status == "validated").to_numpy(float), part.init_beats_random.to_numpy(float)
     findings.record(f"Share of concepts with a validated {method} sub-model, trained model (control: the share "
                     "whose sub-model beats random at initialisation)", v.mean(), unit="fraction",
-                    ci=stats.bootstrap_ci(v, n_boot=nb.n_boot), control="init", control_value=float(v0.mean()),
-                    figure="Fig. 1", verdict=findings.verdict_from(v.mean(), float(v0.mean()),
-                                                                   stats.bootstrap_ci(v, n_boot=nb.n_boot)))
+                    ci=stats.share_ci(v)[1], control="init", control_value=float(v0.mean()),
+                    figure="Fig. 1", verdict=findings.verdict_from(v.mean(), float(v0.mean()), stats.share_ci(v)[1]))
     suff = part[part.beats_random]
     if len(suff) >= 2:
         d = (suff.kept - suff.kept_random_mean).to_numpy()

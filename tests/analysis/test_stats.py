@@ -65,3 +65,23 @@ def test_median_difference_ci_detects_a_shift_and_covers_none():
     assert lo < d < hi and lo > 0.5
     _, (lo0, hi0) = stats.median_diff_ci(b, rng.normal(0.0, 1.0, 400), n_boot=300)
     assert lo0 < 0 < hi0
+
+
+def test_binomial_ci_matches_closed_forms_and_never_collapses():
+    # closed forms at the edges: k = n gives (alpha/2)^(1/n); k = 0 gives 1 - (alpha/2)^(1/n)
+    lo, hi = stats.binomial_ci(16, 16)
+    assert hi == 1.0 and abs(lo - 0.025 ** (1 / 16)) < 1e-9 and lo < 0.8
+    lo, hi = stats.binomial_ci(0, 10)
+    assert lo == 0.0 and abs(hi - (1 - 0.025 ** (1 / 10))) < 1e-9
+    # published Clopper-Pearson values (e.g. Brown, Cai & DasGupta 2001 tables): 5/10 -> 0.1871-0.8129, 1/3
+    assert np.allclose(stats.binomial_ci(5, 10), (0.18709, 0.81291), atol=1e-5)
+    assert np.allclose(stats.binomial_ci(1, 3), (0.00840, 0.90570), atol=1e-5)
+    # coverage by simulation: the exact interval covers p at least 1 - alpha of the time (it is conservative)
+    rng = np.random.default_rng(0)
+    ks = rng.binomial(20, 0.3, 400)
+    cover = np.mean([lo <= 0.3 <= hi for lo, hi in (stats.binomial_ci(int(k), 20) for k in ks)])
+    assert cover >= 0.95 - 2 * np.sqrt(0.05 * 0.95 / 400)
+    share, (lo, hi) = stats.share_ci([True] * 16)
+    assert share == 1.0 and lo < 1.0
+    with pytest.raises(ValueError, match="successes=11"):
+        stats.binomial_ci(11, 10)
