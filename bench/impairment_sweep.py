@@ -25,7 +25,7 @@ from lib.reports.neuron_impairment import params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
 TOPICS = ("Athlete", "Artist", "Company")
-TARGET = 5.0  # the issue's aim: batched >= 5x the loop
+TARGET = 10.0  # issue 19: batched >= 10x the per-condition loop
 
 
 def parse_args() -> argparse.Namespace:

@@ -180,7 +180,7 @@ gap = two[two.attention_only].val_loss.mean() - two[~two.attention_only].val_los
 seed_sd = float(two.groupby("attention_only").val_loss.std().mean())
 findings.record("MLP lowers held-out loss at 2 layers (attention-only minus MLP; control: 2 sd over seeds)", gap,
                 unit="nats/token", control="seeds", control_value=2 * seed_sd, figure="Fig. 2",
-                verdict=findings.verdict_from(gap, 2 * seed_sd))
+                comparison="noise", verdict=findings.verdict_exceeds_noise(gap, 2 * seed_sd))
 display(Markdown(f"At 2 layers and equal steps, adding MLPs changes held-out loss by **{-gap:+.3f}** nats/token; "
                  f"the seed-to-seed standard deviation is {seed_sd:.3f}."))
 

@@ -173,7 +173,7 @@ for hook in main.hook.unique():
         gaps[(hook, other)] = gap
         findings.record(f"InfoVAE recovers more loss than {other} at equal {unit} (mean gap over sizes < d_model), "
                         f"{hook}", gap, unit="fraction of loss", control="seeds", control_value=sd2, figure="Fig. 1",
-                        verdict=findings.verdict_from(gap, sd2))
+                        comparison="noise", verdict=findings.verdict_exceeds_noise(gap, sd2))
 display(Markdown("Mean gap in fraction of loss recovered, InfoVAE minus the other method (sizes below d_model): "
                  + "; ".join(f"{h} vs {o}: **{g:+.3f}**" for (h, o), g in gaps.items()) + "."))
 
@@ -273,7 +273,8 @@ seed_sd2 = 2 * float(np.std([acc[("trained", vae_label)], *other], ddof=1)) if o
 ci = stats.bootstrap_ci(diff)
 findings.record(f"InfoVAE latents are more topic-readable than PCA of the same size (accuracy gap), {lname}",
                 float(diff.mean()), unit="fraction of tokens", ci=ci, control="seeds", control_value=seed_sd2,
-                figure="Fig. 4", verdict=findings.verdict_from(float(diff.mean()), seed_sd2, ci))
+                figure="Fig. 4", comparison="noise",
+                verdict=findings.verdict_exceeds_noise(float(diff.mean()), seed_sd2, ci))
 display(Markdown(
     f"Topic accuracy per token: InfoVAE latents **{acc[('trained', vae_label)]:.3f}**, PCA of the same size "
     f"{acc[('trained', pca_label)]:.3f}, the raw {d_model}-d activation {acc[('trained', raw_label)]:.3f}; "
@@ -384,7 +385,7 @@ for hook in first.hook.unique() if len(nb.model_seeds) > 1 else []:
     gap, sd2 = float(per_model.mean()), 2 * float(per_model.std(ddof=1))
     findings.record(f"InfoVAE recovers more loss than PCA at equal latents, across training seeds, {hook}", gap,
                     unit="fraction of loss", control="seeds", control_value=sd2, figure="Fig. 1",
-                    verdict=findings.verdict_from(gap, sd2))
+                    comparison="noise", verdict=findings.verdict_exceeds_noise(gap, sd2))
 
 # %% [markdown]
 # ## 6. A larger model

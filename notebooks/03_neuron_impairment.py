@@ -17,17 +17,19 @@
 # (the same noise shifted down so that its maximum is 0) and multiplication by a factor in [0, 1]. It
 # measured loss and accuracy on topic keywords and concluded that **(A)** damage tracks the intensity
 # smoothly, and that **(B)** the targeted topic does *not* suffer more than the others. Neither claim
-# had a control. We rerun the report's three tests on notebook 1's model with MLPs, measure A
-# (Spearman correlation of loss with intensity, and how evenly the loss rises) against the same curves
-# at initialisation, and B (a specificity index: target damage ÷ off-target damage) against random
-# clusters of the same size; we then ask whether better cluster-finding (k-means on topic profiles)
-# gives specificity, use the curves to compare an early and a final model, and check whether two
-# training seeds find the same neurons.
+# had a control. We rerun the report's three tests on notebook 1's model with MLPs, with probes that
+# measure topic knowledge (whole content words, used only where the model beats a unigram baseline),
+# and measure A (Spearman correlation of loss with intensity, and a curvature index of how smoothly it
+# rises) against the same curves at initialisation, and B (own-topic minus other-topic damage, read
+# where the damage is not saturated) against random clusters of exactly the same size and layers, with
+# a permutation p-value; we then ask whether other cluster-finding (k-means on signed-selectivity
+# profiles) gives specificity, compare early and final models by how much impairment they tolerate
+# (three training seeds each), and check whether two training seeds find the same neurons.
 #
-# **Reads:** `models/` (notebook 1's MLP model; its 300-step "bench" run as the early model; the
-# seed-1 MLP model, trained here if absent), `data/`. **Writes:** `models/` (seed-1 model if absent),
+# **Reads:** `models/` (notebook 1's MLP model and its benchmark run as the early model; seeds 1 and 2 of
+# both, trained here if absent), `data/`. **Writes:** `models/` (the extra seeds if absent),
 # `impairment/` (one tidy table per sweep: a row per prompt × condition), `findings/`.
-# **Runtime:** smoke ≈ 1 min; cpu ≈ 12 min on 2 cores (+ ≈ 3 min if the seed-1 model must be trained);
+# **Runtime:** smoke ≈ 1 min; cpu ≈ 15 min on 2 cores (+ ≈ 8 min if the extra seeds must be trained);
 # gpu ≈ 20 min.
 
 # %%
@@ -36,7 +38,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, impairment, plotting, prompts, session, units
+from lib.analysis import findings, impairment, plotting, prompts, session, stats, units
 from lib.analysis.stats import bootstrap_ci
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
@@ -68,56 +70,82 @@ cfg
 # comments (a comment is held out when `crc32(text) % 10 < 3`, a rule of the text alone, so the
 # split is the same on every machine).
 #
-# The model's vocabulary has only 1,024 byte-level BPE tokens, so most topic words ("footballer",
-# "painter") are several tokens. We therefore take as keywords only words that are **one token with
-# their leading space** (" football", " album") and count them only where they stand as a whole
-# word (the next token starts a new word), so that predicting the keyword means predicting the word,
-# not a word's first piece. We also require a keyword to be at least twice as frequent in its topic
-# as elsewhere, and give each to one topic. (The `smoke` preset's 300-token vocabulary has almost no
-# whole words, so there it counts the first token of each word instead.) A **prompt** is a
-# **held-out** article's opening — DBpedia test articles, held-out comments — up to the first keyword
-# of its topic (1–3 sentences, within the context window); the keyword is the answer.
+# A keyword is a **whole content word**: a word-initial token and the tokens glued to it, letters only
+# (the model's 1,024-token BPE splits "footballer" into several pieces, so most keywords are 2–4 tokens),
+# at least three letters, **not a function word** (`prompts.STOP_WORDS`: articles, pronouns,
+# prepositions, auxiliaries, number words, …), at least twice as frequent in its topic as elsewhere, not
+# present in 2% or more of every topic's texts, and given to one topic only. A **prompt** is a **held-out**
+# article's opening — DBpedia test articles, held-out comments — up to the first keyword of its topic
+# (1–3 sentences, within the context window); the probe's score is the **keyword's summed
+# log-probability** given the prompt (teacher-forced over its tokens: the loss is the word's negative
+# log-probability in nats, top-1 means greedy decoding writes the word). The same list is printed by
+# `python -m lib.prompts keywords --topic-set dbpedia --preset cpu`.
 
 # %%
 tok = data.get_tokenizer(cfg.data)
 kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
                                     seed=seed)
-pr = prompts.concat(list(by_set.values()), tok.eos_id)
-shown = ["Athlete", "Artist", "Company", "toxic", "harmless"]
-kw[kw.topic.isin(shown)].groupby("topic").agg(keywords=("token", list), top_z=("z", "max")).loc[shown]
+pr_all = prompts.concat(list(by_set.values()), tok.eos_id)
+kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
+    keywords=("keyword", ", ".join), tokens=("n_tokens", "mean"), top_z=("z", "max")).round(2)
 
 # %%
-frame = pr.frame()
-ex = [frame[frame.topic == t].index[0] for t in ("Athlete", "toxic")]
+frame = pr_all.frame()
+ex = [frame[frame.topic == t].index[0] for t in ("Athlete", "toxic") if (frame.topic == t).any()]
 display(Markdown(
-    f"{len(pr):,} prompts ({frame.topic.value_counts().min()}–{frame.topic.value_counts().max()} per topic; "
-    f"mean length {frame.length.mean():.1f} tokens), all from held-out articles "
-    f"({', '.join(sorted(frame.source.unique()))}). Examples:\n\n"
-    + "\n".join(f"- {pr.topics[i]}: `{tok.decode(pr.tokens[i, :pr.lengths[i]]).replace(data.EOS, '')!r}` → "
-                f"`{tok.id_to_token(pr.targets[i])!r}`" for i in ex)))
+    f"{len(pr_all):,} prompts ({frame.topic.value_counts().min()}–{frame.topic.value_counts().max()} per topic; "
+    f"on average {frame.prompt_length.mean():.1f} tokens before a keyword of {frame.word_length.mean():.1f} tokens), "
+    f"all from held-out articles ({', '.join(sorted(frame.source.unique()))}). Examples:\n\n"
+    + "\n".join(f"- {pr_all.topics[i]}: `{tok.decode(pr_all.prompt(i)).replace(data.EOS, '')!r}` → "
+                f"`{tok.decode(pr_all.word(i))!r}`" for i in ex)))
 
 # %% [markdown]
-# ## 2. The models and their clean keyword scores
+# ## 2. The models, their clean keyword scores, and which probes measure knowledge
 #
-# The model under study is notebook 1's 2-layer transformer with MLPs (loaded, or trained if absent).
-# Controls use the same architecture at initialisation, a second training seed, and (section 7) the
-# same model after a short training budget. We analyse all of them as TransformerLens
-# `HookedTransformer`s. Keyword loss is the cross-entropy of the keyword at the prompt's last position.
+# The model under study is notebook 1's 2-layer transformer with MLPs (loaded, or trained if absent). It
+# trains on the DBpedia abstracts only: adding the comments' fit split to its corpus delayed the induction
+# heads of notebook 1 beyond the cpu budget (measured in `bench/results/comments_corpus_cpu.txt`), so the
+# comment topics are text the model has not trained on, and the probe gate below decides whether tests 1
+# and 3 (toxic vs harmless comments) can be run at all. Controls use the same
+# architecture at initialisation, other training seeds, and (section 7) the same model after a short
+# training budget. We analyse all of them as TransformerLens `HookedTransformer`s.
+#
+# **A probe is used only where it measures something the model has learnt.** For every topic we compare
+# the model's keyword loss with a **unigram baseline** (the keyword's tokens scored by their frequency in
+# the training corpus): the margin is how many nats better than token frequencies the model predicts the
+# topic's keywords after its prompts. A topic is **usable** when the margin's 95% bootstrap interval
+# (over prompts) lies above 0; a test whose target topic is not usable is not run.
 
 # %%
+final_cfgs = {s: cfg.replace(seed=s) for s in nb.tolerance_seeds}
 m0, _, _ = get_or_train(cfg, device=device)
 m1, _, _ = get_or_train(cfg.replace(seed=seed + 1), device=device)
 hooked = {"trained": model.to_hooked(m0), "seed 1": model.to_hooked(m1),
           "init": model.to_hooked(train.init_model(cfg, device).eval())}
-clean = {name: prompts.evaluate(h, pr) for name, h in hooked.items()}
+unigram = prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data))
+clean = {name: prompts.evaluate(h, pr_all) for name, h in hooked.items()}
+margins = prompts.probe_margins(clean["trained"], pr_all, unigram, n_boot=nb.n_boot, seed=seed)
+fig = plotting.probe_margins(margins, "Fig. 1: how much better than a unigram baseline the trained model predicts "
+                             "each topic's keywords")
+usable = set(margins.topic[margins.usable]) if nb.gate_probes else set(margins.topic)  # smoke: a code check
 scores = pd.concat([prompts.summary(c).assign(model=name) for name, c in clean.items()]).set_index(["model", "topic"])
-display(scores.unstack("model")[["loss", "top5"]].loc[shown].round(3))
-t = scores.loc["trained"]
+margins.set_index("topic").join(scores.loc["init"][["loss"]].rename(columns={"loss": "init loss"})).round(3)
+
+# %%
+bad = sorted(set(margins.topic[~margins.usable]))
+n_ok = int(margins.usable.sum())
+findings.record("Probes: share of topics whose keywords the trained model predicts better than a unigram baseline "
+                "(95% CI of the margin above 0)", n_ok / len(margins), unit="fraction",
+                ci=stats.binomial_ci(n_ok, len(margins)), control="init",
+                control_value=float(prompts.probe_margins(clean["init"], pr_all, unigram, n_boot=200).usable.mean()),
+                figure="Fig. 1")
 display(Markdown(
-    f"Clean keyword scores of the trained model: Athlete loss {t.loss['Athlete']:.2f} nats (top-5 "
-    f"{t.top5['Athlete']:.0%}), toxic loss {t.loss['toxic']:.2f} nats (top-5 {t.top5['toxic']:.0%}); uniform guessing "
-    f"costs ln {cfg.model.d_vocab} = {np.log(cfg.model.d_vocab):.2f} nats. The model never trained on comments, "
-    "so tests 1 and 3 probe text outside its training distribution."))
+    f"The trained model beats the unigram baseline on {n_ok} of {len(margins)} topics (median margin "
+    f"{margins.margin.median():.2f} nats per keyword; range {margins.margin.min():.2f} ({margins.topic[margins.margin.idxmin()]}) "
+    f"to {margins.margin.max():.2f} ({margins.topic[margins.margin.idxmax()]})). "
+    + (f"Not usable, so not tested: {', '.join(bad)}." if bad and nb.gate_probes else
+       f"Not usable: {', '.join(bad)} (this preset tests them anyway: it is a code check)." if bad else
+       "Every probe is usable.")))
 
 # %% [markdown]
 # ## 3. Clusters
@@ -125,29 +153,37 @@ display(Markdown(
 # Each neuron's activation (`mlp.hook_post`, after the GELU) is averaged per topic over language-model
 # windows of fit-split text. A topic's **selectivity cluster** (the report's method) holds, in every
 # layer, the top `frac` of neurons by standardised mean difference (Cohen's d) between the topic and
-# the other topics of its set. The **k-means cluster** clusters neurons by their z-scored profiles across
-# topics and keeps the group whose centre is highest on the topic, capped at the same size. **Random
-# clusters** have the same number of neurons per layer. Test 3 impairs *before* the MLP: its units are
-# the dimensions of the normalised residual stream entering the MLP (`ln2.hook_normalized`), selected the
-# same way.
+# the other topics of its set. The **k-means cluster** clusters neurons by their signed-selectivity
+# profiles (one Cohen's d per topic of the set, not rescaled, so that with two topics a neuron's size
+# still tells it apart: z-scoring per-topic means across two topics leaves every neuron at ±1/√2) and
+# keeps the group whose centre is most selective for the topic, capped at `frac` (smaller if the group
+# is). Every cluster's **random control** draws, for each random cluster, exactly as many neurons in each
+# layer as that cluster has. Test 3 impairs *before* the MLP: its units are the dimensions of the
+# normalised residual stream entering the MLP (`ln2.hook_normalized`), selected the same way.
 
 # %%
 windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in prompts.TOPIC_SETS}
-stats = {(name, s, loc): st for name, h in hooked.items() for s in prompts.TOPIC_SETS
-         for loc, st in units.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
+stats_ = {(name, s, loc): st for name, h in hooked.items() for s in prompts.TOPIC_SETS
+          for loc, st in units.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
 g = torch.Generator().manual_seed(seed)
-TESTS = {  # test -> (topic set, target topic, evaluated topics, location)
+ALL_TESTS = {  # test -> (topic set, target topic, evaluated topics, location)
     "test 1": ("comments", "toxic", ("toxic", "harmless", "Athlete"), "mlp_post"),
     "test 2": ("dbpedia", "Athlete", ("Athlete", "Artist", "Company"), "mlp_post"),
     "test 3": ("comments", "toxic", ("toxic", "harmless", "Athlete"), "ln2"),
 }
+TESTS = {t: v for t, v in ALL_TESTS.items() if set(v[2]) <= usable}
+skipped = sorted(set(ALL_TESTS) - set(TESTS))
+pr = pr_all.subset(sorted({t for v in TESTS.values() for t in v[2]}))
 RUNS = [("trained", "selectivity"), ("trained", "kmeans"), ("init", "selectivity")]  # (model, cluster method)
-found = {(name, test, method): impair.find_cluster(stats[(name, s, loc)], target, method, nb.frac, g)
+found = {(name, test, method): impair.find_cluster(stats_[(name, s, loc)], target, method, nb.frac, g)
          for name, method in RUNS for test, (s, target, _, loc) in TESTS.items()}
-c = found[("trained", "test 2", "selectivity")]
-display(Markdown(f"A cluster has {c.sizes[0]} of {c.mask.shape[1]} neurons per layer ({nb.frac:.1%}); "
-                 f"Jaccard overlap of the selectivity and k-means Athlete clusters: "
-                 f"{impair.jaccard(c, found[('trained', 'test 2', 'kmeans')]):.2f}."))
+sizes = pd.DataFrame([{"test": t, "cluster": f"{n}, {m}", "neurons per layer": c.sizes} for (n, t, m), c in found.items()])
+k_sel = units.n_units(nb.frac, hooked["trained"].cfg.d_mlp)
+display(Markdown(
+    f"Tests run: {', '.join(TESTS) or 'none'}" + (f"; not run (a topic's probe is not usable): {', '.join(skipped)}"
+                                                   if skipped else "")
+    + f". A selectivity cluster has {k_sel} of {hooked['trained'].cfg.d_mlp} neurons per layer ({nb.frac:.1%})."))
+sizes.pivot(index="test", columns="cluster", values="neurons per layer") if len(sizes) else sizes
 
 # %% [markdown]
 # ## 4. The report's three tests: dose-response curves
@@ -166,26 +202,18 @@ key = dict(cfg=cfg.to_dict(), nb=nb.to_dict(), seed=seed)
 grid = impairment.dose_grid(["found"], nb.noise_intensities, nb.scale_intensities, nb.noise_seeds)
 sweeps = pd.concat([
     impairment.damage_sweep(hooked[name], pr.subset(TESTS[test][2]), {"found": found[(name, test, m)]}, grid,
-                        name=f"{name}-{test}-{m}".replace(" ", "_"), key=key, desc=f"{name}, {test}, {m}")
+                            name=f"{name}-{test}-{m}".replace(" ", "_"), key=key, desc=f"{name}, {test}, {m}")
     .assign(model=name, test=test, method=m)
     for name, m in RUNS for test in TESTS], ignore_index=True)
 tr = sweeps[(sweeps.model == "trained") & (sweeps.method == "selectivity")]
 KINDS = {"noise": "noise intensity (neuron sd)", "negative_noise": "noise intensity (neuron sd)",
          "scale": "fraction removed (1 − factor)"}
 METRICS = {"loss": "keyword loss (nats)", "top5": "top-5 accuracy (fraction)"}
-
-
-def dose_figure(test: str, title: str):
-    return plots.dose_figure(tr[tr.test == test], METRICS, KINDS, title, TESTS[test][2])
-
-
-fig = dose_figure("test 1", "Fig. 1: test 1 — toxic-comments cluster (after the MLP nonlinearity)")
-
-# %%
-fig = dose_figure("test 2", "Fig. 2: test 2 — Athlete cluster (after the MLP nonlinearity)")
-
-# %%
-fig = dose_figure("test 3", "Fig. 3: test 3 — toxic-comments cluster impaired before the MLP (normalised MLP input)")
+TITLES = {"test 1": "toxic-comments cluster (after the MLP nonlinearity)",
+          "test 2": "Athlete cluster (after the MLP nonlinearity)",
+          "test 3": "toxic-comments cluster impaired before the MLP (normalised MLP input)"}
+figs = {test: plots.dose_figure(tr[tr.test == test], METRICS, KINDS, f"Fig. {2 + i}: {test} — {TITLES[test]}",
+                                TESTS[test][2]) for i, test in enumerate(TESTS)}
 
 # %%
 top = tr[(tr.kind == "noise") & (tr.intensity == max(nb.noise_intensities))].groupby(["test", "topic"]).d_loss.mean()
@@ -198,173 +226,224 @@ display(Markdown("At the highest noise intensity the keyword loss rises by " + "
 #
 # For each curve (test × kind × topic) we take the mean keyword loss at each intensity and compute
 # **Spearman's ρ** between intensity and loss (1 = loss rises at every step; a curve that falls counts
-# against the hypothesis), and the **largest step share**: the biggest change between neighbouring
-# intensities as a fraction of the curve's total variation (1 = the whole change happens in one step, a
-# cliff; a rise linear in intensity scores 0.5 on the doubling noise grid and 0.2 on the scale grid). The
-# control for monotonicity is the same pipeline on the model at initialisation: clusters found on its
-# activations, the same grid. If curves at initialisation were just as monotone, monotonicity would be a
-# property of injecting noise, not of what the model learned. The step share has no such control (an
-# untrained model's curves are flat and noisy, which spreads their variation over many steps), so we
-# report it without a verdict.
+# against the hypothesis) and a **curvature index** (`lib.analysis.stats.curvature_index`): the largest
+# second divided difference of the curve in intensity units, scaled by the squared intensity range over
+# twice the loss range. A straight line scores 0, a parabola 0.5, a cubic at most 1.5; a jump between
+# neighbouring intensities scores far more. **Pre-registered:** a curve *rises smoothly* when ρ ≥ 0.9 and
+# its curvature is ≤ 2 (both thresholds fixed and tested on synthetic curves before looking at the
+# model's). A curve that does most of its rising within a small part of the range also reads as not
+# smooth: it does not track the dose across the range. The control is the same pipeline on the model at
+# initialisation: clusters found on its activations, the same grid. If curves at initialisation were
+# just as monotone and smooth, that would be a property of injecting noise, not of what the model learned.
 
 # %%
 curves = impair.curve_table(sweeps[sweeps.method == "selectivity"], by=("model", "test", "kind", "topic"),
                             n_boot=nb.n_boot // 5)
 rho = {name: curves[curves.model == name].spearman.to_numpy() for name in ("trained", "init")}
+curves["smooth rise"] = curves.smooth & (curves.spearman >= stats.SMOOTH_MIN_SPEARMAN)  # loss must rise
+smooth = {name: curves[curves.model == name]["smooth rise"].to_numpy(float) for name in ("trained", "init")}
 fig = plots.curve_stat_strip(curves.assign(impairment=curves.kind), x="model", y="spearman", hue="impairment",
-                                title="Fig. 4: Spearman ρ of keyword loss vs intensity, one dot per curve",
-                                ylabel="Spearman ρ (loss vs intensity)", ref=0.0)
-curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "largest_step"]).round(2)
+                             title="Fig. 5: Spearman ρ of keyword loss vs intensity, one dot per curve",
+                             ylabel="Spearman ρ (loss vs intensity)", ref=0.0)
+
+# %%
+fig = plots.curve_stat_strip(curves.assign(impairment=curves.kind).dropna(subset=["curvature"]), x="model",
+                             y="curvature", hue="impairment", log=True, ref=stats.SMOOTH_MAX_CURVATURE,
+                             title="Fig. 6: curvature index of each curve (dotted: the pre-registered smooth limit)",
+                             ylabel="curvature index (log scale)")
+curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "curvature"]).round(2)
 
 # %%
 ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb.n_boot)
 v, v0 = float(np.median(rho["trained"])), float(np.median(rho["init"]))
 findings.record("A: Spearman ρ of keyword loss vs impairment intensity (median over curves)", v, unit="Spearman ρ",
-                ci=ci, control="init", control_value=v0, figure="Fig. 4",
+                ci=ci, control="init", control_value=v0, figure="Fig. 5",
                 verdict=findings.verdict_from(v, v0, ci, margin=0.1))
-steps = curves[curves.model == "trained"].largest_step.dropna().to_numpy()
-s, s_ci = float(np.median(steps)), bootstrap_ci(steps, stat=np.median, n_boot=nb.n_boot)
-findings.record("A: largest step as a share of the curve's total change (median over the trained model's curves)", s,
-                unit="fraction", ci=s_ci, figure="Fig. 1-3",
-                control="none: descriptive; 1 = a single jump, 0.5 = a rise linear in intensity on the noise grid")
+share, share_ci = stats.share_ci(smooth["trained"])
+share0 = float(smooth["init"].mean())
+findings.record("A: share of curves whose loss rises smoothly (ρ >= 0.9 and curvature <= 2, pre-registered)", share,
+                unit="fraction", ci=share_ci, control="init", control_value=share0, figure="Fig. 6",
+                verdict=findings.verdict_from(share, share0, share_ci))
 display(Markdown(f"Median Spearman ρ over {len(rho['trained'])} curves: **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}) "
                  f"for the trained model, {v0:.2f} at initialisation; {np.mean(rho['trained'] > 0.9):.0%} of the "
                  f"trained model's curves have ρ > 0.9 and {np.mean(rho['trained'] < -0.9):.0%} fall steadily "
-                 f"(ρ < −0.9). Median largest step share: {s:.2f}; {np.mean(steps > 0.9):.0%} of the curves are "
-                 "a single jump (share > 0.9)."))
+                 f"(ρ < −0.9). Rising smoothly by the pre-registered rule: **{share:.0%}** of the trained model's curves "
+                 f"(95% CI {share_ci[0]:.0%}–{share_ci[1]:.0%}), {share0:.0%} at initialisation; median curvature "
+                 f"{curves[curves.model == 'trained'].curvature.median():.2f}."))
 
 # %% [markdown]
 # ## 6. Hypothesis B: does the targeted topic suffer more?
 #
-# The **specificity index** of a cluster is the mean keyword-loss damage (impaired minus clean loss,
-# averaged over the noise intensities and seeds) on the target topic divided by the mean damage on the
-# off-target topics: 1 = no specificity. Its 95% interval resamples prompts within each topic. A
-# cluster "beats random" only if its index exceeds the 95th percentile of the indices of
-# `n_random` random clusters with the same number of neurons per layer, impaired identically. We do
-# this for the report's selectivity clusters and for the k-means clusters.
-
-# %%
-null = {}
-for test, (_, target, topics, _) in TESTS.items():
-    like = found[("trained", test, "selectivity")]
-    rand = {f"random {i}": impairment.random_cluster(like, g) for i in range(nb.n_random)}
-    df = impairment.damage_sweep(hooked["trained"], pr.subset(topics), rand, impairment.grid(rand, ["noise"],
-                             nb.noise_intensities, nb.noise_seeds), name=f"trained-{test}-random".replace(" ", "_"),
-                             key=key, desc=f"random clusters, {test}")
-    null[test] = impairment.specificities(df, target, topics[1:]).to_numpy()
+# A cluster's **specificity** is its own topic's mean keyword-loss damage (impaired minus clean loss, per
+# prompt, averaged over noise seeds) minus the mean damage of the off-target topics, in nats: 0 = the
+# target suffers no more than the others. It is read **where the dose-response is neither flat nor
+# saturated**: at the noise intensities where the cluster's mean damage over all evaluated topics lies
+# between 10% and 90% of its largest value on the grid (`impairment.dynamic_range`). Below that the
+# impairment does nothing to anyone; above it every topic's keywords are destroyed and all damages meet
+# at their ceiling, which would hide a difference. Its 95% interval resamples prompts within each topic.
+# The control is `n_random` random clusters with **exactly the cluster's number of neurons in each
+# layer**, impaired identically and read at the same intensities; the **permutation p-value** is
+# (1 + #random ≥ observed) / (1 + n_random). **Pre-registered:** specificity is *supported* when
+# p ≤ α = 0.05 and its interval lies above 0.
 
 # %%
 noise = sweeps[(sweeps.model == "trained") & (sweeps.kind == "noise")]
-spec = {(test, m): impairment.specificity(noise[(noise.test == test) & (noise.method == m)], TESTS[test][1],
-                                      TESTS[test][2][1:], n_boot=nb.n_boot)
-        for test in TESTS for m in ("selectivity", "kmeans")}
-fig = plotting.null_histograms(
-    {test: (null[test], {m: spec[(test, m)] for m in ("selectivity", "kmeans")}) for test in TESTS},
-    "Fig. 5: specificity index (noise) of the found clusters vs random clusters of the same size",
-    "specificity index (target ÷ off-target damage)")
-pd.DataFrame([{"test": t, "cluster": m, "specificity": v, "95% CI": tuple(np.round(ci, 2)),
-               "random: median": np.nanmedian(null[t]), "random: 95th pct": np.nanquantile(null[t], 0.95)}
-              for (t, m), (v, ci) in spec.items()]).round(2)
+spec, null, ranges = {}, {}, {}
+for test, (_, target, topics, _) in TESTS.items():
+    for m in ("selectivity", "kmeans"):
+        rows = noise[(noise.test == test) & (noise.method == m)]
+        ranges[(test, m)] = impairment.dynamic_range(rows)
+        cl = found[("trained", test, m)]
+        rand = {f"random {i}": impairment.random_cluster(cl, g) for i in range(nb.n_random)}
+        df = impairment.damage_sweep(hooked["trained"], pr.subset(topics), rand,
+                                     impairment.grid(rand, ["noise"], ranges[(test, m)], nb.noise_seeds),
+                                     name=f"trained-{test}-{m}-random".replace(" ", "_"), key=key,
+                                     desc=f"random clusters, {test}, {m}")
+        null[(test, m)] = impairment.specificity_gaps(df, target, topics[1:]).to_numpy()
+        value, ci_ = impairment.specificity_gap(rows, target, topics[1:], intensities=ranges[(test, m)],
+                                                n_boot=nb.n_boot)
+        spec[(test, m)] = (value, ci_, stats.permutation_p(value, null[(test, m)]))
 
 # %%
-for (test, method), (value, ci) in spec.items():
-    q95 = float(np.nanquantile(null[test], 0.95))
-    findings.record(f"B: specificity index, {test} ({TESTS[test][1]}) {method} cluster (control: 95th percentile "
-                    f"of {nb.n_random} random clusters)", value, unit="damage ratio", ci=ci, control="random",
-                    control_value=q95, figure="Fig. 5", verdict=findings.verdict_from(value, q95, ci))
-best = max(spec, key=lambda k: spec[k][0])
-display(Markdown("The report's selectivity clusters reach specificity indices of " + ", ".join(
-    f"{spec[(t, 'selectivity')][0]:.2f} ({t})" for t in TESTS) + "; random clusters of the same size give medians of "
-    + ", ".join(f"{np.nanmedian(null[t]):.2f}" for t in TESTS) + f". The most specific cluster is the {best[1]} "
-    f"cluster of {best[0]} ({spec[best][0]:.2f})."))
+if TESTS:
+    fig = plotting.null_histograms(
+        {f"{t} ({m})": (null[(t, m)], {m: spec[(t, m)][:2]}) for t in TESTS for m in ("selectivity", "kmeans")},
+        "Fig. 7: specificity (own minus other topics' damage, noise, unsaturated intensities) of the found "
+        "clusters vs random clusters of the same sizes", "specificity (nats)")
+pd.DataFrame([{"test": t, "cluster": m, "intensities": ranges[(t, m)], "specificity (nats)": v,
+               "95% CI": tuple(np.round(c, 3)), "permutation p": p, "random: median": np.median(null[(t, m)]),
+               "random: 95th pct": np.quantile(null[(t, m)], 0.95)} for (t, m), (v, c, p) in spec.items()]).round(3)
+
+# %%
+for (test, method), (value, ci_, p) in spec.items():
+    findings.record(f"B: specificity, own minus other topics' damage, {test} ({TESTS[test][1]}) {method} cluster "
+                    f"(control: {nb.n_random} random clusters of its sizes; permutation p)", value, unit="nats",
+                    ci=ci_, control="random", control_value=float(np.quantile(null[(test, method)], 0.95)), p=p,
+                    figure="Fig. 7", verdict=findings.verdict_from_p(value, p, ci_, alpha=nb.alpha))
+display(Markdown(
+    "Specificity of the found clusters (nats, at the unsaturated intensities): " + "; ".join(
+        f"{t} {m} **{v:+.3f}** (p = {p:.2f}; random median {np.median(null[(t, m)]):+.3f})"
+        for (t, m), (v, _, p) in spec.items()) + f". Pre-registered level α = {nb.alpha}; with {nb.n_random} random "
+    f"clusters the smallest possible p is {1 / (1 + nb.n_random):.3f}."))
 
 # %% [markdown]
 # ## 7. Performance under impairment as an evaluation tool
 #
-# The report proposed comparing models by how much impairment they tolerate. We impair each model's own
-# Athlete selectivity cluster with noise of growing intensity and find the intensity at which top-5
-# keyword accuracy on Athlete prompts falls below a fixed threshold: half the final model's clean
-# accuracy. The early model is notebook 1's same architecture after a short budget (`early_steps`
-# steps); the final seed-1 model gives the seed-to-seed spread of the final model's tolerance.
+# The report proposed comparing models by how much impairment they tolerate. For each model we impair its
+# own Athlete selectivity cluster with noise of growing intensity and measure the probability it gives the
+# keyword of each Athlete prompt (exp of −keyword loss, averaged over prompts) **relative to that model's own
+# clean probability**. Its **tolerance** is the normalised
+# area under that curve (`impair.normalised_auc`: 1 = no loss at any intensity, 0 = all lost at once),
+# which needs no threshold and is never censored at the end of the grid. We compare the final model with
+# the early model (notebook 1's benchmark run, `early_steps` steps) over **three training seeds each**:
+# the difference of the mean tolerances, its 95% interval (bootstrap over prompts, resampled jointly for
+# all models), and the seed-to-seed range of the final models as the noise scale it must exceed.
+# **Pre-registered:** a difference in either direction counts if it exceeds the seed range and its
+# interval excludes 0.
 
 # %%
-early_cfg = cfg.replace(**runs.bench_overrides(cfg, nb.early_steps))  # report 1's benchmark run
-hooked["early"] = model.to_hooked(get_or_train(early_cfg, name="bench", device=device)[0])
-stats[("early", "dbpedia", "mlp_post")] = units.topic_stats(hooked["early"], windows["dbpedia"], "mlp_post")
-ath, curves_t = pr.subset(["Athlete"]), []
-for name in ("trained", "seed 1", "early"):
-    cl = {"Athlete": impairment.selective_cluster(stats[(name, "dbpedia", "mlp_post")], "Athlete", nb.frac)}
+rel_rows, auc_rows = [], []
+ath = pr_all.subset(["Athlete"])
+for kind, s in [(k, s) for k in ("final", "early") for s in nb.tolerance_seeds]:
+    c_ = final_cfgs[s] if kind == "final" else final_cfgs[s].replace(**runs.bench_overrides(cfg, nb.early_steps))
+    h = model.to_hooked(get_or_train(c_, name="bench" if kind == "early" else "model", device=device)[0])
+    st = units.topic_stats(h, windows["dbpedia"], "mlp_post")
+    cl = {"Athlete": impairment.selective_cluster(st, "Athlete", nb.frac)}
     conds = impairment.grid(cl, ["noise"], nb.tolerance_intensities, nb.noise_seeds)
-    curves_t.append(impairment.sweep(hooked[name], ath, cl, conds, desc=f"tolerance, {name}").assign(model=name))
-curves_t = pd.concat(curves_t, ignore_index=True)
-threshold = 0.5 * float(clean["trained"].loc[clean["trained"].topic == "Athlete", "top5"].mean())
-mean_t = curves_t.groupby(["model", "intensity"]).top5.mean()
-tol = {k: impair.threshold_intensity(mean_t[k].index.to_numpy(), mean_t[k].to_numpy(), threshold)
-       for k in ("trained", "seed 1", "early")}
+    df = impairment.sweep(h, ath, cl, conds, desc=f"tolerance, {kind} seed {s}")
+    df["prob"] = np.exp(-df["loss"])
+    per_prompt = df.groupby(["prompt", "intensity"]).prob.mean().unstack("intensity")
+    rel_rows.append(df.assign(model=kind, run=f"{kind} seed {s}"))
+    auc_rows.append({"model": kind, "seed": s, "matrix": per_prompt.to_numpy(float),
+                     "x": per_prompt.columns.to_numpy(float)})
+x_t = auc_rows[0]["x"]
 
-# %%
-fig = plots.tolerance_curves(curves_t, "top5", "model", threshold, tol,
-                                "Fig. 6: Athlete top-5 keyword accuracy under noise on each model's Athlete cluster",
-                                "noise intensity (neuron sd)", "top-5 accuracy (fraction)")
-cap = max(nb.tolerance_intensities)
-tc = {k: min(v, cap) for k, v in tol.items()}  # never crossing = censored at the largest intensity
-gap, spread = tc["trained"] - tc["early"], abs(tc["trained"] - tc["seed 1"])
-findings.record("Tolerated noise intensity (top-5 below half the final model's clean accuracy), final minus early model",
-                gap, unit="neuron sd", control="seeds", control_value=spread, figure="Fig. 6",
-                verdict=findings.verdict_from(abs(gap), spread))
-pd.DataFrame({"model": list(tol), "tolerated intensity": list(tol.values()),
-              "clean Athlete top-5": [float(curves_t[(curves_t.model == k) & (curves_t.intensity == 0)].top5.mean())
-                                      for k in tol]}).round(3)
+
+def tolerances(idx: np.ndarray) -> np.ndarray:
+    """Each run's normalised AUC on the prompts idx (its clean value = its value at intensity 0)."""
+    return np.array([impair.normalised_auc(x_t, y, y[0]) for y in (r["matrix"][idx].mean(0) for r in auc_rows)])
+
+
+kinds_t = np.array([r["model"] for r in auc_rows])
+tol = tolerances(np.arange(len(ath)))
+gap_t = float(np.nanmean(tol[kinds_t == "final"]) - np.nanmean(tol[kinds_t == "early"]))
+boot = stats.bootstrap(lambda i: float(np.nanmean(tolerances(i.astype(int))[kinds_t == "final"])
+                                       - np.nanmean(tolerances(i.astype(int))[kinds_t == "early"])),
+                       np.arange(len(ath)), n_boot=nb.n_boot // 5, seed=seed)
+gap_ci = stats.percentile_ci(boot)
+seed_range = float(np.nanmax(tol[kinds_t == "final"]) - np.nanmin(tol[kinds_t == "final"]))
+rel = pd.concat(rel_rows, ignore_index=True)
+rel["relative probability"] = rel.prob / rel.run.map(rel[rel.intensity == 0].groupby("run").prob.mean())
+fig = plots.relative_tolerance(rel, "relative probability", "model", "run",
+                               {k: float(np.nanmean(tol[kinds_t == k])) for k in ("final", "early")},
+                               "Fig. 8: Athlete keyword probability, relative to each model's own clean probability, "
+                               "under noise on its own Athlete cluster", "noise intensity (neuron sd)",
+                               "keyword probability ÷ clean")
+findings.record("Tolerance of impairment (normalised area under relative Athlete keyword probability), final minus "
+                "early model, "
+                f"{len(nb.tolerance_seeds)} seeds each (control: range over the final models' seeds)", gap_t,
+                unit="normalised area", ci=gap_ci, control="seeds", control_value=seed_range, figure="Fig. 8",
+                comparison="noise",  # two-sided: the claim is a difference either way, so its own sign is the side
+                verdict=findings.verdict_exceeds_noise(gap_t, seed_range, gap_ci, higher_is_better=gap_t >= 0))
+pd.DataFrame({"model": kinds_t, "seed": [r["seed"] for r in auc_rows], "tolerance (normalised area)": tol,
+              "clean Athlete keyword probability": [r["matrix"][:, 0].mean() for r in auc_rows]}).round(4)
 
 # %% [markdown]
 # ## Controls
 #
-# **Initialisation** (hypothesis A, above) and **random clusters** (hypothesis B, above). **Seeds:** do
-# two independently trained models find the same neurons? Neuron indices are arbitrary across seeds (any
-# permutation of the hidden units gives the same function), so the raw index overlap must be at chance.
-# We first match each neuron of the seed-0 model to a neuron of the seed-1 model, greedily by the
-# correlation of their activations on the same text, then compare the matched clusters. The random
-# expectation is the Jaccard overlap of random clusters of the same sizes.
+# **Initialisation** (hypothesis A, above), **random clusters** (hypothesis B, above) and **seeds**
+# (section 7). **Seeds, for the neurons:** do two independently trained models find the same neurons?
+# Neuron indices are arbitrary across seeds (any permutation of the hidden units gives the same
+# function), so the raw index overlap must be at chance. We first match each neuron of the seed-0 model to
+# a neuron of the seed-1 model, greedily by the correlation of their activations on the same text, then
+# compare the matched clusters. The random expectation is the Jaccard overlap of random clusters of the
+# same sizes.
 
 # %%
 seed_rows, jac_null = [], {}
 match_tokens = torch.cat([w[: nb.n_match_windows] for s in prompts.TOPIC_SETS for w in windows[s].values()])
 acts = {name: units.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
 perms = [units.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
-for test in ("test 1", "test 2"):
+for test in [t for t in ("test 1", "test 2") if t in TESTS]:
     s, target, _, loc = TESTS[test]
-    c0, c1 = found[("trained", test, "selectivity")], impairment.selective_cluster(stats[("seed 1", s, loc)], target, nb.frac)
+    c0 = found[("trained", test, "selectivity")]
+    c1 = impairment.selective_cluster(stats_[("seed 1", s, loc)], target, nb.frac)
     jac_null[test] = impair.random_jaccards(c0, c1, 2000, g)
     seed_rows.append({"test": test, "cluster": target, "raw index Jaccard": impair.jaccard(c0, c1),
                       "matched Jaccard": impair.jaccard(impair.map_cluster(c0, perms), c1),
-                      "random: mean": jac_null[test].mean(), "random: 95th pct": np.quantile(jac_null[test], 0.95)})
+                      "random: mean": jac_null[test].mean(), "random: 95th pct": np.quantile(jac_null[test], 0.95),
+                      "permutation p": stats.permutation_p(impair.jaccard(impair.map_cluster(c0, perms), c1),
+                                                           jac_null[test])})
 overlap = pd.DataFrame(seed_rows)
-fig = plotting.null_histograms(
-    {r["test"]: (jac_null[r["test"]], {"raw indices": (r["raw index Jaccard"], None),
-                                       "after matching neurons": (r["matched Jaccard"], None)}) for r in seed_rows},
-    "Fig. 7: overlap of the seed-0 and seed-1 selectivity clusters vs random clusters", "Jaccard overlap",
-    ylabel="random cluster pairs (count)")
+if seed_rows:
+    fig = plotting.null_histograms(
+        {r["test"]: (jac_null[r["test"]], {"raw indices": (r["raw index Jaccard"], None),
+                                           "after matching neurons": (r["matched Jaccard"], None)}) for r in seed_rows},
+        "Fig. 9: overlap of the seed-0 and seed-1 selectivity clusters vs random clusters", "Jaccard overlap",
+        ylabel="random cluster pairs (count)")
 overlap.round(3)
 
 # %%
 for r in seed_rows:
     findings.record(f"Seeds: Jaccard overlap of the {r['cluster']} clusters of two training seeds after matching "
-                    f"neurons (control: 95th percentile of random)", r["matched Jaccard"], unit="Jaccard",
-                    control="random", control_value=r["random: 95th pct"], figure="Fig. 7",
-                    verdict=findings.verdict_from(r["matched Jaccard"], r["random: 95th pct"]))
+                    f"neurons (control: 95th percentile of random; permutation p)", r["matched Jaccard"],
+                    unit="Jaccard", control="random", control_value=r["random: 95th pct"], p=r["permutation p"],
+                    figure="Fig. 9", verdict=findings.verdict_from_p(r["matched Jaccard"], r["permutation p"],
+                                                                     alpha=nb.alpha))
 display(findings.table(findings.load("03_neuron_impairment", preset)))
 
 # %% [markdown]
 # ## Conclusion
 #
 # The bullets below are rendered from this notebook's ledger (values computed above). Limitations:
-# the keywords are whatever 1,024-token BPE leaves as whole words, so some are function words
-# (" who", " all") and the comment topics are weak; the model never trained on comments, so test 1 and
-# test 3 probe text it has not seen; clusters are a small fraction (`frac`) of each layer, found and
-# evaluated on one model; specificity is averaged over noise intensities, and its random distribution
-# has only `n_random` clusters per test; neuron matching across seeds is greedy. Open
-# questions: do Shapley-value clusters (report 4) or sparse layers (report 5) give specificity where
-# activation statistics do not? Is the lack of specificity a property of superposition in small MLPs?
+# keywords are content words chosen by frequency statistics, not by meaning, and a topic's probe is the
+# model's log-probability of those words; clusters are a small fraction (`frac`) of each layer, found and
+# evaluated on one model; specificity is read at the noise intensities inside the dynamic range, so a
+# cluster whose range is narrow is judged on few intensities; the random control has only `n_random`
+# clusters per cluster, which bounds the smallest p; neuron matching across seeds is greedy; the early
+# and final models differ in training length only. Open questions: do Shapley-value clusters (report 4)
+# or sparse layers (report 5) give specificity where activation statistics do not? Is the lack of
+# specificity a property of superposition in small MLPs?
 
 # %%
 findings.conclusion()

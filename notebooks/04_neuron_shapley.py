@@ -35,7 +35,7 @@ import torch
 from IPython.display import Markdown, display
 
 from lib.analysis import findings, plotting, prompts, session, shapley, units
-from lib.analysis.stats import bootstrap_ci, spearman
+from lib.analysis.stats import binomial_ci, binomial_tail_p, bootstrap_ci, permutation_p, spearman
 from lib.core import artifacts, config, data, model, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_shapley import kernel as neuron_shapley, params as report_params, plots
@@ -87,13 +87,20 @@ display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(ev
 # (notebook 3's `topic_stats` on training-split windows) give its mean (for mean ablation) and, in section 4,
 # its selectivity. The game (`lib.analysis.shapley.neuron_game`) evaluates
 # many coalitions in one forward pass: each batch row carries its own neuron mask, the pass resumes from
-# cached clean activations at the first player layer, and only each prompt's last position is unembedded
+# cached clean activations at the first player layer, and only the positions that predict each prompt's keyword
+# (its last few tokens: keywords are whole words of 1–4 tokens) are unembedded
 # (a test checks it against one plain forward per coalition; `bench/shapley_eval.py` times both).
 
 # %%
 hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
           "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
           "init": model.to_hooked(train.init_model(cfg, device).eval())}
+# report 3's probe gate: a topic's game is played only if the model predicts its keywords better than a unigram
+margins = prompts.probe_margins(prompts.evaluate(hooked["trained"], pr), pr,
+                                prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data)), n_boot=200, seed=seed)
+dropped = [t for t in topics if not margins.set_index("topic").usable.get(t, False)]
+topics = tuple(t for t in topics if t not in dropped) if nb.gate_probes else topics
+game_pr, eval_pr = game_pr.subset(topics), eval_pr.subset(topics)
 windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows, topics)
 stats = {name: units.topic_stats(h, windows, "mlp_post", progress=False) for name, h in hooked.items()}
 means = {name: st.pooled()[0] for name, st in stats.items()}  # each neuron's mean activation (for mean ablation)
@@ -107,6 +114,9 @@ pd.DataFrame({f"{name}: {c}": ends[name][i].numpy() for name in hooked for i, c 
 # %%
 e = ends["trained"]
 display(Markdown(
+    (f"Topics whose keyword probe does not beat a unigram baseline, left out: {', '.join(dropped)}. " if dropped and
+     nb.gate_probes else "Every topic's keyword probe beats a unigram baseline. " if not dropped else
+     f"Probes not beating a unigram baseline (kept: this preset is a code check): {', '.join(dropped)}. ") +
     f"{n} players (the MLP neurons of layer(s) {list(players.layers)}). On the evaluation prompts, removing all of "
     f"them raises the trained model's mean keyword loss from {e[0].mean():.2f} to {e[1].mean():.2f} nats "
     f"(uniform guessing: ln {cfg.model.d_vocab} = {np.log(cfg.model.d_vocab):.2f}); at initialisation it moves "
@@ -278,11 +288,12 @@ display(Markdown(
 #
 # Remove the top-k Shapley neurons of topic X (rows) and measure the keyword-loss rise on every topic Y
 # (columns), on the evaluation prompts. The **specificity gap** of a row is the damage on X minus the mean
-# damage on the other topics (nats; 0 = no specificity). We use a difference rather than notebook 3's ratio
-# (damage on X ÷ damage elsewhere) because here the damage elsewhere is often zero or negative, where the
-# ratio is undefined. The control removes `n_random` random k-sets; for each we compute the gap with every
-# topic as the "target", take the median, and compare the observed median with the 95th percentile of those.
-# We also count the rows in which X itself is the topic hurt most (chance: one in the number of topics).
+# damage on the other topics (nats; 0 = no specificity), as in notebook 3: a difference, defined when the
+# damage elsewhere is zero or negative (a ratio is not). The control removes `n_random` random k-sets; for each
+# we compute the gap with every topic as the "target" and take the median; the **permutation p-value** of the
+# observed median is (1 + #random ≥ it) / (1 + n_random), and the finding is supported at p ≤ 0.05 with its
+# interval above 0 (pre-registered). We also count the rows in which X itself is the topic hurt most, with an
+# exact binomial p-value against chance (one in the number of topics).
 
 # %%
 clean_eval = ends["trained"][0]
@@ -301,22 +312,26 @@ fig = plotting.matrix_heatmap(pd.DataFrame(damage.numpy(), index=topics, columns
 # %%
 ci = bootstrap_ci(gap, np.median, nb.n_boot)
 q95 = float(np.quantile(null, 0.95))
+p_gap = permutation_p(float(np.median(gap)), null)
 fig = plotting.null_histograms({"specificity": (null, {"top-k Shapley neurons (median over topics)": (float(np.median(gap)), ci)})},
                                "Fig. 5: specificity gap of top-k Shapley neurons vs random k-sets",
                                "specificity gap (damage on X − mean damage elsewhere, nats)", ylabel="random k-sets (count)")
-findings.record(f"Specificity gap of removing a topic's top-{nb.k} Shapley neurons (median over topics)",
-                float(np.median(gap)), unit="nats", ci=ci, control="random", control_value=q95,
-                figure="Fig. 4-5", verdict=findings.verdict_from(float(np.median(gap)), q95, ci))
+findings.record(f"Specificity gap of removing a topic's top-{nb.k} Shapley neurons (median over topics; control: "
+                f"{nb.n_random} random k-sets, permutation p)", float(np.median(gap)), unit="nats", ci=ci,
+                control="random", control_value=q95, p=p_gap, figure="Fig. 4-5",
+                verdict=findings.verdict_from_p(float(np.median(gap)), p_gap, ci))
 hit = damage.argmax(1).numpy() == np.arange(len(topics))
+p_hit = binomial_tail_p(int(hit.sum()), len(hit), 1 / len(topics))
 findings.record(f"Share of topics whose own keyword loss rises most when their top-{nb.k} Shapley neurons are "
-                "removed", float(hit.mean()), unit="fraction", control="random", control_value=1 / len(topics),
-                figure="Fig. 4", verdict=findings.verdict_from(float(hit.mean()), 1 / len(topics)))
+                "removed (control: chance; exact binomial p)", float(hit.mean()), unit="fraction",
+                ci=binomial_ci(int(hit.sum()), len(hit)), control="random", control_value=1 / len(topics),
+                p=p_hit, figure="Fig. 4", verdict=findings.verdict_from_p(float(hit.mean()) - 1 / len(topics), p_hit))
 display(Markdown(f"Median specificity gap {np.median(gap):+.3f} nats (95% CI {ci[0]:+.3f} to {ci[1]:+.3f}) against a 95th "
-                 f"percentile of {q95:+.3f} for random {nb.k}-sets (median {np.median(null):+.3f}); in "
-                 f"{hit.mean():.0%} of rows the removed topic is the one hurt most (chance {1 / len(topics):.0%}). "
-                 f"Notebook 3's ratio would read {np.median(neuron_shapley.specificity_index(damage).numpy()):.1f}, inflated by "
-                 f"off-target damage at or below zero in {int((damage.sum(1) - damage.diagonal() <= 0).sum())} of "
-                 f"{len(topics)} rows."))
+                 f"percentile of {q95:+.3f} for random {nb.k}-sets (median {np.median(null):+.3f}; permutation "
+                 f"p = {p_gap:.3f}); in {hit.mean():.0%} of rows the removed topic is the one hurt most (chance "
+                 f"{1 / len(topics):.0%}; binomial p = {p_hit:.2g}). Off-target damage is at or below zero in "
+                 f"{int((damage.sum(1) - damage.diagonal() <= 0).sum())} of {len(topics)} rows, where a ratio would "
+                 "be undefined."))
 
 # %% [markdown]
 # ## 6. Cost and convergence: TMAB versus TMC, and cheap attribution versus Shapley
@@ -463,7 +478,7 @@ display(findings.table(findings.load("04_neuron_shapley", preset)))
 # above), on a few prompts per topic, and the TMAB-vs-TMC reference is a second TMC run on the same prompts (the
 # bench also compares them on games with exact answers); absent neurons are zero-ablated, which pushes
 # activations off their distribution (mean ablation is one argument away: `ablation="mean"`); keywords are
-# whatever the 1,024-token BPE leaves as whole words. Open questions: do Shapley neurons of layer 0 behave like
+# content words chosen by frequency statistics, not by meaning. Open questions: do Shapley neurons of layer 0 behave like
 # those of layer 1? Does the specificity of top-k removal grow or shrink with k?
 
 # %%

@@ -34,7 +34,6 @@
 # %%
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
 from lib.analysis import findings, kwta, plotting, prompts, session, stats
@@ -92,7 +91,9 @@ display(Markdown(
 # units per hook; a sub-model *beats random* if its gap is positive and its permutation p-value,
 # (1 + #random gaps ≥ its gap) / (1 + `n_random`), is at most 0.05. The **initialisation control** runs the
 # same pipeline (finding and validation) on the same architecture before training; a sub-model is **validated**
-# if it beats random and its gap exceeds the gap of the initialised model's sub-model for the same concept.
+# if it beats random and its gap exceeds the gap of the initialised model's sub-model for the same concept, and
+# only if its concept's probe measures knowledge: the model must predict the concept's validation keywords better
+# than a unigram baseline (report 3's gate); otherwise it stays **unvalidated**.
 # **Sufficiency** keeps only the sub-model's units and ablates every other unit of its hooks. What it alone
 # preserves of its own concept's keyword loss, **kept** = (damage with the whole layer ablated) − (damage with
 # only it kept), in nats, is compared with the same random sub-models (p as above); the **sufficiency** share,
@@ -105,6 +106,14 @@ m0, _, base_dir = get_or_train(cfg, device=device)
 hooked = model.to_hooked(m0)
 h_init = model.to_hooked(train.init_model(cfg, device).eval())
 run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
+# a concept is validated only on a probe that measures knowledge: the model must beat a unigram baseline on it
+val_all = prompts.concat(list(val.values()), tok.eos_id)
+margins = prompts.probe_margins(prompts.evaluate(hooked, val_all), val_all,
+                                prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data)), n_boot=200, seed=seed)
+display(Markdown("Concepts whose keyword probe beats a unigram baseline (margin's 95% CI above 0): "
+                 f"{int(margins.usable.sum())} of {len(margins)}" + (
+                     "; not usable, so never validated: " + ", ".join(margins.topic[~margins.usable])
+                     if (~margins.usable).any() else "") + "."))
 at_init: dict[str, dict] = {}  # method -> the initialised model's validated sub-models (the init control)
 
 
@@ -113,7 +122,7 @@ def find(method: str, trained=None, initial=None, **kwargs):
     trained, initial = trained or hooked, initial or h_init
     at_init[method] = submodels.find_in_sets(initial, windows, val, game, method, frac=nb.frac, **run, **kwargs)
     own = submodels.find_in_sets(trained, windows, val, game, method, frac=nb.frac, **run, **kwargs)
-    return submodels.with_init_control(own, at_init[method])
+    return submodels.with_probe_gate(submodels.with_init_control(own, at_init[method]), margins)
 
 
 found = {"selectivity": find("selectivity")}
@@ -216,7 +225,7 @@ def show(t: str, i: int, fig_no: int):
     ex = results[(t, i)]
     text = tok.decode(toks).replace(data.EOS, "")
     tr = ex.tracked.set_index(["ablated", "token_id"]).prob
-    display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.id_to_token(target)!r}`. Most active "
+    display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.decode(list(target))!r}`. Most active "
                      f"sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. Clean top-1 "
                      f"`{ex.tracked.token.iloc[0]!r}` at {tr.iloc[0]:.3f}; with {t} ablated "
                      f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}. Status: " + "; ".join(

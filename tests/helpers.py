@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from lib.analysis.prompts import KeywordPrompts
-from lib.analysis.units import TopicStats
+from lib.analysis.prompts import IGNORE, KeywordPrompts
+from lib.analysis.units import TopicStats, stats_from_acts
 from lib.core import config, model, train
 from lib.core.config import ModelConfig
 from lib.core.model import Transformer
@@ -112,14 +112,26 @@ def ten_neuron_model():
     return model.to_hooked(train.init_model(TEN_NEURONS).eval())
 
 
+def random_prompts(n: int, min_len: int, d_vocab: int, seed: int = 1, max_word: int = 3) -> KeywordPrompts:
+    """n right-padded random prompts of min_len.. tokens before keywords of 1..max_word random tokens (in turn), fed
+    teacher-forced (prompt + keyword minus its last token), topics a, b, c in turn."""
+    g = torch.Generator().manual_seed(seed)
+    prompt_len = torch.arange(min_len, min_len + n)
+    word_len = torch.arange(n) % max_word + 1
+    lengths = prompt_len + word_len - 1
+    tokens = torch.zeros(n, int(lengths.max()), dtype=torch.long)
+    targets = torch.full((n, max_word), IGNORE, dtype=torch.long)
+    for i in range(n):
+        p, w = int(prompt_len[i]), int(word_len[i])
+        fed = torch.randint(1, d_vocab, (p + w,), generator=g)
+        tokens[i, : p + w - 1] = fed[:-1]
+        targets[i, max_word - w :] = fed[p:]
+    return KeywordPrompts(tokens, lengths, targets, tuple("abc"[i % 3] for i in range(n)), ("x",) * n, torch.arange(n))
+
+
 def nine_random_prompts() -> KeywordPrompts:
-    """9 right-padded random prompts of lengths 3..11 with random keyword targets, topics a, b, c in turn."""
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.arange(3, 12)
-    tokens = torch.randint(1, TEN_NEURONS.model.d_vocab, (9, 11), generator=g)
-    tokens[torch.arange(11)[None] >= lengths[:, None]] = 0
-    targets = torch.randint(0, TEN_NEURONS.model.d_vocab, (9,), generator=g)
-    return KeywordPrompts(tokens, lengths, targets, tuple("abc"[i % 3] for i in range(9)), ("x",) * 9, torch.arange(9))
+    """9 random prompts of 3..11 tokens before keywords of 1-3 tokens (`random_prompts`)."""
+    return random_prompts(9, 3, TEN_NEURONS.model.d_vocab)
 
 
 def planted_topic_stats() -> TopicStats:
@@ -129,6 +141,22 @@ def planted_topic_stats() -> TopicStats:
     mean[1, :, 4:8] = 3.0
     mean[2, :, 8:12] = 3.0
     return TopicStats("mlp_post", ("a", "b", "c"), mean, torch.ones(3, 2, 40), torch.tensor([100, 100, 100]))
+
+
+def planted_stats(n_topics: int, n_units: int = 512, planted: int = 13, windows_per_topic: int = 20,
+                  shift: float = 2.0, seed: int = 0) -> TopicStats:
+    """TopicStats (2 layers) over topics t0..t{n-1} computed from noisy synthetic window means: every unit's window
+    means are N(0, 1); in each layer units planted*i .. planted*(i+1)-1 are `shift` sd higher on topic i's windows
+    (for as many topics as fit in n_units). Cohen's d of a planted unit for its topic is about `shift`."""
+    g = torch.Generator().manual_seed(seed)
+    topics = tuple(f"t{i}" for i in range(n_topics))
+    owner = torch.arange(n_topics).repeat_interleave(windows_per_topic)
+    means = torch.randn(2, len(owner), n_units, generator=g)
+    for i in range(min(n_topics, n_units // planted)):
+        means[:, owner == i, planted * i : planted * (i + 1)] += shift
+    layers = [stats_from_acts(means[layer], owner, topics) for layer in range(2)]
+    return TopicStats("mlp_post", topics, torch.cat([st.mean for st in layers], 1),
+                      torch.cat([st.var for st in layers], 1), layers[0].count)
 
 
 def small_mlp_hooked():

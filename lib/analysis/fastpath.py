@@ -1,5 +1,6 @@
 """Resuming a pre-LayerNorm forward pass: the pieces that let batched evaluations (the impairment sweep, the
-neuron game) start from cached clean activations at one layer and unembed only each prompt's last position."""
+neuron game) start from cached clean activations at one layer and unembed only the positions that predict each
+prompt's keyword (its last `width` real positions)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
-from lib.analysis.prompts import KeywordPrompts, at_last
+from lib.analysis.prompts import KeywordPrompts, tail
 
 
 def prompt_chunks(prompts: KeywordPrompts, max_tokens: int) -> list[Tensor]:
@@ -39,14 +40,17 @@ def mlp_half(block, resid_mid: Tensor) -> Tensor:
     return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(resid_mid)))
 
 
-def last_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[Tensor, " batch"]) -> Tensor:
-    """A block's output at each row's last real position only: one query, keys and values up to it."""
+def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[Tensor, " batch"],
+                     width: int) -> Float[Tensor, "batch width d_model"]:
+    """A block's output at each row's last `width` real positions only: those queries, keys and values up to each
+    (causal), so that the keyword's tokens are scored without running the block over the whole prompt."""
     attn, h = block.attn, block.ln1(x)
-    q, k, v = attn.calculate_qkv_matrices(at_last(h, lengths)[:, None], h, h)
-    scores = attn.calculate_attention_scores(q, k)  # (batch, head, 1, pos)
-    keep = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]
-    pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None, None], float("-inf")), -1))
+    q, k, v = attn.calculate_qkv_matrices(tail(h, lengths, width), h, h)
+    scores = attn.calculate_attention_scores(q, k)  # (batch, head, width, pos)
+    qpos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
+    keep = torch.arange(x.shape[1], device=x.device)[None, None] <= qpos[:, :, None]  # (batch, width, pos)
+    pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None], float("-inf")), -1))
     z = attn.calculate_z_scores(v, pattern)
     w_o = attn.W_O.flatten(0, 1).T  # (d_model, head * d_head)
     out = torch.nn.functional.linear(z.flatten(-2), w_o, attn.b_O)
-    return mlp_half(block, block.hook_resid_mid(at_last(x, lengths)[:, None] + block.hook_attn_out(out)))
+    return mlp_half(block, block.hook_resid_mid(tail(x, lengths, width) + block.hook_attn_out(out)))

@@ -19,9 +19,13 @@ KIND = "findings"  # artifacts.root() / KIND / f"{notebook}-{preset}.json"
 CONTROL_KINDS = ("init", "seeds", "random")
 NONE_PREFIX = "none: "
 VERDICTS = ("supported", "not supported", "inconclusive")
+# How a finding's value meets its control: "baseline" = the value beats the control's value (e.g. trained vs init);
+# "noise" = the value is a difference and the control's value is its noise scale (e.g. the spread over seeds): the
+# claim holds only if the difference exceeds the noise in the claimed direction (`verdict_exceeds_noise`).
+COMPARISONS = ("baseline", "noise")
 NO_VERDICT = "no verdict"
 COLUMNS = ("notebook", "preset", "order", "name", "value", "unit", "ci_low", "ci_high",
-           "control", "control_value", "verdict", "figure")
+           "control", "control_value", "comparison", "p", "verdict", "figure")
 ALLOWED_CONTROLS = "one of 'init', 'seeds', 'random', or 'none: <why>' with a non-empty reason"
 _FINITE = "a finite real number (int, float, or a numpy/torch scalar); not a bool, NaN or inf"
 
@@ -109,8 +113,11 @@ def _file_name(label: str, x: Any) -> str:
 
 
 def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
-                control_value: Any = None, verdict: str | None = None, figure: str | None = None) -> dict:
-    """One validated finding as a plain dict (no notebook, preset or order yet)."""
+                control_value: Any = None, verdict: str | None = None, figure: str | None = None,
+                comparison: str = "baseline", p: Any = None) -> dict:
+    """One validated finding as a plain dict (no notebook, preset or order yet). comparison="noise": the value is a
+    difference and control_value its noise scale (>= 0). p: the p-value of the comparison with the control, when one
+    was computed (e.g. a permutation test against random clusters)."""
     if not isinstance(name, str) or not name.strip():
         _fail("name", name, "a non-empty string naming the finding")
     value = _finite("value", value, name)
@@ -118,8 +125,16 @@ def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = Non
     control, control_value = _control(control, control_value, name)
     if verdict is not None and verdict not in VERDICTS:
         _fail("verdict", verdict, f"None or one of {VERDICTS} (compute it, e.g. with verdict_from)", name)
+    if comparison not in COMPARISONS:
+        _fail("comparison", comparison, f"one of {COMPARISONS}", name)
+    if comparison == "noise" and (control_value is None or control_value < 0):
+        _fail("control_value", control_value, "a noise scale >= 0 when comparison='noise'", name)
+    if p is not None:
+        p = _finite("p", p, name)
+        if not 0.0 < p <= 1.0:
+            _fail("p", p, "None or a p-value in (0, 1]", name)
     return dict(name=name, value=value, unit=_optional_text("unit", unit, name), ci_low=ci_low, ci_high=ci_high,
-                control=control, control_value=control_value, verdict=verdict,
+                control=control, control_value=control_value, comparison=comparison, p=p, verdict=verdict,
                 figure=_optional_text("figure", figure, name))
 
 
@@ -196,10 +211,10 @@ def current() -> Ledger:
 
 def record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
            control_value: Any = None, verdict: str | None = None, figure: str | None = None,
-           notebook: str | None = None) -> dict:
+           comparison: str = "baseline", p: Any = None, notebook: str | None = None) -> dict:
     """Append one finding (ci: a 95% interval) to the current ledger, or to `notebook`'s ledger for its preset."""
     rec = make_record(name, value, unit=unit, ci=ci, control=control, control_value=control_value,
-                      verdict=verdict, figure=figure)
+                      verdict=verdict, figure=figure, comparison=comparison, p=p)
     ledger = current()
     if notebook is not None and notebook != ledger.notebook:
         ledger = Ledger.load(_file_name("notebook", notebook), ledger.preset)
@@ -212,9 +227,10 @@ def record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, co
 def _frame(records: Sequence[dict]) -> pd.DataFrame:
     """Records as a DataFrame with exactly COLUMNS, sorted by notebook, preset, order."""
     df = pd.DataFrame(list(records), columns=list(COLUMNS))
-    for col in ("value", "ci_low", "ci_high", "control_value"):
+    for col in ("value", "ci_low", "ci_high", "control_value", "p"):
         df[col] = df[col].astype(float)
     df["order"] = df["order"].astype(int)
+    df["comparison"] = df["comparison"].fillna("baseline")  # ledgers written before the field existed
     return df.sort_values(["notebook", "preset", "order"], kind="stable").reset_index(drop=True)
 
 
@@ -274,6 +290,23 @@ def verdict_from(value: Any, control_value: Any, ci: Any = None, *, higher_is_be
     return "not supported" if best <= 0 else "inconclusive"
 
 
+def verdict_exceeds_noise(diff: Any, noise: Any, ci: Any = None, *, higher_is_better: bool = True) -> str:
+    """Verdict on a difference against its noise scale (e.g. the range or 2 sd over seeds), for comparison="noise":
+    'supported' if it exceeds the noise in the claimed direction (and its CI, if any, excludes 0 there); 'not
+    supported' if it is not in the claimed direction at all; else 'inconclusive' (the right sign, within the noise).
+    A baseline test (`verdict_from`) would read a difference below a noise scale as beating it when lower is
+    better; this one does not."""
+    d, n = _finite("diff", diff), _finite("noise", noise)
+    if n < 0:
+        _fail("noise", noise, "a noise scale >= 0")
+    low, high = _ci(ci)
+    sign = 1.0 if higher_is_better else -1.0
+    if sign * d <= 0:
+        return "not supported"
+    clear = ci is None or min(sign * low, sign * high) > 0
+    return "supported" if sign * d > n and clear else "inconclusive"
+
+
 # ---------------------------------------------------------------- display
 
 
@@ -292,9 +325,38 @@ def _missing(x: Any) -> bool:
     return x is None or (not isinstance(x, str) and bool(pd.isna(x)))
 
 
+def verdict_from_p(value: Any, p: Any, ci: Any = None, *, alpha: float = 0.05, higher_is_better: bool = True) -> str:
+    """Verdict of a permutation (or other) test against a null, at a level alpha fixed before looking: 'supported' if
+    p <= alpha, the value is on the claimed side of 0 and its CI (if any) excludes 0; 'not supported' if p > alpha;
+    else 'inconclusive' (beats the null, but its own interval reaches 0)."""
+    v, pv = _finite("value", value), _finite("p", p)
+    if not 0.0 < pv <= 1.0:
+        _fail("p", p, "a p-value in (0, 1]")
+    if not 0.0 < _finite("alpha", alpha) < 1.0:
+        _fail("alpha", alpha, "a level in (0, 1)")
+    if pv > alpha:
+        return "not supported"
+    sign = 1.0 if higher_is_better else -1.0
+    low, high = _ci(ci)
+    clear = sign * v > 0 and (ci is None or min(sign * low, sign * high) > 0)
+    return "supported" if clear else "inconclusive"
+
+
+def _is_noise(rec: dict) -> bool:
+    return rec.get("comparison") == "noise"
+
+
 def _control_text(rec: dict) -> str:
-    """'seeds = 0.12', or the 'none: <why>' string itself."""
-    return rec["control"] if _missing(rec["control_value"]) else f"{rec['control']} = {fmt(rec['control_value'])}"
+    """'seeds = 0.12', 'seeds noise ± 0.12', or the 'none: <why>' string itself."""
+    if _missing(rec["control_value"]):
+        return rec["control"]
+    text = (f"{rec['control']} noise ± {fmt(rec['control_value'])}" if _is_noise(rec)
+            else f"{rec['control']} = {fmt(rec['control_value'])}")
+    return text + _p_text(rec, ", ")
+
+
+def _p_text(rec: dict, sep: str) -> str:
+    return "" if _missing(rec.get("p")) else f"{sep}p = {fmt(rec['p'])}"
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
@@ -320,10 +382,12 @@ def sentence(rec: dict) -> str:
     unit = "" if _missing(rec["unit"]) else f" {rec['unit']}"
     ci = "" if _missing(rec["ci_low"]) else f" (95% CI {fmt(rec['ci_low'])}–{fmt(rec['ci_high'])})"
     control = (f"no control ({rec['control'][len(NONE_PREFIX):]})" if _missing(rec["control_value"])
+               else f"{rec['control']} noise ± {fmt(rec['control_value'])}{unit}" if _is_noise(rec)
                else f"{rec['control']} control {fmt(rec['control_value'])}{unit}")
     verdict = NO_VERDICT if _missing(rec["verdict"]) else rec["verdict"]
     figure = "" if _missing(rec["figure"]) else f" (see {rec['figure']})"
-    return f"**{rec['name']}**: {fmt(rec['value'])}{unit}{ci} vs {control} → {verdict}{figure}"
+    return f"**{rec['name']}**: {fmt(rec['value'])}{unit}{ci} vs {control}{_p_text(rec, ' (')}" + \
+        (")" if not _missing(rec.get("p")) else "") + f" → {verdict}{figure}"
 
 
 @dataclass(repr=False)

@@ -14,9 +14,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.analysis.fastpath import fast_path_ok, last_query_block, prompt_chunks
-from lib.analysis.prompts import KeywordPrompts, at_last, evaluate, keyword_scores
-from lib.analysis.units import LOCATIONS, TopicStats, n_units, top_units
+from lib.analysis.fastpath import fast_path_ok, prompt_chunks, tail_query_block
+from lib.analysis.prompts import KeywordPrompts, evaluate, keyword_scores, tail
+from lib.analysis.stats import bootstrap, percentile_ci
+from lib.analysis.units import LOCATIONS, TopicStats, layer_mask, n_units, top_units
 from lib.core import artifacts, hooks
 from lib.core.checks import check
 from lib.core.hooks import HookFn
@@ -126,6 +127,55 @@ def selective_cluster(stats: TopicStats, topic: str, frac: float = 0.025,
     return base_cluster(stats).with_mask(top_units(stats.selectivity(topic), k, layers), f"{topic} selectivity", "selectivity")
 
 
+def kmeans(x: Float[Tensor, "n d"], k: int, generator: torch.Generator, n_init: int = 4,
+           iters: int = 50) -> tuple[Int[Tensor, " n"], Float[Tensor, "k d"]]:
+    """Lloyd's k-means with k-means++ seeding, best of n_init runs (deterministic for the generator)."""
+    best = None
+    for _ in range(n_init):
+        c = x[torch.randint(len(x), (1,), generator=generator)]
+        for _ in range(k - 1):  # k-means++: next centre with probability proportional to squared distance
+            d2 = torch.cdist(x, c).min(1).values ** 2
+            c = torch.cat([c, x[torch.multinomial(d2 + 1e-12, 1, generator=generator)]])
+        for _ in range(iters):
+            labels = torch.cdist(x, c).argmin(1)
+            new = torch.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
+            if torch.allclose(new, c):
+                break
+            c = new
+        inertia = float(((x - c[labels]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, labels, c)
+    return best[1], best[2]
+
+
+def signed_selectivity(stats: TopicStats) -> Float[Tensor, "topic layer unit"]:
+    """Each unit's Cohen's d for every topic against the others (`TopicStats.selectivity`), signed and not
+    rescaled: with two topics a unit's profile is (d, about -d), so its size still tells units apart (z-scoring the
+    per-topic means across topics would leave every unit at +-1/sqrt(2))."""
+    return torch.stack([stats.selectivity(t) for t in stats.topics])
+
+
+def kmeans_cluster(stats: TopicStats, topic: str, frac: float = 0.025, n_clusters: int | None = None,
+                   generator: torch.Generator | None = None, layers: Sequence[int] | None = None,
+                   n_init: int = 8) -> Cluster:
+    """Per layer: k-means of the units' signed-selectivity profiles (`signed_selectivity`: one coordinate per topic,
+    so it works for two topics as for fourteen); the group whose centre is most selective for `topic`, capped at
+    the top `frac` of units by their selectivity. The cluster is smaller than `frac` when the group is (its size is
+    the data's, not a knob). n_clusters defaults to the number of topics + 1 (a group per topic and a background),
+    at least 3."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    i, k = stats.topics.index(topic), n_units(frac, stats.mean.shape[-1])
+    n_clusters = n_clusters or max(3, len(stats.topics) + 1)
+    d = signed_selectivity(stats)
+    mask = torch.zeros(stats.mean.shape[1:], dtype=torch.bool)
+    for layer in torch.nonzero(layer_mask(*mask.shape, layers)).flatten().tolist():
+        x = d[:, layer].T  # (unit, topic)
+        labels, centres = kmeans(x, n_clusters, g, n_init=n_init)
+        members = torch.nonzero(labels == centres[:, i].argmax()).flatten()
+        mask[layer, members[x[members, i].argsort(descending=True)[:k]]] = True
+    return base_cluster(stats).with_mask(mask, f"{topic} k-means", "kmeans")
+
+
 def random_cluster(like: Cluster, generator: torch.Generator, name: str | None = None) -> Cluster:
     """Units drawn uniformly at random with the same number per layer as `like` (the control)."""
     mask = torch.zeros_like(like.mask)
@@ -213,34 +263,36 @@ def _resume(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn, r:
 
 @torch.no_grad()
 def _final_logits(model, clean: Mapping[str, Tensor], cluster: Cluster, lengths: Tensor,
-                  fwd_hooks: list[tuple[str, HookFn]], r: int, fast: bool) -> Float[Tensor, "batch vocab"]:
-    """Logits at each row's last real position, resuming the model from cached clean activations with hooks.
+                  fwd_hooks: list[tuple[str, HookFn]], r: int, fast: bool,
+                  width: int) -> Float[Tensor, "batch width vocab"]:
+    """Logits at each row's last `width` real positions (those that predict its keyword), resuming the model from
+    cached clean activations with hooks.
 
     fast: the first impaired layer resumes at the hook itself (its hook fn applied directly) and the last block
-    runs for the last position only; else blocks run whole from the first impaired layer's resid_pre.
+    runs for those positions only; else blocks run whole from the first impaired layer's resid_pre.
     """
     n, start = model.cfg.n_layers, cluster.layers[0]
     with model.hooks(fwd_hooks=fwd_hooks[1:] if fast else fwd_hooks):
         if not fast:
             resid = clean[hooks.name("resid_pre", start)].repeat(r, 1, 1)
-            h = at_last(model(resid, start_at_layer=start, stop_at_layer=n), lengths)[:, None]
+            h = tail(model(resid, start_at_layer=start, stop_at_layer=n), lengths, width)
         elif start == n - 1:
-            last = {k: at_last(v, lengths[: len(v)])[:, None] for k, v in clean.items()}
+            last = {k: tail(v, lengths[: len(v)], width) for k, v in clean.items()}
             h = _resume(model.blocks[start], last, cluster, fwd_hooks[0][1], r)
         else:
             x = _resume(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
             for layer in range(start + 1, n - 1):
                 x = model.blocks[layer](x)
-            h = last_query_block(model.blocks[n - 1], x, lengths)
+            h = tail_query_block(model.blocks[n - 1], x, lengths, width)
         if model.cfg.normalization_type is not None:
             h = model.ln_final(h)
-        return model.unembed(h)[:, 0]
+        return model.unembed(h)
 
 
 def _batch_hooks(cluster: Cluster, kind: str, conds: Sequence[Condition], noise: Mapping[int, dict], idx: Tensor,
-                 lengths: Tensor, pos: int, last_only: int | None) -> list[tuple[str, HookFn]]:
+                 lengths: Tensor, pos: int, last_only: int | None, width: int) -> list[tuple[str, HookFn]]:
     """Hooks for several conditions stacked along the batch (condition-major): per-row intensity and noise.
-    Layer `last_only` runs at each prompt's last position only, so it gets that position's noise."""
+    Layer `last_only` runs at each prompt's last `width` positions only, so it gets those positions' noise."""
     a = torch.tensor([c.intensity for c in conds]).repeat_interleave(len(idx))
     eps = None
     if kind in NOISY:
@@ -248,7 +300,7 @@ def _batch_hooks(cluster: Cluster, kind: str, conds: Sequence[Condition], noise:
         for layer in cluster.layers:
             per = [noise[c.seed][layer][idx, :pos] for c in conds]
             if layer == last_only:
-                per = [e[torch.arange(len(idx)), lengths - 1][:, None] for e in per]
+                per = [tail(e, lengths, width) for e in per]
             eps[layer] = torch.cat(per)
     return cluster_hooks(cluster, kind, a, noise=eps)
 
@@ -287,10 +339,10 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
     Batched: prompts are sorted by length and cut into chunks of about `chunk_tokens` tokens; one clean
     forward per chunk caches what the clusters' first impaired layers resume from; the conditions of one
     (cluster, kind) share forward passes of about `max_tokens` tokens (the chunk repeated along the batch axis,
-    a per-row intensity and noise inside one hook); only each prompt's last position is unembedded. On
-    GPT-2-style models (`fast_path_ok`; `fast=None` decides) the first impaired layer resumes at the hook itself
-    (after the nonlinearity only the cluster's units go through W_out) and the last block runs for each
-    prompt's last position only; elsewhere blocks run whole from the first impaired layer. Every impairment
+    a per-row intensity and noise inside one hook); only the positions that predict each prompt's keyword are
+    unembedded. On GPT-2-style models (`fast_path_ok`; `fast=None` decides) the first impaired layer resumes at
+    the hook itself (after the nonlinearity only the cluster's units go through W_out) and the last block runs
+    for those positions only; elsewhere blocks run whole from the first impaired layer. Every impairment
     is position-wise, so this is exact up to float rounding. Noise is `draw_noise`'s, so the table equals
     `sweep_loop`'s. Columns: cluster, kind, intensity, seed, prompt, topic, loss, top1, top5.
     """
@@ -305,16 +357,18 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
         noise.setdefault(name, {})[seed] = draw_noise(clusters[name], seed, n, pos_all)
     parts, bar = [], tqdm(total=len(conditions) * n, desc=desc, disable=not progress, leave=False)
     for idx in prompt_chunks(prompts, chunk_tokens):
-        pos, lengths = int(prompts.lengths[idx].max()), prompts.lengths[idx]
+        pos, lengths, targets = int(prompts.lengths[idx].max()), prompts.lengths[idx], prompts.tail_targets(idx)
+        width = targets.shape[1]
         clean = _clean(model, prompts.tokens[idx, :pos].to(device), [clusters[name] for name, _ in groups], fast)
         per_batch = max(1, max_tokens // (len(idx) * pos))
         for (name, kind), conds in groups.items():
             cl = clusters[name]
             for j in range(0, len(conds), per_batch):
                 part = conds[j : j + per_batch]
-                fwd = _batch_hooks(cl, kind, part, noise.get(name, {}), idx, lengths, pos, last if fast else None)
-                logits = _final_logits(model, clean, cl, lengths.repeat(len(part)), fwd, len(part), fast)
-                scores = keyword_scores(logits, prompts.targets[idx].repeat(len(part)))
+                fwd = _batch_hooks(cl, kind, part, noise.get(name, {}), idx, lengths, pos, last if fast else None,
+                                   width)
+                logits = _final_logits(model, clean, cl, lengths.repeat(len(part)), fwd, len(part), fast, width)
+                scores = keyword_scores(logits, targets.repeat(len(part), 1))
                 parts.append(_score_frame(scores, part, idx, prompts))
                 bar.update(len(part) * len(idx))
     bar.close()
@@ -330,7 +384,7 @@ def sweep_loop(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], 
     for c in tqdm(conditions, desc="loop", disable=not progress, leave=False):
         g = torch.Generator().manual_seed(c.seed)
         logits = model.run_with_hooks(tokens, fwd_hooks=cluster_hooks(clusters[c.cluster], c.kind, c.intensity, g))
-        scores = keyword_scores(at_last(logits, prompts.lengths), prompts.targets)
+        scores = keyword_scores(tail(logits, prompts.lengths, prompts.width), prompts.tail_targets())
         parts.append(_score_frame(scores, [c], torch.arange(len(prompts)), prompts))
     return _tidy(parts)
 
@@ -359,23 +413,50 @@ def with_damage(df: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def specificity(df: pd.DataFrame, target: str, off_targets: Sequence[str], value: str = "d_loss",
-                n_boot: int = 1000, seed: int = 0, floor: float = 1e-3) -> tuple[float, tuple[float, float]]:
-    """Target-topic damage ÷ mean off-target damage, each averaged over the rows' conditions (intensity > 0),
-    with a bootstrap 95% CI over prompts (resampled within each topic). An off-target damage below `floor`
-    (e.g. a loss that does not rise) counts as `floor`, so the index is always defined."""
-    per = df[df["intensity"] > 0].groupby(["topic", "prompt"])[value].mean()
-    groups = [per.loc[t].to_numpy() for t in (target, *off_targets)]
+def dynamic_range(df: pd.DataFrame, value: str = "d_loss", low: float = 0.1, high: float = 0.9) -> tuple[float, ...]:
+    """The intensities (> 0) of a dose-response where the mean damage over all rows is between `low` and `high` of
+    its largest value over the grid: where it responds but has not saturated. A difference read where damage is
+    saturated (every topic's keyword already destroyed) or absent says nothing about specificity. Falls back to
+    every intensity > 0 below saturation, then to all of them, so it is never empty."""
+    m = df[df["intensity"] > 0].groupby("intensity")[value].mean()
+    check(len(m) > 0, "df", "no rows with intensity > 0", "a dose-response with at least one positive intensity")
+    top = float(m.max())
+    if not top > 0:
+        return tuple(m.index.tolist())
+    inside = m[(m >= low * top) & (m <= high * top)]
+    if len(inside) == 0:
+        inside = m[m <= high * top]
+    return tuple((inside if len(inside) else m).index.tolist())
 
-    def ratio(gs: list[np.ndarray]) -> float:
-        return float(gs[0].mean() / max(np.mean([g.mean() for g in gs[1:]]), floor))
 
-    rng = np.random.default_rng(seed)
-    boots = np.array([ratio([g[rng.integers(0, len(g), len(g))] for g in groups]) for _ in range(n_boot)])
-    return ratio(groups), tuple(np.quantile(boots, [0.025, 0.975]).tolist())
+def specificity_gap(df: pd.DataFrame, target: str, off_targets: Sequence[str], value: str = "d_loss",
+                    intensities: Sequence[float] | None = None, n_boot: int = 1000,
+                    seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Own-topic minus other-topic damage: the target's mean damage minus the mean of the off-target topics' mean
+    damages (rows at `intensities`, default every intensity > 0, averaged per prompt over conditions), in the
+    units of `value` (nats for d_loss), with a bootstrap 95% CI resampling prompts within each topic. 0 = the
+    target suffers no more than the others; defined whatever the damage's size (no ratio, no floor)."""
+    groups = _damage_groups(df, target, off_targets, value, intensities)
+    boots = bootstrap(_gap, *groups, n_boot=n_boot, seed=seed, paired=False)
+    return _gap(*groups), percentile_ci(boots)
 
 
-def specificities(df: pd.DataFrame, target: str, off_targets: Sequence[str], by: str = "cluster",
-                  value: str = "d_loss") -> pd.Series:
-    """The specificity index (no CI) of every group of rows, e.g. of many random clusters."""
-    return pd.Series({k: specificity(d, target, off_targets, value, n_boot=2)[0] for k, d in df.groupby(by)})
+def _damage_groups(df: pd.DataFrame, target: str, off_targets: Sequence[str], value: str,
+                   intensities: Sequence[float] | None) -> list[np.ndarray]:
+    """Per-prompt mean damage of the target topic, then of each off-target topic."""
+    rows = df[df["intensity"] > 0] if intensities is None else df[df["intensity"].isin(list(intensities))]
+    check(len(rows) > 0, "intensities", intensities, f"intensities of the sweep: {sorted(df['intensity'].unique())}")
+    per = rows.groupby(["topic", "prompt"])[value].mean()
+    missing = [t for t in (target, *off_targets) if t not in per.index.get_level_values(0)]
+    check(not missing, "topics", missing, "topics present in the sweep's rows")
+    return [per.loc[t].to_numpy() for t in (target, *off_targets)]
+
+
+def _gap(*groups: np.ndarray) -> float:
+    return float(groups[0].mean() - np.mean([g.mean() for g in groups[1:]]))
+
+
+def specificity_gaps(df: pd.DataFrame, target: str, off_targets: Sequence[str], by: str = "cluster",
+                     value: str = "d_loss", intensities: Sequence[float] | None = None) -> pd.Series:
+    """`specificity_gap` (no CI) of every group of rows, e.g. of many random clusters: the null distribution."""
+    return pd.Series({k: _gap(*_damage_groups(d, target, off_targets, value, intensities)) for k, d in df.groupby(by)})

@@ -79,6 +79,26 @@ def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[fl
     return fig
 
 
+def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
+    """Per topic, how many nats better than a unigram baseline the model predicts the topic's keywords (95% CI);
+    filled = usable (the interval's low end above 0), hollow = not used."""
+    m = margins.sort_values("margin").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(m) + 1.4))
+    y = np.arange(len(m))
+    for usable, color, face in ((True, "C0", "C0"), (False, "C3", "white")):
+        part = m[m["usable"] == usable]
+        if len(part):
+            err = [part["margin"] - part["ci_low"], part["ci_high"] - part["margin"]]
+            ax.errorbar(part["margin"], y[part.index], xerr=err, fmt="o", color=color, mfc=face, capsize=3,
+                        label="usable" if usable else "not used")
+    ax.axvline(0, color="0.3", ls=":", lw=1.1)
+    ax.set_yticks(y, m["topic"])
+    ax.set(xlabel="keyword log-likelihood gain over unigram (nats per keyword)", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- report 4: neuron Shapley
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import re
-import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,28 +14,20 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from lib.core import data
-from lib.core.checks import check
-from lib.core.data import lm_windows, load_articles
+from lib.analysis.stats import bootstrap_ci
+from lib.core import config, data
+from lib.core.checks import check, is_int
+from lib.core.data import comments_heldout, lm_windows, load_articles
 from lib.core.params import Params
 
 TOPIC_SETS = ("dbpedia", "comments")
 SPLITS = ("fit", "heldout")
-MODES = ("whole_word", "word_start")
-# The comments file has no split of its own: a comment is held out when crc32(text) % 10 < 3 (30%). The rule
-# depends on the text only, so it is the same on every machine, for every row order and every preset.
-COMMENTS_HELDOUT_MOD, COMMENTS_HELDOUT_BELOW = 10, 3
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 HookList = Sequence[tuple[str, Callable]]
 
 
 # ---------------------------------------------------------------------------------------------- splits
-
-
-def comments_heldout(texts: Iterable[str]) -> np.ndarray:
-    """Boolean mask of the held-out comments (crc32 of the UTF-8 text mod 10 < 3)."""
-    return np.array([zlib.crc32(t.encode()) % COMMENTS_HELDOUT_MOD < COMMENTS_HELDOUT_BELOW for t in texts], bool)
 
 
 def source_name(topic_set: str, split: str) -> str:
@@ -70,38 +62,81 @@ def articles(topic_set: str, split: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------- word tables
 
+IGNORE = -100  # padding of a prompt's target row (torch's cross-entropy ignore_index)
+
+# Function words a probe must not use as a topic's keyword: articles, pronouns, prepositions, conjunctions,
+# auxiliary and modal verbs, determiners and quantifiers, negation, common adverbs of degree and time, number and
+# ordinal words, and the word pieces left by English contractions (" don" of "don't"). It contains the English
+# stop list of NLTK (Bird, Klein & Loper 2009) except "won" (a verb here: "won the league"). Compared in lower case.
+STOP_WORDS = frozenset([
+    "a", "about", "above", "after", "again", "against", "ago", "ain", "all", "almost", "along", "already", "also",
+    "although", "always", "am", "among", "an", "and", "another", "any", "anybody", "anyone", "anything", "anywhere",
+    "are", "aren", "around", "as", "at", "away", "be", "because", "been", "before", "behind", "being", "below",
+    "beside", "besides", "between", "beyond", "both", "but", "by", "can", "cannot", "could", "couldn", "did",
+    "didn", "do", "does", "doesn", "doing", "don", "done", "down", "during", "each", "either", "else", "elsewhere",
+    "enough", "etc", "even", "ever", "every", "everybody", "everyone", "everything", "everywhere", "few", "for",
+    "from", "further", "had", "hadn", "has", "hasn", "have", "haven", "having", "he", "hence", "her", "here",
+    "hers", "herself", "him", "himself", "his", "how", "however", "i", "if", "in", "indeed", "inside", "instead",
+    "into", "is", "isn", "it", "its", "itself", "just", "least", "less", "let", "like", "ll", "many", "may",
+    "maybe", "me", "might", "mightn", "mine", "more", "moreover", "most", "mostly", "much", "must", "mustn", "my",
+    "myself", "near", "nearly", "needn", "neither", "never", "nevertheless", "no", "nobody", "none", "nor", "not",
+    "nothing", "now", "nowhere", "of", "off", "often", "on", "once", "one", "ones", "only", "onto", "or", "other",
+    "others", "otherwise", "ought", "our", "ours", "ourselves", "out", "outside", "over", "own", "per", "perhaps",
+    "quite", "rather", "re", "same", "shall", "shan", "she", "should", "shouldn", "since", "so", "some", "somebody",
+    "someone", "something", "sometimes", "somewhere", "soon", "still", "such", "than", "that", "the", "their",
+    "theirs", "them", "themselves", "then", "there", "thereby", "therefore", "these", "they", "this", "those",
+    "though", "through", "throughout", "thus", "till", "to", "together", "too", "toward", "towards", "under",
+    "unless", "unlike", "until", "up", "upon", "us", "very", "ve", "via", "was", "wasn", "we", "were", "weren",
+    "what", "whatever", "when", "whenever", "where", "whereas", "wherever", "whether", "which", "while", "who",
+    "whoever", "whole", "whom", "whose", "why", "will", "with", "within", "without", "wouldn", "would", "yet",
+    "you", "your", "yours", "yourself", "yourselves", "zero", "two", "three", "four", "five", "six", "seven",
+    "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+    "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred",
+    "hundreds", "thousand", "thousands", "million", "millions", "billion", "first", "second", "third", "fourth",
+    "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "last", "next"
+])
+
 
 @dataclass(frozen=True)
 class WordTables:
-    """Per-token flags: `begins` (a space then a letter: starts a word), `candidate` (begins, all letters,
-    >= min_chars letters: may be a keyword) and `continues` (starts with a letter or digit: glued to the word
-    before it)."""
+    """Per-token flags: `begins` (a space then a letter: starts a word), `continues` (starts with a letter or digit:
+    glued to the token before it, so it does not start a new word) and `alpha` (letters only, after at most one
+    leading space)."""
 
     begins: Bool[Tensor, " vocab"]
-    candidate: Bool[Tensor, " vocab"]
     continues: Bool[Tensor, " vocab"]
+    alpha: Bool[Tensor, " vocab"]
+    texts: tuple[str, ...]
 
 
-def word_tables(tok: data.Tokenizer, min_chars: int = 3) -> WordTables:
-    """WordTables of a tokenizer (candidates: ' ' + at least min_chars letters, e.g. ' football')."""
-    texts = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+def word_tables(tok: data.Tokenizer) -> WordTables:
+    """WordTables of a tokenizer."""
+    texts = tuple(tok.id_to_token(i) for i in range(tok.vocab_size))
     begins = torch.tensor([len(t) > 1 and t[0] == " " and t[1].isalpha() for t in texts])
-    candidate = torch.tensor([t[:1] == " " and t[1:].isalpha() and len(t) - 1 >= min_chars for t in texts])
     continues = torch.tensor([t[:1].isalnum() for t in texts])
-    return WordTables(begins, candidate, continues)
+    alpha = torch.tensor([(t[1:] if t[:1] == " " else t).isalpha() for t in texts])
+    return WordTables(begins, continues, alpha, texts)
 
 
-def occurrences(ids: Int[Tensor, " n"], tables: WordTables, mode: str = "whole_word") -> Bool[Tensor, " n"]:
-    """Where a candidate keyword occurs: as a whole word (next token starts a new word) or as a word's first token."""
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not allowed: one of {MODES}")
-    hit = tables.candidate[ids]
-    if mode == "word_start":
-        return hit
-    nxt = torch.cat([ids[1:], ids.new_zeros(1)])
-    ends = ~tables.continues[nxt]
-    ends[-1] = True
-    return hit & ends
+def word_spans(ids: Int[Tensor, " n"], tables: WordTables, max_tokens: int) -> tuple[Int[Tensor, " w"], Int[Tensor, " w"]]:
+    """(start, n_tokens) of every whole word in ids: a token that begins a word and the tokens glued to it, all of
+    them letters only, at most max_tokens tokens. ' foot' 'ball' ' team' '.' -> ' football' (2 tokens), ' team'."""
+    n = len(ids)
+    if n == 0:
+        return ids.new_zeros(0), ids.new_zeros(0)
+    new = ~tables.continues[ids]
+    new[0] = True
+    seg = torch.cumsum(new.long(), 0) - 1
+    starts = new.nonzero().flatten()
+    length = torch.diff(torch.cat([starts, starts.new_tensor([n])]))
+    nonalpha = torch.zeros(len(starts), dtype=torch.long).index_add_(0, seg, (~tables.alpha[ids]).long())
+    ok = tables.begins[ids[starts]] & (nonalpha == 0) & (length <= max_tokens)
+    return starts[ok], length[ok]
+
+
+def word_text(ids: Sequence[int], tables: WordTables) -> str:
+    """The text of a word's tokens (with its leading space)."""
+    return "".join(tables.texts[i] for i in ids)
 
 
 # ------------------------------------------------------------------------------------------- keywords
@@ -124,6 +159,27 @@ def log_odds_z(counts: Float[Tensor, "topic vocab"], prior_size: float = 1000.0)
     return (delta / torch.sqrt(1.0 / (y_i + alpha) + 1.0 / (y_j + alpha))).float()
 
 
+def word_counts(tok: data.Tokenizer, texts: Sequence[str], labels: Sequence[str], topics: Sequence[str],
+                max_tokens: int) -> pd.DataFrame:
+    """Whole-word occurrences per topic: one row per (topic, word) with count (occurrences) and docs (texts that
+    contain it); columns topic, word, token_ids (a tuple), count, docs. Texts whose label is not in topics are
+    skipped."""
+    tables = word_tables(tok)
+    index = {t: i for i, t in enumerate(topics)}
+    keep = [i for i, lab in enumerate(labels) if lab in index]
+    token_lists = tok.encode_batch([texts[i] for i in keep])
+    flat, owner = _flat_ids(token_lists, tok.eos_id)
+    starts, lengths = word_spans(flat, tables, max_tokens)
+    ids = flat.tolist()
+    keys = [tuple(ids[s : s + n]) for s, n in zip(starts.tolist(), lengths.tolist())]
+    df = pd.DataFrame({"token_ids": keys, "text": owner[starts].numpy()})
+    df["topic"] = np.asarray([labels[i] for i in keep], dtype=object)[df["text"].to_numpy()]
+    out = df.groupby(["topic", "token_ids"], sort=True).agg(count=("text", "size"), docs=("text", "nunique"))
+    out = out.reset_index()
+    out["word"] = [word_text(k, tables) for k in out["token_ids"]]
+    return out[["topic", "word", "token_ids", "count", "docs"]]
+
+
 def _flat_ids(token_lists: list[list[int]], eos_id: int) -> tuple[Tensor, Tensor]:
     """Concatenated ids (eos after each text) and the text index of every position."""
     flat = torch.tensor([i for t in token_lists for i in (*t, eos_id)], dtype=torch.long)
@@ -131,55 +187,63 @@ def _flat_ids(token_lists: list[list[int]], eos_id: int) -> tuple[Tensor, Tensor
     return flat, owner
 
 
-def keyword_counts(tok: data.Tokenizer, texts: Sequence[str], labels: Sequence[str], topics: Sequence[str],
-                   tables: WordTables, mode: str = "whole_word") -> Float[Tensor, "topic vocab"]:
-    """Occurrences of each candidate keyword token per topic (counted where `occurrences` says)."""
-    flat, owner = _flat_ids(tok.encode_batch(list(texts)), tok.eos_id)
-    hit = occurrences(flat, tables, mode)
-    index = {t: i for i, t in enumerate(topics)}
-    topic_of_text = torch.tensor([index.get(lab, -1) for lab in labels], dtype=torch.long)
-    topic = topic_of_text[owner]
-    keep = hit & (topic >= 0)
-    out = torch.zeros(len(topics) * tok.vocab_size, dtype=torch.float64)
-    out.index_add_(0, topic[keep] * tok.vocab_size + flat[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
-    return out.view(len(topics), tok.vocab_size)
+KEYWORD_COLUMNS = ["topic_set", "topic", "word", "token", "token_ids", "n_tokens", "z", "count", "rate", "rate_rest",
+                   "doc_share"]
 
 
 def keywords(tok: data.Tokenizer, topic_set: str, n_per_topic: int = 10, min_count: int = 20, min_chars: int = 3,
-             mode: str = "whole_word", prior_size: float = 1000.0, min_ratio: float = 2.0,
+             max_tokens: int = 4, prior_size: float = 1000.0, min_ratio: float = 2.0, common_share: float = 0.02,
              exclusive: bool = True, max_per_topic: int | None = None) -> pd.DataFrame:
-    """Top keywords per topic of a topic set, from its 'fit' split: one row per (topic, keyword token).
+    """Top content-word keywords per topic of a topic set, from its 'fit' split: one row per (topic, word).
 
-    Columns: topic, token_id, token, z (log-odds z-score, topic vs the set's other topics), count, rate (per
-    1,000 candidate occurrences in the topic), rate_rest. With `exclusive`, a token goes to at most one topic
-    (its highest z); tokens occurring fewer than min_count times in the topic, or less than min_ratio times as
-    often (per candidate occurrence) as in the other topics, are skipped. `max_per_topic` caps the texts counted
-    per topic.
+    A keyword is a whole word (a word-initial token and the tokens glued to it, letters only, at most max_tokens
+    tokens, at least min_chars letters) that is not a function word (STOP_WORDS), occurs at least min_count times in
+    the topic, at least min_ratio times as often (per word) as in the set's other topics, and is not common in every
+    topic (in at least common_share of the texts of each). Words are ranked by their log-odds z-score (topic vs the
+    set's other topics, `log_odds_z`); with `exclusive` a word goes to one topic only (its highest z).
+
+    Columns: topic_set, topic, word (its text, with the leading space; `token` is the same text), token_ids (a
+    tuple: the probe's targets), n_tokens, z, count, rate (per 1,000 words of the topic), rate_rest, doc_share
+    (share of the topic's texts containing it). `max_per_topic` caps the texts counted per topic.
     """
     df = articles(topic_set, "fit")
     if max_per_topic is not None:
         df = df.groupby("label", sort=False).head(max_per_topic)
     topics = sorted(df["label"].unique())
-    tables = word_tables(tok, min_chars)
-    counts = keyword_counts(tok, df["text"].tolist(), df["label"].tolist(), topics, tables, mode)
+    wc = word_counts(tok, df["text"].tolist(), df["label"].tolist(), topics, max_tokens)
+    n_texts = df["label"].value_counts()
+    vocab = sorted(set(wc["token_ids"]))
+    col = {k: j for j, k in enumerate(vocab)}
+    counts = torch.zeros(len(topics), len(vocab), dtype=torch.float64)
+    docs = torch.zeros_like(counts)
+    ti = torch.tensor([topics.index(t) for t in wc["topic"]], dtype=torch.long)
+    wi = torch.tensor([col[k] for k in wc["token_ids"]], dtype=torch.long)
+    counts[ti, wi] = torch.tensor(wc["count"].to_numpy(), dtype=torch.float64)
+    docs[ti, wi] = torch.tensor(wc["docs"].to_numpy(), dtype=torch.float64)
+    tables = word_tables(tok)
+    text = [word_text(k, tables) for k in vocab]
+    content = torch.tensor([t.strip().lower() not in STOP_WORDS and len(t.strip()) >= min_chars for t in text])
+    share = docs / torch.tensor([float(n_texts[t]) for t in topics], dtype=torch.float64)[:, None]
+    common = (share >= common_share).all(0)
     z = log_odds_z(counts, prior_size)
     rate = counts / counts.sum(1, keepdim=True).clamp(min=1)
     rest = (counts.sum(0) - counts) / (counts.sum() - counts.sum(1, keepdim=True)).clamp(min=1)
-    ok = tables.candidate[None] & (counts >= min_count) & (rate >= min_ratio * rest)
+    ok = (content & ~common)[None] & (counts >= min_count) & (rate >= min_ratio * rest)
     z = torch.where(ok, z, torch.tensor(float("-inf")))
-    best = z.argmax(0)  # a token belongs to the topic where it is most over-represented
+    best = z.argmax(0)  # a word belongs to the topic where it is most over-represented
     rows = []
     for i, topic in enumerate(topics):
         zi = torch.where(best == i, z[i], torch.tensor(float("-inf"))) if exclusive else z[i]
-        for tid in zi.argsort(descending=True)[:n_per_topic].tolist():
-            if not np.isfinite(float(zi[tid])):
+        for j in zi.argsort(descending=True, stable=True)[:n_per_topic].tolist():
+            if not np.isfinite(float(zi[j])):
                 break
-            rest = counts[:, tid].sum() - counts[i, tid]
-            rows.append({"topic_set": topic_set, "topic": topic, "token_id": tid, "token": tok.id_to_token(tid),
-                         "z": float(zi[tid]), "count": int(counts[i, tid]),
-                         "rate": float(1000 * counts[i, tid] / counts[i].sum()),
-                         "rate_rest": float(1000 * rest / (counts.sum() - counts[i].sum()))})
-    return pd.DataFrame(rows, columns=["topic_set", "topic", "token_id", "token", "z", "count", "rate", "rate_rest"])
+            n_rest = counts[:, j].sum() - counts[i, j]
+            rows.append({"topic_set": topic_set, "topic": topic, "word": text[j], "token": text[j],
+                         "token_ids": vocab[j], "n_tokens": len(vocab[j]), "z": float(zi[j]),
+                         "count": int(counts[i, j]), "rate": float(1000 * counts[i, j] / counts[i].sum()),
+                         "rate_rest": float(1000 * n_rest / (counts.sum() - counts[i].sum())),
+                         "doc_share": float(share[i, j])})
+    return pd.DataFrame(rows, columns=KEYWORD_COLUMNS)
 
 
 # -------------------------------------------------------------------------------------------- prompts
@@ -187,131 +251,199 @@ def keywords(tok: data.Tokenizer, topic_set: str, n_per_topic: int = 10, min_cou
 
 @dataclass(frozen=True)
 class KeywordPrompts:
-    """(prompt -> keyword) pairs: right-padded prompt tokens (starting with eos), true lengths, keyword targets."""
+    """(prompt -> keyword) pairs, teacher-forced: row i's tokens are the prompt followed by the keyword's tokens
+    except its last (right-padded; `lengths` real tokens); `targets` holds the keyword's tokens right-aligned
+    (IGNORE to their left), so the last `width` positions of a row predict them: position lengths - width + j
+    predicts targets[:, j]. A one-token keyword is the prompt and one target at its last position."""
 
     tokens: Int[Tensor, "n pos"]
     lengths: Int[Tensor, " n"]
-    targets: Int[Tensor, " n"]
+    targets: Int[Tensor, "n width"]
     topics: tuple[str, ...]
     sources: tuple[str, ...]  # lib.core.data dataset of each prompt's article
     rows: Int[Tensor, " n"]  # row of the article in that dataset
 
+    def __post_init__(self) -> None:
+        check(self.targets.dim() == 2 and len(self.targets) == len(self.lengths), "targets.shape",
+              tuple(self.targets.shape), f"(n={len(self.lengths)}, width): one row of keyword tokens per prompt")
+
     def __len__(self) -> int:
         return len(self.targets)
 
-    def select(self, idx: Int[Tensor, " m"] | Sequence[int]) -> "KeywordPrompts":
-        """The prompts at idx (padding trimmed to the longest kept prompt)."""
+    @property
+    def width(self) -> int:
+        """The longest keyword, in tokens (the positions a row is scored at)."""
+        return int(self.word_lengths.max()) if len(self) else 1
+
+    @property
+    def word_lengths(self) -> Int[Tensor, " n"]:
+        """Tokens of each prompt's keyword."""
+        return (self.targets != IGNORE).sum(1)
+
+    @property
+    def prompt_lengths(self) -> Int[Tensor, " n"]:
+        """Tokens of each prompt before its keyword."""
+        return self.lengths - self.word_lengths + 1
+
+    def prompt(self, i: int) -> list[int]:
+        """The tokens of prompt i before its keyword."""
+        return self.tokens[i, : int(self.prompt_lengths[i])].tolist()
+
+    def word(self, i: int) -> list[int]:
+        """The tokens of prompt i's keyword."""
+        t = self.targets[i]
+        return t[t != IGNORE].tolist()
+
+    def select(self, idx: Int[Tensor, " m"] | Sequence[int]) -> KeywordPrompts:
+        """The prompts at idx (padding trimmed to the longest kept prompt and keyword)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         pos = int(self.lengths[idx].max()) if len(idx) else 1
-        return KeywordPrompts(self.tokens[idx, :pos], self.lengths[idx], self.targets[idx],
+        width = int(self.word_lengths[idx].max()) if len(idx) else 1
+        return KeywordPrompts(self.tokens[idx, :pos], self.lengths[idx], self.targets[idx, self.targets.shape[1] - width :],
                               tuple(self.topics[i] for i in idx.tolist()),
                               tuple(self.sources[i] for i in idx.tolist()), self.rows[idx])
 
-    def subset(self, topics: Sequence[str]) -> "KeywordPrompts":
+    def tail_targets(self, idx: Int[Tensor, " m"] | None = None) -> Int[Tensor, "m width"]:
+        """targets of the prompts at idx (default: all), trimmed to their longest keyword (the positions a batch of
+        them is scored at)."""
+        idx = torch.arange(len(self)) if idx is None else torch.as_tensor(idx, dtype=torch.long)
+        width = int(self.word_lengths[idx].max())
+        return self.targets[idx, self.targets.shape[1] - width :]
+
+    def subset(self, topics: Sequence[str]) -> KeywordPrompts:
         """The prompts of the given topics (in this object's order)."""
         return self.select([i for i, t in enumerate(self.topics) if t in set(topics)])
 
     def frame(self) -> pd.DataFrame:
-        """One row per prompt: prompt (index), topic, source, row, length, target."""
+        """One row per prompt: prompt (index), topic, source, row, length (tokens fed), prompt_length, word (its
+        token ids, a tuple), word_length."""
         return pd.DataFrame({"prompt": np.arange(len(self)), "topic": self.topics, "source": self.sources,
                              "row": self.rows.numpy(), "length": self.lengths.numpy(),
-                             "target": self.targets.numpy()})
+                             "prompt_length": self.prompt_lengths.numpy(),
+                             "word": [tuple(self.word(i)) for i in range(len(self))],
+                             "word_length": self.word_lengths.numpy()})
 
 
 def concat(parts: Sequence[KeywordPrompts], pad_id: int = 0) -> KeywordPrompts:
-    """Several prompt sets as one (re-padded with pad_id)."""
+    """Several prompt sets as one (re-padded with pad_id; targets left-padded with IGNORE)."""
     pos = max(p.tokens.shape[1] for p in parts)
+    width = max(p.targets.shape[1] for p in parts)
     tokens = torch.cat([F.pad(p.tokens, (0, pos - p.tokens.shape[1]), value=pad_id) for p in parts])
-    return KeywordPrompts(tokens, torch.cat([p.lengths for p in parts]), torch.cat([p.targets for p in parts]),
+    targets = torch.cat([F.pad(p.targets, (width - p.targets.shape[1], 0), value=IGNORE) for p in parts])
+    return KeywordPrompts(tokens, torch.cat([p.lengths for p in parts]), targets,
                           sum((p.topics for p in parts), ()), sum((p.sources for p in parts), ()),
                           torch.cat([p.rows for p in parts]))
 
 
-def _first_hit(ids: list[int], allowed: set[int], hits: Tensor, min_context: int, max_len: int) -> int | None:
-    """Position of the first keyword occurrence with at least min_context tokens before it, inside max_len."""
-    for i in range(min_context + 1, min(len(ids), max_len + 1)):
-        if hits[i] and ids[i] in allowed:
-            return i
-    return None
-
-
 def keyword_prompts(tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per_topic: int, max_len: int,
                     topics: Sequence[str] | None = None, min_context: int = 4, max_sentences: int = 3,
-                    mode: str = "whole_word", min_chars: int = 3, bos: bool = True, seed: int = 0) -> KeywordPrompts:
+                    bos: bool = True, seed: int = 0) -> KeywordPrompts:
     """Up to n_per_topic held-out (prompt -> keyword) pairs per topic, one per article.
 
-    The prompt is the article's opening (after eos if `bos`, as in LM windows) up to its first keyword of that
-    topic (at least min_context tokens before it, at most max_len tokens in all, inside the first max_sentences
-    sentences); articles are visited in a random order fixed by `seed`.
+    The prompt is the article's opening (after eos if `bos`, as in LM windows) up to its first whole-word
+    occurrence of a keyword of that topic (at least min_context tokens before it, inside the first max_sentences
+    sentences, and prompt plus keyword within max_len tokens); articles are visited in a random order fixed by `seed`.
     """
     df = articles(topic_set, "heldout")
     topics = list(topics) if topics is not None else sorted(kw.loc[kw.topic_set == topic_set, "topic"].unique())
-    tables = word_tables(tok, min_chars)
+    tables = word_tables(tok)
+    longest = int(kw["n_tokens"].max()) if len(kw) else 1
     parts = []
     for t_i, topic in enumerate(topics):
-        allowed = set(kw.loc[(kw.topic_set == topic_set) & (kw.topic == topic), "token_id"].tolist())
+        allowed = set(kw.loc[(kw.topic_set == topic_set) & (kw.topic == topic), "token_ids"].tolist())
         sub = df[df.label == topic]
         order = np.random.default_rng(seed + t_i).permutation(len(sub))
-        rows, prompts, targets = [], [], []
-        for j in order:
+        rows, prompts, words = [], [], []
+        for j in order if allowed else ():
             ids = [tok.eos_id] * bos + tok.encode(sub["text"].iloc[j])
-            hits = occurrences(torch.tensor(ids), tables, mode)
-            i = _first_hit(ids, allowed, hits, min_context - 1 + bos, max_len) if allowed else None
-            if i is None or len(_SENTENCE_END.findall(tok.decode(ids[int(bos) : i]))) >= max_sentences:
+            hit = _first_hit(ids, allowed, tables, min_context + bos, max_len, longest)
+            if hit is None or len(_SENTENCE_END.findall(tok.decode(ids[int(bos) : hit[0]]))) >= max_sentences:
                 continue
+            s, n = hit
             rows.append(int(sub["row"].iloc[j]))
-            prompts.append(ids[:i])
-            targets.append(ids[i])
+            prompts.append(ids[:s])
+            words.append(ids[s : s + n])
             if len(rows) == n_per_topic:
                 break
-        parts.append(_pack(prompts, targets, topic, sub["source"].iloc[0] if len(sub) else "", rows, tok.eos_id))
+        parts.append(_pack(prompts, words, topic, sub["source"].iloc[0] if len(sub) else "", rows, tok.eos_id))
     return concat(parts, tok.eos_id)
 
 
-def _pack(prompts: list[list[int]], targets: list[int], topic: str, source: str, rows: list[int],
+def _first_hit(ids: list[int], allowed: set[tuple[int, ...]], tables: WordTables, min_start: int, max_len: int,
+               max_tokens: int) -> tuple[int, int] | None:
+    """(start, n_tokens) of the first allowed whole word starting at >= min_start whose prompt and word fit in max_len."""
+    starts, lengths = word_spans(torch.tensor(ids), tables, max_tokens)
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        if s >= min_start and s + n - 1 <= max_len and tuple(ids[s : s + n]) in allowed:
+            return s, n
+    return None
+
+
+def _pack(prompts: list[list[int]], words: list[list[int]], topic: str, source: str, rows: list[int],
           pad_id: int) -> KeywordPrompts:
-    pos = max((len(p) for p in prompts), default=1)
-    tokens = torch.full((len(prompts), pos), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.tensor(p)
-    return KeywordPrompts(tokens, torch.tensor([len(p) for p in prompts], dtype=torch.long),
-                          torch.tensor(targets, dtype=torch.long), (topic,) * len(prompts), (source,) * len(prompts),
-                          torch.tensor(rows, dtype=torch.long))
+    fed = [p + w[:-1] for p, w in zip(prompts, words)]
+    pos, width = max((len(f) for f in fed), default=1), max((len(w) for w in words), default=1)
+    tokens = torch.full((len(fed), pos), pad_id, dtype=torch.long)
+    targets = torch.full((len(fed), width), IGNORE, dtype=torch.long)
+    for i, (f, w) in enumerate(zip(fed, words)):
+        tokens[i, : len(f)] = torch.tensor(f)
+        targets[i, width - len(w) :] = torch.tensor(w)
+    return KeywordPrompts(tokens, torch.tensor([len(f) for f in fed], dtype=torch.long), targets,
+                          (topic,) * len(fed), (source,) * len(fed), torch.tensor(rows, dtype=torch.long))
 
 
 # -------------------------------------------------------------------------------------------- metrics
 
 
-def at_last(x: Float[Tensor, "batch pos ..."], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch ..."]:
-    """Each row's value at its last real position (lengths - 1)."""
-    return x[torch.arange(x.shape[0], device=x.device), lengths.to(x.device) - 1]
+def tail(x: Float[Tensor, "batch pos ..."], lengths: Int[Tensor, " batch"], width: int) -> Float[Tensor, "batch width ..."]:
+    """Each row's values at its last `width` real positions (lengths - width .. lengths - 1, clamped at 0)."""
+    pos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], pos]
 
 
-def keyword_scores(logits: Float[Tensor, "n vocab"], targets: Int[Tensor, " n"]) -> dict[str, Tensor]:
-    """Per-prompt keyword cross-entropy (nats), top-1 and top-5 hits (0/1 floats)."""
+def keyword_scores(logits: Float[Tensor, "n width vocab"], targets: Int[Tensor, "n width"]) -> dict[str, Tensor]:
+    """Per-prompt keyword scores from the logits at the positions that predict its tokens (teacher forcing):
+    loss = −Σ log p(token) over the keyword's tokens (nats; the word's log-probability), top1 = every token is
+    the argmax (greedy decoding writes the word), top5 = every token is in its position's top 5 (0/1 floats).
+    IGNORE targets are skipped."""
+    check(logits.dim() == 3 and tuple(targets.shape) == tuple(logits.shape[:2]), "logits/targets shapes",
+          f"{tuple(logits.shape)} / {tuple(targets.shape)}", "(n, width, vocab) logits and (n, width) targets")
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; float64 stays float64
-    loss = F.cross_entropy(logits, targets.to(logits.device), reduction="none")
+    targets = targets.to(logits.device)
+    valid = targets != IGNORE
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
     top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-    hit = top5 == targets.to(logits.device)[:, None]
-    return {"loss": loss.cpu(), "top1": hit[:, 0].float().cpu(), "top5": hit.any(-1).float().cpu()}
+    hit = top5 == targets[..., None]
+    top1 = (hit[..., 0] | ~valid).all(1)
+    in5 = (hit.any(-1) | ~valid).all(1)
+    return {"loss": loss.view(valid.shape).sum(1).cpu(), "top1": top1.float().cpu(), "top5": in5.float().cpu()}
 
 
 @torch.no_grad()
-def last_logits(model, prompts: KeywordPrompts, fwd_hooks: HookList = (),
-                batch_size: int = 128) -> Float[Tensor, "n vocab"]:
-    """Logits at each prompt's last position (a full forward per batch, with fwd_hooks)."""
+def tail_logits(model, prompts: KeywordPrompts, fwd_hooks: HookList = (),
+                batch_size: int = 128) -> Float[Tensor, "n width vocab"]:
+    """Logits at the positions that predict each prompt's keyword tokens (the last prompts.width real positions;
+    a full forward per batch, with fwd_hooks)."""
     out = []
-    device = model.cfg.device
+    device, width = model.cfg.device, prompts.width
     for i in range(0, len(prompts), batch_size):
-        part = prompts.select(torch.arange(i, min(i + batch_size, len(prompts))))
+        idx = torch.arange(i, min(i + batch_size, len(prompts)))
+        part = prompts.select(idx)
         logits = model.run_with_hooks(part.tokens.to(device), fwd_hooks=list(fwd_hooks))
-        out.append(at_last(logits, part.lengths).cpu())
-    return torch.cat(out) if out else torch.empty(0, model.cfg.d_vocab)
+        out.append(tail(logits, part.lengths, width).cpu())
+    return torch.cat(out) if out else torch.empty(0, width, model.cfg.d_vocab)
 
 
+@torch.no_grad()
 def evaluate(model, prompts: KeywordPrompts, fwd_hooks: HookList = (), batch_size: int = 128) -> pd.DataFrame:
-    """Keyword metrics per prompt: prompt, topic, loss, top1, top5."""
-    s = keyword_scores(last_logits(model, prompts, fwd_hooks, batch_size), prompts.targets)
+    """Keyword metrics per prompt: prompt, topic, loss (nats of the whole keyword), top1, top5."""
+    parts = []
+    for i in range(0, len(prompts), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(prompts)))
+        part = prompts.select(idx)
+        logits = model.run_with_hooks(part.tokens.to(model.cfg.device), fwd_hooks=list(fwd_hooks))
+        parts.append(keyword_scores(tail(logits, part.lengths, part.width), part.targets))
+    s = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in ("loss", "top1", "top5")}
     return pd.DataFrame({"prompt": np.arange(len(prompts)), "topic": prompts.topics,
                          **{k: v.numpy() for k, v in s.items()}})
 
@@ -320,6 +452,30 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("topic",)) -> pd.DataFrame:
     """Mean keyword loss, top-1 and top-5 accuracy and prompt count per group."""
     return df.groupby(list(by)).agg(loss=("loss", "mean"), top1=("top1", "mean"), top5=("top5", "mean"),
                                     n=("loss", "size")).reset_index()
+
+
+def unigram_logprobs(tok: data.Tokenizer, texts: Sequence[str]) -> Float[Tensor, " vocab"]:
+    """log p(token) of the tokens of texts (eos after each), add-one smoothed: the unigram baseline of a probe."""
+    flat, _ = _flat_ids(tok.encode_batch(list(texts)), tok.eos_id)
+    counts = torch.bincount(flat, minlength=tok.vocab_size).double() + 1.0
+    return (counts / counts.sum()).log().float()
+
+
+def probe_margins(clean: pd.DataFrame, prompts: KeywordPrompts, unigram: Float[Tensor, " vocab"],
+                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per topic: the model's keyword loss (an `evaluate` table), the unigram baseline's (−Σ log p_unigram of the
+    keyword's tokens), the margin (unigram minus model, nats; > 0: the model knows more than token frequencies),
+    its bootstrap 95% CI over prompts, and `usable` (the CI's low end above 0: the probe measures something the
+    model has learnt)."""
+    uni = torch.stack([-unigram[torch.tensor(prompts.word(i))].double().sum() for i in range(len(prompts))]).numpy()
+    df = clean.assign(unigram=uni[clean["prompt"].to_numpy()])
+    rows = []
+    for topic, g in df.groupby("topic", sort=True):
+        d = (g["unigram"] - g["loss"]).to_numpy()
+        lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed) if len(d) >= 2 else (float("nan"), float("nan"))
+        rows.append({"topic": topic, "n": len(d), "loss": float(g["loss"].mean()), "unigram": float(g["unigram"].mean()),
+                     "margin": float(d.mean()), "ci_low": lo, "ci_high": hi, "usable": bool(lo > 0)})
+    return pd.DataFrame(rows)
 
 
 def topic_windows(tok: data.Tokenizer, topic_set: str, split: str, n_ctx: int, n_windows: int,
@@ -373,34 +529,37 @@ def lm_windows_for(hooked, texts: Sequence[str], n_ctx: int, max_windows: int | 
 
 @dataclass(frozen=True)
 class KeywordParams(Params):
-    """How a report picks its topic keywords and builds its keyword prompts (shared by reports 3, 4, 5 and 7)."""
+    """How a report picks its topic keywords and builds its keyword prompts (shared by reports 3, 4, 5 and 7);
+    see `keywords` for what each knob does."""
 
     n_keywords: int  # keywords per topic
-    mode: Literal["whole_word", "word_start"]
     min_count: int  # occurrences in the topic's fit texts
     min_ratio: float  # rate in the topic / rate in the other topics
-    min_chars: int
-    exclusive: bool  # a token goes to at most one topic
+    min_chars: int  # letters in a keyword
+    max_tokens: int  # tokens in a keyword
+    common_share: float  # a word in at least this share of every topic's texts is no keyword
+    exclusive: bool  # a word goes to at most one topic
     max_texts: int | None  # cap on the texts counted per topic (None: all)
 
     def validate(self) -> None:
-        for name in ("n_keywords", "min_count", "min_chars"):
-            check(getattr(self, name) >= 1, f"KeywordParams.{name}", getattr(self, name), "an integer >= 1")
+        for name in ("n_keywords", "min_count", "min_chars", "max_tokens"):
+            check(is_int(getattr(self, name)) and getattr(self, name) >= 1, f"KeywordParams.{name}",
+                  getattr(self, name), "an integer >= 1")
         check(self.min_ratio >= 0, "KeywordParams.min_ratio", self.min_ratio, "a number >= 0")
+        check(0 < self.common_share <= 1, "KeywordParams.common_share", self.common_share, "a share in (0, 1]")
         check(self.max_texts is None or self.max_texts >= 1, "KeywordParams.max_texts", self.max_texts,
               "None or an integer >= 1")
 
     def keywords(self, tok: data.Tokenizer, topic_set: str) -> pd.DataFrame:
         """`keywords` of one topic set with these knobs."""
         return keywords(tok, topic_set, n_per_topic=self.n_keywords, min_count=self.min_count,
-                        min_chars=self.min_chars, mode=self.mode, min_ratio=self.min_ratio, exclusive=self.exclusive,
-                        max_per_topic=self.max_texts)
+                        min_chars=self.min_chars, max_tokens=self.max_tokens, min_ratio=self.min_ratio,
+                        common_share=self.common_share, exclusive=self.exclusive, max_per_topic=self.max_texts)
 
     def prompts(self, tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per_topic: int, max_len: int,
                 topics: Sequence[str] | None = None, bos: bool = True, seed: int = 0) -> KeywordPrompts:
         """`keyword_prompts` of one topic set with these knobs."""
-        return keyword_prompts(tok, kw, topic_set, n_per_topic, max_len, topics, mode=self.mode,
-                               min_chars=self.min_chars, bos=bos, seed=seed)
+        return keyword_prompts(tok, kw, topic_set, n_per_topic, max_len, topics, bos=bos, seed=seed)
 
 
 def keyword_probes(tok: data.Tokenizer, kp: KeywordParams, n_per_topic: int, max_len: int, bos: bool = True,
@@ -411,10 +570,32 @@ def keyword_probes(tok: data.Tokenizer, kp: KeywordParams, n_per_topic: int, max
 
 
 KEYWORDS = {
-    "smoke": KeywordParams(n_keywords=5, mode="word_start", min_count=5, min_ratio=0.0, min_chars=1, exclusive=False,
-                           max_texts=300),
-    "cpu": KeywordParams(n_keywords=10, mode="whole_word", min_count=20, min_ratio=2.0, min_chars=3, exclusive=True,
-                         max_texts=None),
-    "gpu": KeywordParams(n_keywords=20, mode="whole_word", min_count=50, min_ratio=2.0, min_chars=3, exclusive=True,
-                         max_texts=None),
+    # smoke: a 300-token vocabulary and 300 texts per topic; the filters are loose so that every topic has probes
+    "smoke": KeywordParams(n_keywords=5, min_count=5, min_ratio=1.0, min_chars=3, max_tokens=5, common_share=1.0,
+                           exclusive=False, max_texts=300),
+    "cpu": KeywordParams(n_keywords=10, min_count=20, min_ratio=2.0, min_chars=3, max_tokens=4, common_share=0.02,
+                         exclusive=True, max_texts=None),
+    "gpu": KeywordParams(n_keywords=20, min_count=50, min_ratio=2.0, min_chars=3, max_tokens=4, common_share=0.02,
+                         exclusive=True, max_texts=None),
 }
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lib.prompts keywords --topic-set S --preset P`: one line per keyword, topic<TAB>keyword<TAB>score."""
+    parser = argparse.ArgumentParser(prog="python -m lib.prompts", description="Inspect a topic set's keyword probes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("keywords", help="print each topic's keywords: topic<TAB>keyword<TAB>score (log-odds z)")
+    k.add_argument("--topic-set", required=True, choices=TOPIC_SETS)
+    k.add_argument("--preset", default="cpu", choices=tuple(KEYWORDS))
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    tok = data.get_tokenizer(config.resolve(args.preset).data)
+    kw = KEYWORDS[args.preset].keywords(tok, args.topic_set)
+    for r in kw.itertuples():
+        print(f"{r.topic}\t{r.word.strip()}\t{r.z:.2f}")
+
+
+if __name__ == "__main__":
+    main()

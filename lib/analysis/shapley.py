@@ -17,8 +17,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.analysis.fastpath import fast_path_ok, last_query_block, prompt_chunks
-from lib.analysis.prompts import KeywordPrompts, at_last, keyword_scores
+from lib.analysis.fastpath import fast_path_ok, prompt_chunks, tail_query_block
+from lib.analysis.prompts import KeywordPrompts, keyword_scores, tail
 from lib.core import artifacts, hooks
 from lib.core.checks import check, int_at_least
 
@@ -523,14 +523,16 @@ class NeuronGame:
                 for layer in self.players.layers if layer != skip]
 
     @torch.no_grad()
-    def _logits(self, masks: Tensor, c: int) -> Float[Tensor, "rows vocab"]:
-        """Last-position logits, rows coalition-major, of chunk c under every coalition in masks."""
+    def _logits(self, masks: Tensor, c: int) -> Float[Tensor, "rows width vocab"]:
+        """Logits at the positions that predict each prompt's keyword, rows coalition-major, of chunk c under every
+        coalition in masks."""
         model, idx, clean = self.model, self.chunks[c], self.clean[c]
         b, lengths = len(masks), self.prompts.lengths[idx].repeat(len(masks))
+        width = int(self.prompts.word_lengths[idx].max())
         if not self.fast:
             tokens = self.prompts.tokens[idx, : int(self.prompts.lengths[idx].max())].repeat(b, 1)
             logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=self._hooks(masks, len(idx), None))
-            return at_last(logits, lengths)
+            return tail(logits, lengths, width)
         first, last = self.players.layers[0], model.cfg.n_layers - 1
         with model.hooks(fwd_hooks=self._hooks(masks, len(idx), first)):
             x = torch.cat([_first_layer(clean, row, model.blocks[first].mlp.W_out)
@@ -538,10 +540,10 @@ class NeuronGame:
             if first < last:
                 for layer in range(first + 1, last):
                     x = model.blocks[layer](x)
-                x = last_query_block(model.blocks[last], x, lengths)
+                x = tail_query_block(model.blocks[last], x, lengths, width)
             if model.cfg.normalization_type is not None:
                 x = model.ln_final(x)
-            return model.unembed(x)[:, 0]
+            return model.unembed(x)
 
     def scores(self, masks: Bool[Tensor, "batch n"]) -> dict[str, Float[Tensor, "batch prompt"]]:
         """Per-prompt keyword loss, top-1 and top-5 hits under every coalition (batched forward passes)."""
@@ -549,11 +551,12 @@ class NeuronGame:
         out = {k: torch.zeros(len(masks), len(self.prompts)) for k in ("loss", "top1", "top5")}
         for c, idx in enumerate(self.chunks):
             last_only = self.fast and self.players.layers[0] == self.model.cfg.n_layers - 1
-            pos = 1 if last_only else int(self.prompts.lengths[idx].max())  # tokens per row a pass carries
+            targets = self.prompts.tail_targets(idx)
+            pos = targets.shape[1] if last_only else int(self.prompts.lengths[idx].max())  # tokens per row a pass carries
             per = max(1, self.max_tokens // (len(idx) * pos))
             for i in range(0, len(masks), per):
                 part = masks[i : i + per]
-                s = keyword_scores(self._logits(part, c), self.prompts.targets[idx].repeat(len(part)))
+                s = keyword_scores(self._logits(part, c), targets.repeat(len(part), 1))
                 for key, v in s.items():
                     out[key][i : i + len(part), idx] = v.view(len(part), len(idx))
         return out
@@ -565,7 +568,8 @@ class NeuronGame:
         rows = {k: [] for k in ("loss", "top1", "top5")}
         for mask in masks:
             logits = self.model.run_with_hooks(tokens, fwd_hooks=self._hooks(mask[None], len(tokens), None))
-            for key, v in keyword_scores(at_last(logits, self.prompts.lengths), self.prompts.targets).items():
+            for key, v in keyword_scores(tail(logits, self.prompts.lengths, self.prompts.width),
+                                         self.prompts.tail_targets()).items():
                 rows[key].append(v)
         return {k: torch.stack(v) for k, v in rows.items()}
 
@@ -584,8 +588,8 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
 
     Batched: prompts are sorted by length and cut into chunks of about chunk_tokens tokens; a clean forward per
     chunk caches the first player layer's resid_mid and mlp post-activations; a batch of coalitions (about
-    max_tokens tokens per pass) resumes there with each row's own mask, runs the last block for each prompt's last
-    position only, and unembeds only that position (GPT-2-style models; `fast=False` or other architectures run
+    max_tokens tokens per pass) resumes there with each row's own mask, runs the last block only for the positions
+    that predict each prompt's keyword, and unembeds only those (GPT-2-style models; `fast=False` or other architectures run
     whole forwards with per-row mask hooks). Exact up to float rounding (a test compares `scores_loop`).
     """
     check(metric in METRICS, "metric", metric, f"one of {METRICS}")
@@ -606,8 +610,8 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
 
 @torch.no_grad()
 def _clean_cache(model, prompts: KeywordPrompts, idx: Tensor, layer: int, fill: Tensor) -> dict[str, Tensor]:
-    """What a coalition's pass resumes from at `layer`, for the prompts at idx (last positions only if it is the last
-    layer): resid_post with every neuron present ("full") and with every neuron ablated ("empty"), and each
+    """What a coalition's pass resumes from at `layer`, for the prompts at idx (only the positions that predict the
+    keyword if it is the last layer): resid_post with every neuron present ("full") and with every neuron ablated ("empty"), and each
     neuron's activation minus its fill ("diff"), so that a coalition adds or removes only the neurons it changes."""
     pos = int(prompts.lengths[idx].max())
     names = {"mid": hooks.name("resid_mid", layer), "post": hooks.name("mlp_post", layer)}
@@ -615,7 +619,7 @@ def _clean_cache(model, prompts: KeywordPrompts, idx: Tensor, layer: int, fill: 
                                     stop_at_layer=layer + 1)
     c = {k: cache[n] for k, n in names.items()}
     if layer == model.cfg.n_layers - 1:
-        c = {k: at_last(v, prompts.lengths[idx])[:, None] for k, v in c.items()}
+        c = {k: tail(v, prompts.lengths[idx], int(prompts.word_lengths[idx].max())) for k, v in c.items()}
     mlp, fill = model.blocks[layer].mlp, fill.to(c["post"])
     return {"full": c["mid"] + c["post"] @ mlp.W_out + mlp.b_out,
             "empty": c["mid"] + (fill @ mlp.W_out + mlp.b_out).expand_as(c["mid"]), "diff": c["post"] - fill}

@@ -136,3 +136,60 @@ def share_ci(outcomes: Any, alpha: float = 0.05) -> tuple[float, tuple[float, fl
     check(x.ndim == 1 and x.size >= 1 and bool(np.isin(x, (0.0, 1.0)).all()), "outcomes", outcomes,
           "a 1-D sequence of 0/1 or booleans")
     return float(x.mean()), binomial_ci(int(x.sum()), int(x.size), alpha)
+
+
+def permutation_p(observed: float, null: Any, higher_is_better: bool = True) -> float:
+    """Permutation p-value of an observed statistic against n draws of the same statistic under the null (e.g. n
+    random clusters of the same size and layers): (1 + #{null >= observed}) / (1 + n), counting ties against the
+    observation (Phipson & Smyth 2010), so it is never 0 and its smallest value is 1 / (1 + n)."""
+    x = np.asarray(_as_array(null), dtype=float)
+    check(x.ndim == 1 and x.size >= 1 and bool(np.isfinite(x).all()), "null", null,
+          "a 1-D sequence of at least 1 finite number")
+    o = float(observed)
+    check(math.isfinite(o), "observed", observed, "a finite number")
+    hits = int((x >= o).sum()) if higher_is_better else int((x <= o).sum())
+    return (1 + hits) / (1 + x.size)
+
+
+def curvature_index(x: Any, y: Any) -> float:
+    """How far a sampled curve is from smooth: the largest |second divided difference| f[x_(i-1), x_i, x_(i+1)],
+    scaled by (x range)^2 / (2 * y range), in the units of x itself (for an impairment: the dose). It does not
+    depend on the units of x or y, nor, for a polynomial, on the grid's spacing: a straight line scores 0, y = x^2
+    scores 0.5, y = x^3 at most 1.5 (on [0, X]). A jump between neighbouring grid points x_i < x_(i+1) scores about
+    (x range)^2 / ((x_(i+1) - x_(i-1)) * (x_(i+1) - x_i)), large unless the grid is too coarse there to tell a jump
+    from a steep cubic (e.g. the last step of a doubling grid). A curve that does most of its rising in a small
+    part of the range (y = sqrt(x), 1 - exp(-4x/X)) scores high too: it does not track the dose across the range.
+    NaN for a constant curve (no range) or fewer than 3 points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    check(x.shape == y.shape and x.ndim == 1, "x, y", (x.shape, y.shape), "two 1-D arrays of equal length")
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    check(bool((np.diff(x) > 0).all()), "x", x.tolist(), "distinct values")
+    span = float(np.ptp(y)) if len(y) else 0.0
+    if len(x) < 3 or span == 0:
+        return float("nan")
+    first = np.diff(y) / np.diff(x)
+    second = np.diff(first) / (x[2:] - x[:-2])
+    return float(np.abs(second).max() * (x[-1] - x[0]) ** 2 / (2 * span))
+
+
+SMOOTH_MAX_CURVATURE = 2.0  # pre-registered: a monotone curve no more curved than a cubic (1.5) reads as smooth
+SMOOTH_MIN_SPEARMAN = 0.9
+
+
+def smoothness(x: Any, y: Any) -> dict[str, float | bool]:
+    """A dose-response's smoothness: Spearman of y with x (monotone trend), `curvature_index`, and smooth = the trend
+    is monotone (|rho| >= SMOOTH_MIN_SPEARMAN) and the curvature at most SMOOTH_MAX_CURVATURE (thresholds fixed
+    before looking at the model's curves)."""
+    rho, kappa = spearman(x, y), curvature_index(x, y)
+    ok = bool(np.isfinite(rho) and abs(rho) >= SMOOTH_MIN_SPEARMAN and np.isfinite(kappa)
+              and kappa <= SMOOTH_MAX_CURVATURE)
+    return {"spearman": rho, "curvature": kappa, "smooth": ok}
+
+
+def binomial_tail_p(successes: int, n: int, p0: float) -> float:
+    """Exact one-sided p-value P(X >= successes) for X ~ Binomial(n, p0): how often chance alone does as well."""
+    check(is_int(n) and n >= 1, "n", n, "an integer >= 1")
+    check(is_int(successes) and 0 <= successes <= n, "successes", successes, f"an integer in [0, {n}]")
+    check(0.0 < p0 < 1.0, "p0", p0, "a probability in (0, 1)")
+    return 1.0 if successes == 0 else max(0.0, 1.0 - _binom_cdf(successes - 1, n, p0))

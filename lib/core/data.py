@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Int
@@ -37,7 +38,11 @@ FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "toxic": ("comments/toxic.csv.gz", ("label", "text")),
     "wikitext2_test": ("wikitext2_raw/wiki.test.raw.gz", ()),
 }
-CORPUS_NAMES = ("dbpedia14_train", "dbpedia14_extra", "dbpedia_l2")  # allowed LM training corpora
+# allowed LM training corpora; "comments_fit" is the comments file minus its held-out split (`comments_heldout`)
+CORPUS_NAMES = ("dbpedia14_train", "dbpedia14_extra", "dbpedia_l2", "comments_fit")
+# The comments file has no split of its own: a comment is held out when crc32(text) % 10 < 3 (30%). The rule
+# depends on the text only, so it is the same on every machine, for every row order and every preset.
+COMMENTS_HELDOUT_MOD, COMMENTS_HELDOUT_BELOW = 10, 3
 COLUMNS = ["label", "title", "text"]
 _WIKI_TITLE = re.compile(r"^ = ([^=].*?) = $")  # top-level heading only; sub-headings read " = = X = = "
 
@@ -153,13 +158,26 @@ def topic_texts(split: str = "test") -> pd.DataFrame:
     return load_articles(f"dbpedia14_{split}")
 
 
+def comments_heldout(texts) -> np.ndarray:
+    """Boolean mask of the held-out comments (crc32 of the UTF-8 text mod 10 < 3)."""
+    return np.array([zlib.crc32(t.encode()) % COMMENTS_HELDOUT_MOD < COMMENTS_HELDOUT_BELOW for t in texts], bool)
+
+
+def corpus_articles(name: str) -> pd.DataFrame:
+    """The articles of one training corpus: a shipped dataset, or "comments_fit" (the comments not held out)."""
+    if name == "comments_fit":
+        df = load_articles("toxic")
+        return df[~comments_heldout(df["text"])].reset_index(drop=True)
+    return load_articles(name)
+
+
 def corpus_texts(cfg: DataConfig) -> list[str]:
     """Texts of the training corpora in cfg.corpus, in cfg.corpus order then file order."""
     bad = [c for c in cfg.corpus if c not in CORPUS_NAMES]
     if bad or not cfg.corpus or len(set(cfg.corpus)) != len(cfg.corpus):
         raise ValueError(f"corpus={cfg.corpus!r} is not allowed: a non-empty tuple of distinct names from "
-                         f"{CORPUS_NAMES} (dbpedia14_test is held out)")
-    return [t for name in cfg.corpus for t in load_articles(name)["text"].tolist()]
+                         f"{CORPUS_NAMES} (dbpedia14_test and the held-out comments are held out)")
+    return [t for name in cfg.corpus for t in corpus_articles(name)["text"].tolist()]
 
 
 # ------------------------------------------------------------------------------------------ tokenizers

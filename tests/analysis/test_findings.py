@@ -229,3 +229,59 @@ def test_conclusion_of_an_empty_ledger_says_so():
                                      (12345.6, "12,346"), (1.5e-5, "1.5e-05"), (-0.5, "-0.500")])
 def test_fmt(x, text):
     assert findings.fmt(x) == text
+
+
+@pytest.mark.parametrize("diff, noise, ci, better, expected", [
+    (-0.00098, 0.00195, None, False, "inconclusive"),  # the review's case: half the seed range, right sign
+    (-0.00098, 0.00195, None, True, "not supported"),
+    (-0.004, 0.00195, None, False, "supported"),
+    (-0.004, 0.00195, (-0.006, 0.001), False, "inconclusive"),  # beyond the noise but the CI reaches 0
+    (0.5, 0.1, (0.3, 0.7), True, "supported"),
+    (0.05, 0.1, (0.01, 0.09), True, "inconclusive"),
+    (0.0, 0.1, None, True, "not supported"),
+])
+def test_verdict_exceeds_noise(diff, noise, ci, better, expected):
+    assert findings.verdict_exceeds_noise(diff, noise, ci, higher_is_better=better) == expected
+
+
+def test_a_difference_below_its_noise_is_not_read_as_beating_a_baseline():
+    # what the old code did: the noise scale taken as a baseline to beat, lower being better, reads as "supported"
+    assert findings.verdict_from(-0.00098, 0.00195, higher_is_better=False) == "supported"
+    assert findings.verdict_exceeds_noise(-0.00098, 0.00195, higher_is_better=False) == "inconclusive"
+
+
+def test_noise_records_are_stored_and_shown_as_noise():
+    findings.start("05_sparse_layers", "smoke")
+    findings.record("boosting: dead units, boosted minus unboosted", -0.00098, unit="fraction", control="seeds",
+                    control_value=0.00195, comparison="noise",
+                    verdict=findings.verdict_exceeds_noise(-0.00098, 0.00195, higher_is_better=False))
+    df = findings.load("05_sparse_layers", "smoke")
+    assert df.comparison.tolist() == ["noise"] and df.verdict.tolist() == ["inconclusive"]
+    assert findings.table(df).control.tolist() == ["seeds noise ± 0.00195"]
+    assert "vs seeds noise ± 0.00195 fraction → inconclusive" in findings.conclusion().sentences()[0]
+    with pytest.raises(ValueError, match="comparison='noisy'"):
+        findings.make_record("x", 1.0, control="seeds", control_value=0.1, comparison="noisy")
+    with pytest.raises(ValueError, match="noise scale >= 0"):
+        findings.make_record("x", 1.0, control="seeds", control_value=-0.1, comparison="noise")
+
+
+@pytest.mark.parametrize("value, p, ci, expected", [
+    (0.3, 0.01, (0.1, 0.5), "supported"),
+    (0.3, 0.2, (0.1, 0.5), "not supported"),  # does not beat the null at the pre-registered level
+    (0.3, 0.04, (-0.1, 0.5), "inconclusive"),  # beats the null but its interval reaches 0
+    (-0.3, 0.01, None, "inconclusive"),  # wrong side of 0
+])
+def test_verdict_from_p(value, p, ci, expected):
+    assert findings.verdict_from_p(value, p, ci) == expected
+
+
+def test_p_values_are_stored_validated_and_shown():
+    findings.start("03_neuron_impairment", "smoke")
+    findings.record("B: gap", 0.3, unit="nats", control="random", control_value=0.1, p=1 / 25,
+                    verdict=findings.verdict_from_p(0.3, 1 / 25))
+    df = findings.load("03_neuron_impairment", "smoke")
+    assert df.p.tolist() == [pytest.approx(0.04)]
+    assert findings.table(df).control.tolist() == ["random = 0.100, p = 0.0400"]
+    assert "vs random control 0.100 nats (p = 0.0400) → supported" in findings.conclusion().sentences()[0]
+    with pytest.raises(ValueError, match="p=0"):
+        findings.make_record("x", 1.0, control="random", control_value=0.1, p=0.0)

@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import fp32_tol, planted_topic_stats
+from helpers import fp32_tol, planted_stats, planted_topic_stats, random_prompts
 from lib.analysis import impairment
-from lib.analysis.prompts import KeywordPrompts
 from lib.analysis.units import LOCATIONS, match_units, topic_stats, unit_activations
 from lib.core import config, hooks, model, train
 
@@ -21,14 +20,8 @@ def hooked():
 
 @pytest.fixture(scope="session")
 def pr():
-    """12 right-padded random prompts of lengths 3..14 with random keyword targets."""
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.arange(3, 15)
-    tokens = torch.randint(1, CFG.model.d_vocab, (12, 14), generator=g)
-    tokens[torch.arange(14)[None] >= lengths[:, None]] = 0
-    targets = torch.randint(0, CFG.model.d_vocab, (12,), generator=g)
-    topics = tuple(["a", "b", "c"][i % 3] for i in range(12))
-    return KeywordPrompts(tokens, lengths, targets, topics, ("x",) * 12, torch.arange(12))
+    """12 random prompts of 3..14 tokens before keywords of 1-3 random tokens (so the scored tail varies)."""
+    return random_prompts(12, 3, CFG.model.d_vocab)
 
 
 @pytest.fixture(scope="session")
@@ -111,15 +104,6 @@ def test_match_units_recovers_a_permutation():
     assert torch.equal(perm[found], torch.arange(30))
 
 
-def test_specificity_index_and_ci():
-    rng = np.random.default_rng(0)
-    rows = [{"topic": t, "prompt": i + 100 * j, "intensity": 1.0, "d_loss": d + rng.normal(0, 0.05)}
-            for j, (t, d) in enumerate((("a", 2.0), ("b", 1.0), ("c", 1.0))) for i in range(50)]
-    value, (lo, hi) = impairment.specificity(pd.DataFrame(rows), "a", ["b", "c"], n_boot=300)
-    assert value == pytest.approx(2.0, abs=0.05) and lo < value < hi
-    assert impairment.specificities(pd.DataFrame(rows).assign(cluster="x"), "a", ["b", "c"]).index.tolist() == ["x"]
-
-
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="kind='blur'"):
         impairment.impairment("blur", torch.tensor([0]), 1.0)
@@ -132,3 +116,66 @@ def test_bad_arguments_name_the_value():
 
 def _clu() -> impairment.Cluster:
     return impairment.selective_cluster(planted_topic_stats(), "a", 0.1)
+
+
+@pytest.mark.parametrize("n_topics", [2, 14])
+def test_kmeans_recovers_planted_units_for_two_topics_as_for_fourteen(n_topics):
+    stats = planted_stats(n_topics)
+    frac = 13 / 512
+    assert all(set(impairment.selective_cluster(stats, "t0", frac).units(la).tolist()) == set(range(13))
+               for la in (0, 1))  # the planted signal is clear enough for selectivity
+    for seed in range(3):
+        c = impairment.kmeans_cluster(stats, "t0", frac, generator=torch.Generator().manual_seed(seed))
+        for layer in (0, 1):
+            assert set(c.units(layer).tolist()) == set(range(13)), (n_topics, seed, layer)
+    # the old method (k-means on per-topic means z-scored across topics) has nothing to cluster on with two topics:
+    # every unit's profile is +-1/sqrt(2), so its group "highest on t0" is every unit a little higher there
+    prof = stats.mean[:, 0].T
+    z = (prof - prof.mean(1, keepdim=True)) / prof.std(1, keepdim=True)
+    if n_topics == 2:
+        assert torch.allclose(z.abs(), torch.full_like(z, 2 ** -0.5), atol=1e-5)
+        labels, centres = impairment.kmeans(z, 3, torch.Generator().manual_seed(0))
+        group = (labels == centres[:, 0].argmax()).nonzero().flatten()
+        assert len(group) > 100  # hundreds of tied candidates for 13 places: the choice among them is arbitrary
+
+
+def test_signed_selectivity_keeps_sizes_with_two_topics():
+    d = impairment.signed_selectivity(planted_stats(2))
+    assert d.shape == (2, 2, 512)
+    assert d[0, :, :13].mean() > 1.5 and d[0, :, 13:26].mean() < -1.5  # t1's units are negative on t0
+    assert torch.allclose(d[0], -d[1], atol=0.05 * float(d.abs().max()))  # two topics: one axis, sizes kept
+
+
+def _dose(target: list[float], other: list[float], intensities=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), n=20, sd=0.05):
+    rng = np.random.default_rng(0)
+    rows = []
+    for topic, curve in (("a", target), ("b", other), ("c", other)):
+        for a, d in zip(intensities, curve):
+            rows += [{"topic": topic, "prompt": f"{topic}{i}", "intensity": a, "d_loss": d + rng.normal(0, sd)}
+                     for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_dynamic_range_keeps_the_intensities_that_respond_without_saturating():
+    df = _dose([0, 0.02, 0.5, 1.0, 1.9, 2.0, 2.0], [0, 0.02, 0.2, 0.4, 1.8, 2.0, 2.0], sd=0.0)
+    # mean damage: 0.02, 0.3, 0.6, 1.83, 2.0, 2.0 -> between 10% and 90% of 2.0: intensities 0.5 and 1
+    assert impairment.dynamic_range(df) == (0.5, 1.0)
+    flat = _dose([0] * 7, [0] * 7, sd=0.0)
+    assert impairment.dynamic_range(flat) == (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # nothing responds: all, not none
+
+
+def test_specificity_gap_is_a_difference_read_where_damage_is_not_saturated():
+    # the target suffers 0.3 nats more than the others while damage grows; at saturation every keyword is destroyed
+    df = _dose([0, 0.1, 0.5, 0.9, 3.0, 3.0, 3.0], [0, 0.05, 0.2, 0.6, 3.0, 3.0, 3.0])
+    gap, (lo, hi) = impairment.specificity_gap(df, "a", ["b", "c"], intensities=(0.5, 1.0), n_boot=300)
+    assert gap == pytest.approx(0.3, abs=0.03) and lo < gap < hi and lo > 0.2
+    diluted, _ = impairment.specificity_gap(df, "a", ["b", "c"], n_boot=50)  # every intensity: saturated ones add 0
+    assert diluted < gap / 2
+    # near-zero or negative off-target damage: the ratio with a 1e-3 floor gave ~50; the difference stays in nats
+    tiny = _dose([0, 0.05] * 3 + [0.05], [0, 0.0] * 3 + [0.0], sd=0.001)
+    g2, _ = impairment.specificity_gap(tiny, "a", ["b", "c"], n_boot=50)
+    assert g2 == pytest.approx(0.05 * 4 / 6, abs=0.005)
+    null = impairment.specificity_gaps(pd.concat([df.assign(cluster="x"), tiny.assign(cluster="y")]), "a", ["b", "c"])
+    assert null.index.tolist() == ["x", "y"] and null["y"] == pytest.approx(g2)
+    with pytest.raises(ValueError, match="topics"):
+        impairment.specificity_gap(df, "a", ["z"])

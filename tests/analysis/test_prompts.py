@@ -1,6 +1,8 @@
-"""Keywords and held-out keyword prompts: splits, log-odds, whole-word counting, prompts never from training text."""
+"""Keywords and held-out keyword prompts: splits, log-odds, whole words of several tokens, content words only,
+prompts never from training text, the keyword's summed log-probability, the unigram margin, the command line."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,8 +11,8 @@ from lib.analysis import prompts
 from lib.core import config, data, model, train
 
 CFG = config.resolve("smoke", attention_only=False)
-SMOKE_KW = dict(n_per_topic=3, min_count=5, min_chars=1, mode="word_start", min_ratio=0.0, exclusive=False,
-                max_per_topic=200)
+SMOKE_KW = dict(n_per_topic=3, min_count=5, min_chars=3, max_tokens=5, min_ratio=1.0, common_share=1.0,
+                exclusive=False, max_per_topic=200)
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +27,7 @@ def kw(tok):
 
 @pytest.fixture(scope="session")
 def prompt_sets(tok, kw):
-    args = dict(n_per_topic=5, max_len=CFG.model.n_ctx, mode="word_start", min_chars=1)
+    args = dict(n_per_topic=5, max_len=CFG.model.n_ctx)
     return {s: prompts.keyword_prompts(tok, kw[s], s, **args) for s in prompts.TOPIC_SETS}
 
 
@@ -43,7 +45,7 @@ def test_dbpedia_heldout_is_the_test_split():
     assert "dbpedia14_test" not in CFG.data.corpus and "dbpedia14_test" not in config.resolve("cpu").data.corpus
 
 
-def test_keyword_prompts_never_come_from_training_articles(tok, prompt_sets):
+def test_keyword_prompts_never_come_from_training_articles(tok, kw, prompt_sets):
     train_texts = set(data.corpus_texts(config.resolve("cpu").data)) | set(prompts.articles("comments", "fit").text)
     for s, pr in prompt_sets.items():
         assert len(pr) > 0
@@ -53,8 +55,11 @@ def test_keyword_prompts_never_come_from_training_articles(tok, prompt_sets):
             article = held.loc[int(pr.rows[i]), "text"]
             assert article not in train_texts
             assert held.loc[int(pr.rows[i]), "label"] == pr.topics[i]
-            body = pr.tokens[i, 1 : pr.lengths[i]].tolist() + [int(pr.targets[i])]
+            body = pr.prompt(i)[1:] + pr.word(i)
             assert tok.encode(article)[: len(body)] == body  # the prompt is the article's opening, then the keyword
+            assert pr.tokens[i, : pr.lengths[i]].tolist() == pr.prompt(i) + pr.word(i)[:-1]  # teacher forcing
+            kws = set(kw[s].loc[kw[s].topic == pr.topics[i], "token_ids"])
+            assert tuple(pr.word(i)) in kws
 
 
 def test_log_odds_two_topics_is_antisymmetric_and_signs_follow_rates():
@@ -67,38 +72,101 @@ def test_log_odds_two_topics_is_antisymmetric_and_signs_follow_rates():
     assert 0 < rare[0, 0] < common[0, 0]  # the prior shrinks rare words
 
 
-def test_whole_word_occurrences_skip_word_pieces():
-    class Tok:  # ids: 0 eos, 1 ' foot', 2 'ball', 3 ' team', 4 '.'
-        vocab_size = 5
-        texts = ["<|endoftext|>", " foot", "ball", " team", "."]
+class _Tok:  # ids: 0 eos, 1 ' foot', 2 'ball', 3 ' team', 4 '.', 5 ' the', 6 '19', 7 's', 8 ' fo'
+    vocab_size = 9
+    texts = ["<|endoftext|>", " foot", "ball", " team", ".", " the", "19", "s", " fo"]
 
-        def id_to_token(self, i):
-            return self.texts[i]
-
-    tables = prompts.word_tables(Tok(), min_chars=3)
-    ids = torch.tensor([1, 2, 3, 1, 4, 3])
-    assert prompts.occurrences(ids, tables, "whole_word").tolist() == [False, False, True, True, False, True]
-    assert prompts.occurrences(ids, tables, "word_start").tolist() == [True, False, True, True, False, True]
+    def id_to_token(self, i):
+        return self.texts[i]
 
 
-def test_keywords_are_single_word_tokens_exclusive_and_over_represented(tok):
-    kw = prompts.keywords(tok, "dbpedia", n_per_topic=5, min_count=5, min_chars=1, max_per_topic=300,
+def test_word_spans_join_word_pieces_and_skip_numbers_and_long_words():
+    tables = prompts.word_tables(_Tok())
+    ids = torch.tensor([1, 2, 3, 4, 5, 3, 6, 3, 7, 8, 2, 2, 2])
+    starts, n = prompts.word_spans(ids, tables, max_tokens=3)
+    # ' football', ' team', ' the', (' team' '19' has a digit: skipped), ' teams', (' fo' + 3 x 'ball': too long)
+    assert list(zip(starts.tolist(), n.tolist())) == [(0, 2), (2, 1), (4, 1), (7, 2)]
+    assert prompts.word_text([1, 2], tables) == " football"
+    starts, n = prompts.word_spans(ids, tables, max_tokens=4)
+    assert (9, 4) in list(zip(starts.tolist(), n.tolist()))
+
+
+def test_keywords_are_content_words_exclusive_and_over_represented(tok):
+    kw = prompts.keywords(tok, "dbpedia", n_per_topic=5, min_count=5, min_chars=3, max_per_topic=300,
                           min_ratio=1.5)
-    assert len(kw) > 0 and not kw.token_id.duplicated().any()
-    assert all(t.startswith(" ") and t[1:].isalpha() for t in kw.token)
+    assert len(kw) > 0 and not kw.token_ids.duplicated().any()
+    assert all(w.startswith(" ") and w[1:].isalpha() and len(w) > 3 for w in kw.word)
+    assert not {w.strip().lower() for w in kw.word} & prompts.STOP_WORDS
+    assert (kw.n_tokens > 1).any()  # the smoke vocabulary has few whole words of one token
+    assert all(tok.decode(list(t)) == w for t, w in zip(kw.token_ids, kw.word))
     assert (kw.rate >= 1.5 * kw.rate_rest - 1e-9).all()
 
 
-def test_keyword_scores_and_batched_last_logits_match_single_prompts(prompt_sets):
+def test_function_words_and_words_common_to_every_topic_are_never_keywords(tok):
+    """Planted case: the comments' most over-represented words include function words (" you" is far more frequent
+    in toxic comments); with the stop list they are gone, and a word in >= common_share of every topic's texts goes."""
+    loose = dict(n_per_topic=50, min_count=5, min_chars=3, max_per_topic=300, min_ratio=1.0, exclusive=False)
+    kept = prompts.keywords(tok, "comments", common_share=1.0, **loose)
+    assert not {w.strip().lower() for w in kept.word} & prompts.STOP_WORDS
+    assert kept.doc_share.max() > 0.02
+    strict = prompts.keywords(tok, "comments", common_share=0.02, **loose)
+    common = set(kept.word) - set(strict.word)
+    assert common  # something was common to both topics
+    for w in common:
+        assert (kept.loc[kept.word == w, "doc_share"] >= 0.02).all()
+
+
+def test_keyword_scores_sum_the_log_probabilities_of_the_keyword_tokens(prompt_sets):
     hooked = model.to_hooked(train.init_model(CFG.replace(init_range=0.3)).eval())
-    pr = prompt_sets["dbpedia"]
-    logits = prompts.last_logits(hooked, pr, batch_size=4)
-    for i in (0, len(pr) - 1):
-        one = hooked(pr.tokens[i : i + 1, : pr.lengths[i]])[0, -1]
-        assert torch.allclose(logits[i], one, rtol=0, atol=fp32_tol(one))  # batched vs alone: other kernels
+    pr = prompts.concat(list(prompt_sets.values()), 0)
+    assert pr.width > 1 and len(pr.word_lengths.unique()) > 1  # keywords of several lengths, scored in one batch
+    logits = prompts.tail_logits(hooked, pr, batch_size=4)
+    df = prompts.evaluate(hooked, pr, batch_size=3)
+    for i in range(len(pr)):  # reference: one forward of prompt + keyword alone, log-softmax at each keyword token
+        p, w = pr.prompt(i), pr.word(i)
+        with torch.no_grad():
+            lp = torch.log_softmax(hooked(torch.tensor([p + w[:-1]]))[0].double(), -1)
+        ref = -sum(lp[len(p) - 1 + j, t] for j, t in enumerate(w))
+        assert abs(df.loss[i] - float(ref)) <= fp32_tol(ref)
+        greedy = all(int(lp[len(p) - 1 + j].argmax()) == t for j, t in enumerate(w))
+        assert df.top1[i] == float(greedy)
     s = prompts.keyword_scores(logits, pr.targets)
-    ref = -torch.log_softmax(logits, -1)[torch.arange(len(pr)), pr.targets]
-    assert torch.allclose(s["loss"], ref, rtol=0, atol=fp32_tol(ref))
-    assert (s["top1"] <= s["top5"]).all()
-    df = prompts.evaluate(hooked, pr)
     assert np.allclose(df.loss.to_numpy(), s["loss"].numpy(), rtol=0, atol=fp32_tol(s["loss"]))
+    assert (s["top1"] <= s["top5"]).all()
+
+
+def test_keyword_scores_known_answer_on_hand_made_logits():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]],   # keyword [0, 1]
+                                     [[1 / 3, 1 / 3, 1 / 3], [0.2, 0.2, 0.6]]]))  # keyword [2] (one token)
+    targets = torch.tensor([[0, 1], [prompts.IGNORE, 2]])
+    s = prompts.keyword_scores(logits, targets)
+    assert torch.allclose(s["loss"], torch.tensor([-np.log(0.5 * 0.8), -np.log(0.6)], dtype=torch.float32))
+    assert s["top1"].tolist() == [1.0, 1.0]
+    s = prompts.keyword_scores(logits, torch.tensor([[1, 1], [prompts.IGNORE, 0]]))
+    assert s["top1"].tolist() == [0.0, 0.0]  # ' 1' is not the first token's argmax; 0 is not the argmax
+    with pytest.raises(ValueError, match="logits/targets shapes"):
+        prompts.keyword_scores(logits[:, 0], targets)
+
+
+def test_probe_margins_mark_a_probe_usable_only_when_the_model_beats_unigram(tok, prompt_sets):
+    pr = prompt_sets["dbpedia"]
+    uniform = torch.full((tok.vocab_size,), -float(np.log(tok.vocab_size)))
+    clean = pd.DataFrame({"prompt": np.arange(len(pr)), "topic": pr.topics,
+                          "loss": [float(np.log(tok.vocab_size)) * len(pr.word(i)) - 1.0 for i in range(len(pr))]})
+    m = prompts.probe_margins(clean, pr, uniform)
+    assert np.allclose(m.margin, 1.0) and m.usable.all()  # 1 nat better than a uniform unigram on every prompt
+    worse = clean.assign(loss=clean.loss + 2.0)
+    m = prompts.probe_margins(worse, pr, uniform)
+    assert np.allclose(m.margin, -1.0) and not m.usable.any()
+    uni = prompts.unigram_logprobs(tok, ["the cat", "the dog"])
+    assert torch.isclose(uni.exp().sum(), torch.tensor(1.0), atol=1e-5)
+
+
+def test_command_line_prints_topic_keyword_score(capsys):
+    prompts.main(["keywords", "--topic-set", "comments", "--preset", "smoke"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(len(line.split("\t")) == 2 + 1 for line in lines)
+    topic, word, score = lines[0].split("\t")
+    assert topic in {"toxic", "harmless"} and word.isalpha() and float(score) > 0
+    with pytest.raises(SystemExit):
+        prompts.main(["keywords", "--topic-set", "news", "--preset", "smoke"])

@@ -85,3 +85,50 @@ def test_binomial_ci_matches_closed_forms_and_never_collapses():
     assert share == 1.0 and lo < 1.0
     with pytest.raises(ValueError, match="successes=11"):
         stats.binomial_ci(11, 10)
+
+
+def test_permutation_p_counts_ties_against_the_observation_and_is_never_zero():
+    null = [0.1, 0.2, 0.3, 0.4]
+    assert stats.permutation_p(0.5, null) == pytest.approx(1 / 5)  # beats all: the floor 1 / (1 + n)
+    assert stats.permutation_p(0.3, null) == pytest.approx(3 / 5)  # ties count as >=
+    assert stats.permutation_p(0.0, null) == pytest.approx(1.0)
+    assert stats.permutation_p(0.05, null, higher_is_better=False) == pytest.approx(1 / 5)
+    # under the null (observation exchangeable with the draws) p is uniform: P(p <= 0.05) <= 0.05
+    rng = np.random.default_rng(0)
+    ps = [stats.permutation_p(x[0], x[1:]) for x in rng.normal(size=(2000, 40))]
+    assert np.mean(np.asarray(ps) <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000)
+    with pytest.raises(ValueError, match="null"):
+        stats.permutation_p(1.0, [])
+
+
+NOISE_GRID = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+
+
+def test_curvature_index_known_answers_on_the_doubling_grid():
+    x = NOISE_GRID
+    assert stats.curvature_index(x, 3 * x + 1) == pytest.approx(0.0, abs=1e-12)
+    assert stats.curvature_index(x, x ** 2) == pytest.approx(0.5)  # exact for any grid: f[.,.,.] of x^2 is 1
+    assert stats.curvature_index(np.linspace(0, 1, 6), np.linspace(0, 1, 6) ** 2) == pytest.approx(0.5)
+    assert stats.curvature_index(x, x ** 3) <= 1.5
+    assert stats.curvature_index(x * 10, (x ** 2) * 7 - 3) == pytest.approx(0.5)  # units of x and y do not matter
+    assert stats.curvature_index(x, (x > 1).astype(float)) > 10  # a jump between 1 and 2
+    assert np.isnan(stats.curvature_index(x, np.ones(7)))
+    # the old "largest step share" put this smooth quadratic at 0.75, near its jump end (1)
+    steps = np.abs(np.diff(x ** 2))
+    assert steps.max() / steps.sum() == pytest.approx(0.75)
+
+
+def test_smoothness_separates_smooth_curves_from_steps():
+    x = NOISE_GRID
+    for y in (x, x ** 2, x ** 3, -x ** 2):
+        assert stats.smoothness(x, y)["smooth"], y
+    for y in ((x > 1).astype(float), (x > 0.25).astype(float), np.array([0, 1, 0, 1, 0, 1, 0.0]), np.ones(7)):
+        assert not stats.smoothness(x, y)["smooth"], y
+
+
+def test_binomial_tail_p_known_answers():
+    assert stats.binomial_tail_p(0, 10, 0.1) == 1.0
+    assert stats.binomial_tail_p(10, 10, 0.5) == pytest.approx(0.5 ** 10)
+    assert stats.binomial_tail_p(3, 4, 0.5) == pytest.approx(5 / 16)  # P(X >= 3) = (4 + 1) / 16
+    assert stats.binomial_tail_p(4, 16, 1 / 16) == pytest.approx(
+        1 - sum(math.comb(16, i) * (1 / 16) ** i * (15 / 16) ** (16 - i) for i in range(4)))

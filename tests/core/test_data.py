@@ -118,8 +118,16 @@ def test_split_wikitext_on_top_level_headings():
 def test_corpus_texts_order_and_held_out(smoke_cfg):
     texts = data.corpus_texts(smoke_cfg)
     assert texts == data.load_articles("dbpedia14_train")["text"].tolist()
-    with pytest.raises(ValueError, match="dbpedia14_test is held out"):
+    with pytest.raises(ValueError, match="dbpedia14_test and the held-out comments are held out"):
         data.corpus_texts(config.resolve("smoke", corpus=("dbpedia14_train", "dbpedia14_test")).data)
+
+
+def test_the_comments_corpus_is_their_fit_split_only():
+    texts = data.corpus_texts(config.resolve("smoke", corpus=("comments_fit",)).data)
+    every = data.load_articles("toxic")["text"]
+    held = data.comments_heldout(every)
+    assert texts == every[~held].tolist() and 0.25 < held.mean() < 0.35
+    assert not set(texts) & set(every[held])
 
 
 # ---------------------------------------------------------------------------------------- tokenizers

@@ -31,8 +31,8 @@ def test_unknown_bad_and_out_of_range_values_name_themselves():
         impairment_params.resolve("cpu", n_random="8")
     with pytest.raises(ValueError, match="ImpairmentParams.n_random=True"):
         impairment_params.resolve("cpu", n_random=True)  # a bool is not an integer
-    with pytest.raises(ValueError, match="KeywordParams.mode='words'"):
-        KEYWORDS["cpu"].replace(mode="words")
+    with pytest.raises(ValueError, match="KeywordParams.common_share=1.5"):
+        KEYWORDS["cpu"].replace(common_share=1.5)
     with pytest.raises(ValueError, match="scale_intensities"):
         impairment_params.resolve("cpu", scale_intensities=(0.0, 1.5))
     with pytest.raises(ValueError, match="preset='tpu'"):

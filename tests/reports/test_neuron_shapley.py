@@ -58,11 +58,11 @@ def _scale_unit(unit: int, factor: float):
     return fn
 
 
-def test_removal_masks_and_specificity_index():
+def test_removal_masks_and_specificity_gap():
     m = neuron_shapley.removal_masks(torch.tensor([3, 0, 2, 1]), [0, 1, 3], 4)
     assert m.tolist() == [[True] * 4, [True, True, True, False], [False, True, False, False]]
     d = torch.tensor([[2.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    assert torch.allclose(neuron_shapley.specificity_index(d), torch.tensor([2.0, 1.0 / 1e-3, 1.0]))
+    # row 1: no damage elsewhere; a ratio with a 1e-3 floor read 1000 there, the gap reads the 1 nat it is
     assert torch.allclose(neuron_shapley.specificity_gap(d), torch.tensor([1.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match="ks"):
         neuron_shapley.removal_masks(torch.arange(4), [5], 4)

@@ -3,8 +3,8 @@ bad names give clear errors; the command line runs on a tiny model."""
 
 import math
 import subprocess
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +62,7 @@ def validation():
     """8 prompts per concept: 6 of its tokens, the answer another of its tokens."""
     parts = [_windows(c, 8, 7, 10 + i) for i, c in enumerate(RANGES)]
     tokens = torch.cat([p[:, :6] for p in parts])
-    return KeywordPrompts(tokens, torch.full((24,), 6), torch.cat([p[:, 6] for p in parts]),
+    return KeywordPrompts(tokens, torch.full((24,), 6), torch.cat([p[:, 6] for p in parts])[:, None],
                           tuple(c for c in RANGES for _ in range(8)), ("test",) * 24, torch.arange(24))
 
 
@@ -256,3 +256,14 @@ def test_empty_and_too_long_prompts_are_refused(planted, concepts, capsys):
     assert f"do not fit the model's context of {planted.cfg.n_ctx} tokens" in capsys.readouterr().err
     with pytest.raises(ValueError, match=f"n_ctx={planted.cfg.n_ctx}"):
         submodels.explain(planted, list(range(1, planted.cfg.n_ctx + 3)), {}, top_k=1)
+
+
+def test_a_concept_whose_probe_measures_nothing_is_never_validated(found):
+    c = next(iter(found))
+    margins = pd.DataFrame({"topic": list(found), "margin": [-0.5 if t == c else 1.0 for t in found],
+                            "usable": [t != c for t in found]})
+    gated = submodels.with_probe_gate(found, margins)
+    assert gated[c].status == "unvalidated" and "unigram" in gated[c].status_reason
+    assert all(gated[t].status == found[t].status for t in found if t != c)
+    with pytest.raises(ValueError, match="concept"):
+        submodels.with_probe_gate(found, margins[margins.topic != c])

@@ -7,21 +7,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
-from lib.analysis.impairment import (
-    ENDPOINTS,
-    Cluster,
-    base_cluster,
-    random_cluster,
-    selective_cluster,
-)
-from lib.analysis.stats import bootstrap, percentile_ci, spearman
-from lib.analysis.units import TopicStats, layer_mask, n_units
+from lib.analysis.impairment import ENDPOINTS, Cluster, kmeans_cluster, random_cluster, selective_cluster
+from lib.analysis.stats import bootstrap, percentile_ci, smoothness, spearman
+from lib.analysis.units import TopicStats
 from lib.core.checks import check
 
-METHODS = ("selectivity", "kmeans", "random")
+METHODS = ("selectivity", "kmeans", "random")  # kmeans: on signed-selectivity profiles (any number of topics)
 
 
 # ----------------------------------------------------------------------------------- activation statistics
@@ -30,46 +24,10 @@ METHODS = ("selectivity", "kmeans", "random")
 # --------------------------------------------------------------------------------------------- clusters
 
 
-def kmeans(x: Float[Tensor, "n d"], k: int, generator: torch.Generator, n_init: int = 4,
-           iters: int = 50) -> tuple[Int[Tensor, " n"], Float[Tensor, "k d"]]:
-    """Lloyd's k-means with k-means++ seeding, best of n_init runs (deterministic for the generator)."""
-    best = None
-    for _ in range(n_init):
-        c = x[torch.randint(len(x), (1,), generator=generator)]
-        for _ in range(k - 1):  # k-means++: next centre with probability proportional to squared distance
-            d2 = torch.cdist(x, c).min(1).values ** 2
-            c = torch.cat([c, x[torch.multinomial(d2 + 1e-12, 1, generator=generator)]])
-        for _ in range(iters):
-            labels = torch.cdist(x, c).argmin(1)
-            new = torch.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
-            if torch.allclose(new, c):
-                break
-            c = new
-        inertia = float(((x - c[labels]) ** 2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, labels, c)
-    return best[1], best[2]
-
-
-def kmeans_cluster(stats: TopicStats, topic: str, frac: float = 0.025, n_clusters: int | None = None,
-                   generator: torch.Generator | None = None, layers: Sequence[int] | None = None) -> Cluster:
-    """Per layer: k-means on the units' topic profiles (mean activation per topic, z-scored across topics); the
-    group whose centre is highest on `topic`, capped at the top `frac` of units by their profile on `topic`."""
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    i, k = stats.topics.index(topic), n_units(frac, stats.mean.shape[-1])
-    mask = torch.zeros(stats.mean.shape[1:], dtype=torch.bool)
-    for layer in torch.nonzero(layer_mask(*mask.shape, layers)).flatten().tolist():
-        prof = stats.mean[:, layer].T  # (unit, topic)
-        prof = (prof - prof.mean(1, keepdim=True)) / (prof.std(1, keepdim=True) + 1e-8)
-        labels, centres = kmeans(prof, n_clusters or len(stats.topics), g)
-        members = torch.nonzero(labels == centres[:, i].argmax()).flatten()
-        mask[layer, members[prof[members, i].argsort(descending=True)[:k]]] = True
-    return base_cluster(stats).with_mask(mask, f"{topic} k-means", "kmeans")
-
-
 def find_cluster(stats: TopicStats, topic: str, method: str = "selectivity", frac: float = 0.025,
                  generator: torch.Generator | None = None, layers: Sequence[int] | None = None) -> Cluster:
-    """A cluster for `topic` by method 'selectivity', 'kmeans' or 'random' (random: same size as selectivity's)."""
+    """A cluster for `topic` by method 'selectivity', 'kmeans' (k-means on signed-selectivity profiles, any number
+    of topics) or 'random' (random: same size as selectivity's)."""
     check(method in METHODS, "method", method, f"one of {METHODS}")
     if method == "kmeans":
         return kmeans_cluster(stats, topic, frac, generator=generator, layers=layers)
@@ -114,14 +72,9 @@ def curve_matrix(df: pd.DataFrame, value: str = "loss") -> tuple[np.ndarray, np.
     return piv.columns.to_numpy(float), piv.to_numpy(float)
 
 
-def largest_step_share(y: np.ndarray) -> float:
-    """Share of a curve's total variation taken by its largest single step: 1/(steps) if even, 1 for a jump."""
-    steps = np.abs(np.diff(np.asarray(y, float)))
-    return float(steps.max() / steps.sum()) if steps.sum() > 0 else float("nan")
-
-
 def monotonicity(df: pd.DataFrame, value: str = "loss", n_boot: int = 1000, seed: int = 0) -> dict:
-    """Spearman of the mean curve (value vs intensity) with a bootstrap CI over prompts, and its largest step share."""
+    """Spearman of the mean curve (value vs intensity) with a bootstrap CI over prompts, its `curvature_index` and
+    whether it is smooth (`lib.analysis.stats.smoothness`: monotone and no more curved than a cubic)."""
     x, mat = curve_matrix(df, value)
 
     def rho_of(rows: np.ndarray) -> float:  # a curve that does not move is scored as no monotone trend (0)
@@ -129,7 +82,8 @@ def monotonicity(df: pd.DataFrame, value: str = "loss", n_boot: int = 1000, seed
         return 0.0 if np.isnan(r) else r
 
     lo, hi = percentile_ci(bootstrap(rho_of, mat, n_boot=n_boot, seed=seed))
-    return {"spearman": rho_of(mat), "ci_low": lo, "ci_high": hi, "largest_step": largest_step_share(mat.mean(0))}
+    sm = smoothness(x, mat.mean(0))
+    return {"spearman": rho_of(mat), "ci_low": lo, "ci_high": hi, "curvature": sm["curvature"], "smooth": sm["smooth"]}
 
 
 def curve_table(df: pd.DataFrame, value: str = "loss", by: Sequence[str] = ("cluster", "kind", "topic"),
@@ -150,3 +104,13 @@ def threshold_intensity(x: np.ndarray, y: np.ndarray, threshold: float) -> float
         if y[i] < threshold:
             return float(x[i - 1] + (y[i - 1] - threshold) / (y[i - 1] - y[i]) * (x[i] - x[i - 1]))
     return float("inf")
+
+
+def normalised_auc(x: np.ndarray, y: np.ndarray, clean: float) -> float:
+    """Area under a performance-under-impairment curve y(x) (trapezoids), divided by the area the model's own clean
+    performance would give over the same range: 1 = no loss of performance at any intensity, 0 = all lost at once.
+    Relative to each model's own clean value, so a model that starts lower is not scored 0, and never censored."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    check(len(x) >= 2 and bool((np.diff(x) > 0).all()), "x", x.tolist(), "at least 2 increasing intensities")
+    check(np.isfinite(clean) and clean > 0, "clean", clean, "the model's clean performance, > 0")
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (clean * (x[-1] - x[0])))

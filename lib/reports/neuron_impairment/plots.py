@@ -48,10 +48,11 @@ def dose_response(df: pd.DataFrame, metrics: Mapping[str, str], kinds: Mapping[s
 
 
 def curve_stat_strip(df: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, xlabel: str = "",
-                     ref: float | None = None) -> Figure:
-    """One dot per curve (a statistic such as Spearman's rho) per group, with the group's box behind."""
+                     ref: float | None = None, log: bool = False) -> Figure:
+    """One dot per curve (a statistic such as Spearman's rho) per group, with the group's box behind; `ref` dotted
+    (e.g. a pre-registered threshold); `log` puts y on a log scale (for a curvature index spanning decades)."""
     fig, ax = plt.subplots(figsize=(7.5, 3.9))
-    sns.boxplot(df, x=x, y=y, ax=ax, color="0.9", showfliers=False, width=0.5)
+    sns.boxplot(df, x=x, y=y, ax=ax, color="0.9", showfliers=False, width=0.5, log_scale=log)
     sns.stripplot(df, x=x, y=y, hue=hue, ax=ax, dodge=False, size=6, alpha=0.8, jitter=0.15)
     if ref is not None:
         ax.axhline(ref, color="0.4", ls=":", lw=1.2)
@@ -61,20 +62,22 @@ def curve_stat_strip(df: pd.DataFrame, x: str, y: str, hue: str, title: str, yla
     return fig
 
 
-def tolerance_curves(df: pd.DataFrame, y: str, hue: str, threshold: float, crossings: Mapping[str, float],
-                     title: str, xlabel: str, ylabel: str) -> Figure:
-    """Performance under increasing impairment, one line per model (95% bootstrap bands), the fixed threshold
-    dotted and each model's crossing intensity marked."""
+def relative_tolerance(df: pd.DataFrame, y: str, group: str, run: str, auc: Mapping[str, float], title: str,
+                       xlabel: str, ylabel: str) -> Figure:
+    """Performance under increasing impairment relative to each run's own clean value (1 = unimpaired), one thin
+    line per run (e.g. a training seed) coloured by its group (final / early), the group mean thick; the legend
+    gives each group's mean normalised area (`auc`, group -> value)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    order = list(crossings)
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    sns.lineplot(df, x="intensity", y=y, hue=hue, hue_order=order, palette=palette, ax=ax, errorbar=("ci", 95),
-                 n_boot=200, seed=0, marker="o", markersize=4)
+    groups = list(auc)
+    palette = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    for (g, _), part in df.groupby([group, run], sort=False):
+        m = part.groupby("intensity")[y].mean()
+        ax.plot(m.index, m.to_numpy(), color=palette[g], lw=0.9, alpha=0.5, marker="o", ms=3)
+    for g in groups:
+        m = df[df[group] == g].groupby("intensity")[y].mean()
+        ax.plot(m.index, m.to_numpy(), color=palette[g], lw=2.6, label=f"{g} (mean normalised area {auc[g]:.2f})")
     symlog_if_wide(ax, df["intensity"].to_numpy())
-    ax.axhline(threshold, color="0.3", ls=":", lw=1.3, label=f"threshold {threshold:.2f}")
-    for name, x in crossings.items():
-        if np.isfinite(x):
-            ax.plot([x], [threshold], marker="v", ms=10, color=palette[name], ls="none")
+    ax.axhline(1.0, color="0.3", ls=":", lw=1.1)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()

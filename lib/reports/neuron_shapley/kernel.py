@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from lib.analysis.prompts import KeywordPrompts, at_last
+from lib.analysis.prompts import KeywordPrompts, keyword_scores, tail
 from lib.analysis.shapley import NeuronGame, Players, ShapleyResult
 from lib.core import hooks
 from lib.core.checks import check
@@ -35,8 +35,7 @@ def grad_x_act(model, prompts: KeywordPrompts, players: Players, fill: Float[Ten
         with torch.enable_grad():
             logits = model.run_with_hooks(part.tokens.to(model.cfg.device),
                                           fwd_hooks=[(hooks.name("mlp_post", layer), keep) for layer in players.layers])
-            loss = torch.nn.functional.cross_entropy(at_last(logits, part.lengths), part.targets.to(logits.device),
-                                                     reduction="sum")
+            loss = keyword_scores(tail(logits, part.lengths, part.width), part.targets)["loss"].sum()
             loss.backward()
         out.append(torch.cat([(-(acts[layer] - fill[layer].to(acts[layer])) * acts[layer].grad).sum(1).detach().cpu()
                               for layer in players.layers], 1))
@@ -51,16 +50,6 @@ def removal_masks(order: Int[Tensor, " n"], ks: Sequence[int], n_players: int) -
     for row, k in enumerate(ks):
         masks[row, order[:k]] = False
     return masks
-
-
-def specificity_index(damage: Float[Tensor, "x y"], floor: float = 1e-3) -> Float[Tensor, " x"]:
-    """Per row X of a topics × topics damage matrix (remove X's neurons, measure Y): damage on X ÷ mean damage on
-    the other topics (an off-target damage below `floor` counts as `floor`)."""
-    check(damage.dim() == 2 and damage.shape[0] == damage.shape[1], "damage.shape", tuple(damage.shape),
-           "square (topics x topics)")
-    n = len(damage)
-    off = (damage.sum(1) - damage.diagonal()) / max(n - 1, 1)
-    return damage.diagonal() / off.clamp(min=floor)
 
 
 def specificity_gap(damage: Float[Tensor, "x y"]) -> Float[Tensor, " x"]:

@@ -17,7 +17,8 @@ class ShapleyParams(Params):
     coalitions cost one position per prompt); n_prompts per topic define the game, n_eval_prompts (other held-out
     articles) measure removals; n_permutations for the trained model's TMC run (every topic at once),
     n_permutations_control for the seed-1 and init runs; k = top-k for specificity, seeds and TMAB; cost_* = the
-    single-topic TMAB vs TMC comparison."""
+    single-topic TMAB vs TMC comparison; gate_probes: play only topics whose keyword probe beats a unigram baseline
+    (report 3's gate; off only for `smoke`, a code check whose model knows nothing)."""
 
     keywords: KeywordParams
     layers: tuple[int, ...] | None
@@ -39,6 +40,7 @@ class ShapleyParams(Params):
     stable_for: int  # TMC's stopping rule in the cost comparison: the top-k unchanged this many permutations
     n_match_windows: int
     n_boot: int
+    gate_probes: bool = True
 
     def validate(self) -> None:
         params.at_least(self, 1, "n_prompts", "n_eval_prompts", "n_windows", "n_permutations", "n_permutations_control",
@@ -58,7 +60,7 @@ PRESETS = {
                            ablation="zero", truncation_tol=0.0, truncation_check_tols=(0.01, 0.2),
                            truncation_check_permutations=2, n_permutations=3, n_permutations_control=2, k=4,
                            removal_ks=(0, 1, 2, 4, 8, 16, 32), n_random=3, cost_topics=("Athlete", "Album"),
-                           cost_permutations=8, tmab_delta=0.1, stable_for=3, n_match_windows=4, n_boot=200),
+                           cost_permutations=8, tmab_delta=0.1, stable_for=3, n_match_windows=4, n_boot=200, gate_probes=False),
     "cpu": ShapleyParams(keywords=KEYWORDS["cpu"], layers=(1,), n_prompts=16, n_eval_prompts=24, n_windows=48,
                          ablation="zero", truncation_tol=0.0, truncation_check_tols=(0.01, 0.05, 0.2),
                          truncation_check_permutations=5, n_permutations=100, n_permutations_control=50, k=10,

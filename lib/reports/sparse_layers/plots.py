@@ -67,3 +67,21 @@ def unit_score_histograms(df: pd.DataFrame, scores: Mapping[str, str], hue: str,
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def gain_bars(eq: pd.DataFrame, title: str) -> Figure:
+    """Each basis's selectivity gain over its own random rotation (columns basis, gain, 'gain 95% CI'), at equal
+    sparsity, as horizontal bars with their 95% CIs; 0 (no better than random directions) dotted."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(eq) + 1.5))
+    y = np.arange(len(eq))
+    lo = np.array([c[0] for c in eq["gain 95% CI"]])
+    hi = np.array([c[1] for c in eq["gain 95% CI"]])
+    colors = sns.color_palette("colorblind", len(eq))
+    ax.barh(y, eq["gain"], color=colors, alpha=0.8)
+    ax.errorbar(eq["gain"], y, xerr=[eq["gain"] - lo, hi - eq["gain"]], fmt="none", color="0.2", capsize=4)
+    ax.axvline(0, color="0.3", ls=":", lw=1.2)
+    ax.set_yticks(y, eq["basis"])
+    ax.invert_yaxis()
+    ax.set(xlabel="median selectivity minus its random rotation's (Cohen's d)", title=title)
+    fig.tight_layout()
+    return fig

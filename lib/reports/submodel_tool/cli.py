@@ -24,8 +24,18 @@ from lib.core.model import to_hooked
 from lib.core.runs import get_or_train, model_dir
 from lib.core.train import init_model
 from lib.reports.submodel_tool import params as report_params
-from lib.reports.submodel_tool.kernel import (KINDS, Explanation, SubModel, explain, find_in_sets, find_submodels,
-                                              split_halves, validation_table, with_init_control)
+from lib.reports.submodel_tool.kernel import (
+    KINDS,
+    Explanation,
+    SubModel,
+    explain,
+    find_in_sets,
+    find_submodels,
+    split_halves,
+    validation_table,
+    with_init_control,
+    with_probe_gate,
+)
 
 CLI_METHODS = ("selectivity", "sae", "infovae")  # 'shapley' needs keyword prompts, 'sparse' a k-WTA model
 
@@ -113,6 +123,11 @@ def main(argv: Sequence[str] | None = None, *, model=None, tokenizer=None,
     subs = _submodels(model, concepts, validation, args)
     if validation is not None and init is not None:
         subs = with_init_control(subs, _submodels(init, concepts, validation, args))
+    if cfg is not None and validation is not None:  # report 7's probe gate: validated only where the probe knows
+        val_all = prompts.concat(list(validation.values()), tokenizer.eos_id)
+        margins = prompts.probe_margins(prompts.evaluate(model, val_all), val_all,
+                                        prompts.unigram_logprobs(tokenizer, data.corpus_texts(cfg.data)), n_boot=200)
+        subs = with_probe_gate(subs, margins)
     print(f"Sub-models ({args.method}) and their validation (gap: own-concept minus other-concept loss rise when "
           f"ablated, nats; random_q95: the 95th percentile of {args.n_random} size-matched random sub-models; p: "
           "their permutation p-value; init_gap: the same pipeline at initialisation; kept: nats of its concept's "

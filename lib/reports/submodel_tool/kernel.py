@@ -82,6 +82,9 @@ class SubModel:
 
 
 def _status(s: Mapping[str, float]) -> tuple[str, str]:
+    if "probe_usable" in s and not s["probe_usable"]:
+        return "unvalidated", (f"its keyword probe does not beat a unigram baseline (margin {s['probe_margin']:+.2f} "
+                               "nats): validating on it would measure nothing the model knows")
     if "beats_random" not in s:
         return "unvalidated", "not validated: no damage measured against random sub-models"
     vs_random = f"gap {s['gap']:.3f} vs random 95th pct {s['random_q95']:.3f} (p = {s['p']:.3f})"
@@ -406,6 +409,19 @@ def with_init_control(trained: Mapping[str, SubModel], init: Mapping[str, SubMod
     return out
 
 
+def with_probe_gate(submodels: Mapping[str, SubModel], margins: pd.DataFrame) -> dict[str, SubModel]:
+    """The sub-models with their concept's probe margin (`lib.analysis.prompts.probe_margins`: nats the model beats a
+    unigram baseline by on the concept's validation keywords) among their scores: a concept whose probe is not usable
+    (margin CI not above 0) leaves its sub-model 'unvalidated', whatever its gap."""
+    m = margins.set_index("topic")
+    out = {}
+    for c, sm in submodels.items():
+        check(c in m.index, "concept", c, f"a topic of the probe margins: {sorted(m.index)}")
+        out[c] = replace(sm, scores={**sm.scores, "probe_margin": float(m.loc[c, "margin"]),
+                                     "probe_usable": bool(m.loc[c, "usable"])})
+    return out
+
+
 def scores_table(submodels: Mapping[str, SubModel]) -> pd.DataFrame:
     """One row per sub-model: concept, method, status, size and its validation scores."""
     return pd.DataFrame([{"concept": c, "method": sm.method, "status": sm.status, **sm.scores}
@@ -529,10 +545,11 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
 
 @torch.no_grad()
 def prompt_activity(model, prompts: KeywordPrompts, submodels: Mapping[str, SubModel]) -> pd.DataFrame:
-    """Each sub-model's activity averaged over each prompt's real positions: prompt, topic, submodel, activity."""
+    """Each sub-model's activity averaged over each prompt's positions before its keyword: prompt, topic, submodel,
+    activity."""
     rows = []
     for i in range(len(prompts)):
-        toks = prompts.tokens[i, : int(prompts.lengths[i])]
+        toks = torch.tensor(prompts.prompt(i))
         act = _activity(model, toks, submodels, [""] * len(toks)).groupby("submodel", sort=False).activity.mean()
         rows += [{"prompt": i, "topic": prompts.topics[i], "submodel": n, "activity": float(v)} for n, v in act.items()]
     return pd.DataFrame(rows)
@@ -580,8 +597,10 @@ def set_of(submodels: Mapping[str, SubModel], windows: Mapping[str, Mapping[str,
     return {c: submodels[c] for concepts in windows.values() if concept in concepts for c in concepts if c in submodels}
 
 
-def validation_case(validation: Mapping[str, KeywordPrompts], topic: str, i: int) -> tuple[Int[Tensor, " pos"], int]:
-    """The i-th validation prompt of a topic, from whichever set has it: (its tokens, the keyword it should predict)."""
+def validation_case(validation: Mapping[str, KeywordPrompts], topic: str,
+                    i: int) -> tuple[Int[Tensor, " pos"], tuple[int, ...]]:
+    """The i-th validation prompt of a topic, from whichever set has it: (its tokens before the keyword, the keyword's
+    tokens, of which the first is the next-token prediction `explain` looks at)."""
     pr = next(p for p in validation.values() if topic in p.topics)
     idx = [j for j, t in enumerate(pr.topics) if t == topic][i]
-    return pr.tokens[idx, : pr.lengths[idx]], int(pr.targets[idx])
+    return torch.tensor(pr.prompt(idx)), tuple(pr.word(idx))
