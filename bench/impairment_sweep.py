@@ -87,6 +87,29 @@ def main() -> None:
     ratio = bench.summarize([a / b for a, b in zip(res["batched"], base)]).median
     print(f"\n{'PASS' if ratio >= TARGET else 'FAIL'}  batched / loop >= {TARGET:g}: {ratio:.2f} "
           f"[{bench.cpu_capability()}]   ({bench.load()})")
+    # per location: where the batched path resumes decides what it must recompute (after the nonlinearity only
+    # the cluster's units change; before the MLP, the whole MLP runs again at every position)
+    per = {}
+    for loc, cl in clusters.items():
+        g = [c for c in grid if c.cluster == loc]
+        one = {loc: cl}
+        per[loc] = bench.round_robin({
+            "loop": lambda one=one, g=g: len(g) / _secs(
+                lambda: impairment.sweep_loop(hooked, pr, one, g, progress=False)),
+            "batched": lambda one=one, g=g: len(g) / _secs(
+                lambda: impairment.sweep(hooked, pr, one, g, progress=False)),
+        }, args.reps)
+    print(f"\n{'location':<12}{'loop cond/s':>13}{'batched cond/s':>16}{'x loop':>9}")
+    for loc, r in per.items():
+        lo, ba = bench.summarize(r["loop"]).median, bench.summarize(r["batched"]).median
+        x = bench.summarize([a / b for a, b in zip(r["batched"], r["loop"])]).median
+        print(f"{loc:<12}{lo:>13.2f}{ba:>16.2f}{x:>9.2f}")
+
+
+def _secs(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -111,9 +111,10 @@ display(Markdown(
 # training budget. We analyse all of them as TransformerLens `HookedTransformer`s.
 #
 # **A probe is used only where it measures something the model has learnt.** For every topic we compare
-# the model's keyword loss with a **unigram baseline** (the keyword's tokens scored by their frequency in
-# the training corpus): the margin is how many nats better than token frequencies the model predicts the
-# topic's keywords after its prompts. A topic is **usable** when the margin's 95% bootstrap interval
+# the model's keyword loss with a **unigram baseline**: each keyword scored by the better of its tokens'
+# frequencies in the training corpus and uniform guessing (without the latter, an untrained model, which
+# guesses nearly uniformly, would "beat" token frequencies on keywords made of rare tokens). The margin is
+# how many nats better than that baseline the model predicts the topic's keywords after its prompts. A topic is **usable** when the margin's 95% bootstrap interval
 # (over prompts) lies above 0; a test whose target topic is not usable is not run.
 
 # %%
@@ -125,8 +126,8 @@ hooked = {"trained": model.to_hooked(m0), "seed 1": model.to_hooked(m1),
 unigram = prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data))
 clean = {name: prompts.evaluate(h, pr_all) for name, h in hooked.items()}
 margins = prompts.probe_margins(clean["trained"], pr_all, unigram, n_boot=nb.n_boot, seed=seed)
-fig = plotting.probe_margins(margins, "Fig. 1: how much better than a unigram baseline the trained model predicts "
-                             "each topic's keywords")
+fig = plotting.probe_margins(margins, "Fig. 1: how much better than the unigram / uniform baseline the trained model "
+                             "predicts each topic's keywords")
 usable = set(margins.topic[margins.usable]) if nb.gate_probes else set(margins.topic)  # smoke: a code check
 scores = pd.concat([prompts.summary(c).assign(model=name) for name, c in clean.items()]).set_index(["model", "topic"])
 margins.set_index("topic").join(scores.loc["init"][["loss"]].rename(columns={"loss": "init loss"})).round(3)
@@ -134,11 +135,12 @@ margins.set_index("topic").join(scores.loc["init"][["loss"]].rename(columns={"lo
 # %%
 bad = sorted(set(margins.topic[~margins.usable]))
 n_ok = int(margins.usable.sum())
-findings.record("Probes: share of topics whose keywords the trained model predicts better than a unigram baseline "
-                "(95% CI of the margin above 0)", n_ok / len(margins), unit="fraction",
-                ci=stats.binomial_ci(n_ok, len(margins)), control="init",
-                control_value=float(prompts.probe_margins(clean["init"], pr_all, unigram, n_boot=200).usable.mean()),
-                figure="Fig. 1")
+ok_ci = stats.binomial_ci(n_ok, len(margins))
+ok_init = float(prompts.probe_margins(clean["init"], pr_all, unigram, n_boot=200).usable.mean())
+findings.record("Probes: share of topics whose keywords the trained model predicts better than the unigram / uniform "
+                "baseline (95% CI of the margin above 0)", n_ok / len(margins), unit="fraction", ci=ok_ci,
+                control="init", control_value=ok_init, figure="Fig. 1",
+                verdict=findings.verdict_from(n_ok / len(margins), ok_init, ok_ci))
 display(Markdown(
     f"The trained model beats the unigram baseline on {n_ok} of {len(margins)} topics (median margin "
     f"{margins.margin.median():.2f} nats per keyword; range {margins.margin.min():.2f} ({margins.topic[margins.margin.idxmin()]}) "
@@ -179,7 +181,11 @@ found = {(name, test, method): impair.find_cluster(stats_[(name, s, loc)], targe
          for name, method in RUNS for test, (s, target, _, loc) in TESTS.items()}
 sizes = pd.DataFrame([{"test": t, "cluster": f"{n}, {m}", "neurons per layer": c.sizes} for (n, t, m), c in found.items()])
 k_sel = units.n_units(nb.frac, hooked["trained"].cfg.d_mlp)
+same = {t: impair.jaccard(found[("trained", t, "selectivity")], found[("trained", t, "kmeans")]) for t in TESTS}
 display(Markdown(
+    "Jaccard overlap of the selectivity and k-means clusters: " + ", ".join(f"{t} {j:.2f}" for t, j in same.items())
+    + " (with two topics, signed selectivity has one axis, so k-means' most selective group, capped at `frac`, "
+    "tends to hold the same units). "
     f"Tests run: {', '.join(TESTS) or 'none'}" + (f"; not run (a topic's probe is not usable): {', '.join(skipped)}"
                                                    if skipped else "")
     + f". A selectivity cluster has {k_sel} of {hooked['trained'].cfg.d_mlp} neurons per layer ({nb.frac:.1%})."))
@@ -277,10 +283,11 @@ display(Markdown(f"Median Spearman ρ over {len(rho['trained'])} curves: **{v:.2
 # A cluster's **specificity** is its own topic's mean keyword-loss damage (impaired minus clean loss, per
 # prompt, averaged over noise seeds) minus the mean damage of the off-target topics, in nats: 0 = the
 # target suffers no more than the others. It is read **where the dose-response is neither flat nor
-# saturated**: at the noise intensities where the cluster's mean damage over all evaluated topics lies
-# between 10% and 90% of its largest value on the grid (`impairment.dynamic_range`). Below that the
-# impairment does nothing to anyone; above it every topic's keywords are destroyed and all damages meet
-# at their ceiling, which would hide a difference. Its 95% interval resamples prompts within each topic.
+# saturated** (`impairment.dynamic_range`): at the noise intensities where the cluster's mean damage over all
+# evaluated topics is at least 10% of its largest value on the grid (it responds) and the damage one
+# intensity lower is below 90% of it (the curve is still rising, not on a plateau). Where nothing responds
+# the impairment does nothing to anyone; on a plateau every topic's keywords are destroyed and all damages
+# meet at their ceiling, which would hide a difference. Its 95% interval resamples prompts within each topic.
 # The control is `n_random` random clusters with **exactly the cluster's number of neurons in each
 # layer**, impaired identically and read at the same intensities; the **permutation p-value** is
 # (1 + #random ≥ observed) / (1 + n_random). **Pre-registered:** specificity is *supported* when

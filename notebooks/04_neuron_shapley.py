@@ -114,9 +114,10 @@ pd.DataFrame({f"{name}: {c}": ends[name][i].numpy() for name in hooked for i, c 
 # %%
 e = ends["trained"]
 display(Markdown(
-    (f"Topics whose keyword probe does not beat a unigram baseline, left out: {', '.join(dropped)}. " if dropped and
-     nb.gate_probes else "Every topic's keyword probe beats a unigram baseline. " if not dropped else
-     f"Probes not beating a unigram baseline (kept: this preset is a code check): {', '.join(dropped)}. ") +
+    (f"Topics whose keyword probe does not beat the unigram / uniform baseline, left out: {', '.join(dropped)}. "
+     if dropped and nb.gate_probes else "Every topic's keyword probe beats the unigram / uniform baseline. "
+     if not dropped else f"Probes not beating the baseline (kept: this preset is a code check): {', '.join(dropped)}. ")
+    +
     f"{n} players (the MLP neurons of layer(s) {list(players.layers)}). On the evaluation prompts, removing all of "
     f"them raises the trained model's mean keyword loss from {e[0].mean():.2f} to {e[1].mean():.2f} nats "
     f"(uniform guessing: ln {cfg.model.d_vocab} = {np.log(cfg.model.d_vocab):.2f}); at initialisation it moves "
@@ -289,9 +290,10 @@ display(Markdown(
 # Remove the top-k Shapley neurons of topic X (rows) and measure the keyword-loss rise on every topic Y
 # (columns), on the evaluation prompts. The **specificity gap** of a row is the damage on X minus the mean
 # damage on the other topics (nats; 0 = no specificity), as in notebook 3: a difference, defined when the
-# damage elsewhere is zero or negative (a ratio is not). The control removes `n_random` random k-sets; for each
+# damage elsewhere is zero or negative (a ratio is not). The control removes `n_random_sets` random k-sets (at
+# least 19, so that p can reach 0.05); for each
 # we compute the gap with every topic as the "target" and take the median; the **permutation p-value** of the
-# observed median is (1 + #random ≥ it) / (1 + n_random), and the finding is supported at p ≤ 0.05 with its
+# observed median is (1 + #random ≥ it) / (1 + n_random_sets), and the finding is supported at p ≤ 0.05 with its
 # interval above 0 (pre-registered). We also count the rows in which X itself is the topic hurt most, with an
 # exact binomial p-value against chance (one in the number of topics).
 
@@ -299,7 +301,7 @@ display(Markdown(
 clean_eval = ends["trained"][0]
 top_masks = torch.stack([neuron_shapley.removal_masks(res["trained"].top(nb.k, j), [nb.k], n)[0] for j in range(len(topics))])
 rand_masks = torch.stack([neuron_shapley.removal_masks(torch.randperm(n, generator=g), [nb.k], n)[0]
-                          for _ in range(nb.n_random)])
+                          for _ in range(nb.n_random_sets)])
 damage = -evals["trained"](top_masks) - clean_eval  # (X removed, Y measured)
 rand_damage = -evals["trained"](rand_masks) - clean_eval  # (random set, Y measured)
 gap = neuron_shapley.specificity_gap(damage).numpy()
@@ -317,7 +319,7 @@ fig = plotting.null_histograms({"specificity": (null, {"top-k Shapley neurons (m
                                "Fig. 5: specificity gap of top-k Shapley neurons vs random k-sets",
                                "specificity gap (damage on X − mean damage elsewhere, nats)", ylabel="random k-sets (count)")
 findings.record(f"Specificity gap of removing a topic's top-{nb.k} Shapley neurons (median over topics; control: "
-                f"{nb.n_random} random k-sets, permutation p)", float(np.median(gap)), unit="nats", ci=ci,
+                f"{nb.n_random_sets} random k-sets, permutation p)", float(np.median(gap)), unit="nats", ci=ci,
                 control="random", control_value=q95, p=p_gap, figure="Fig. 4-5",
                 verdict=findings.verdict_from_p(float(np.median(gap)), p_gap, ci))
 hit = damage.argmax(1).numpy() == np.arange(len(topics))

@@ -110,7 +110,7 @@ run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed
 val_all = prompts.concat(list(val.values()), tok.eos_id)
 margins = prompts.probe_margins(prompts.evaluate(hooked, val_all), val_all,
                                 prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data)), n_boot=200, seed=seed)
-display(Markdown("Concepts whose keyword probe beats a unigram baseline (margin's 95% CI above 0): "
+display(Markdown("Concepts whose keyword probe beats the unigram / uniform baseline (margin's 95% CI above 0): "
                  f"{int(margins.usable.sum())} of {len(margins)}" + (
                      "; not usable, so never validated: " + ", ".join(margins.topic[~margins.usable])
                      if (~margins.usable).any() else "") + "."))

@@ -54,3 +54,39 @@ def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[
     w_o = attn.W_O.flatten(0, 1).T  # (d_model, head * d_head)
     out = torch.nn.functional.linear(z.flatten(-2), w_o, attn.b_O)
     return mlp_half(block, block.hook_resid_mid(tail(x, lengths, width) + block.hook_attn_out(out)))
+
+
+def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Float[Tensor, "rows pos k"],
+                        basis: Float[Tensor, "k d_model"], lengths: Int[Tensor, " rows"],
+                        width: int) -> Float[Tensor, "rows width d_model"]:
+    """`tail_query_block` of the input x' = x + change @ basis (x clean, repeated rows // batch times along the batch;
+    `change` of rank k per position) without forming x' at every position: LayerNorm's centring is linear and its
+    scale needs only |x'_c|^2 = |x_c|^2 + 2 change·(x_c @ basis_cᵀ) + change G changeᵀ (basis_c the centred basis,
+    G = basis_c basis_cᵀ), so every position's keys and values cost k·d_model instead of d_model². Exact up to
+    float rounding (a test compares the per-condition loop)."""
+    attn, ln = block.attn, block.ln1
+    b, r = x.shape[0], change.shape[0] // x.shape[0]
+    d = x.shape[-1]
+    w = ln.w if hasattr(ln, "w") else torch.ones(d, dtype=x.dtype, device=x.device)
+    beta = ln.b if hasattr(ln, "b") else torch.zeros(d, dtype=x.dtype, device=x.device)
+    n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
+    w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(d, 2 * n_heads * d_head)
+    b_kv = torch.cat([attn.b_K, attn.b_V], 0).reshape(-1) + beta @ w_kv
+    xc = x - x.mean(-1, keepdim=True)
+    uc = basis - basis.mean(-1, keepdim=True)
+    rep = lambda t: t.repeat(r, *([1] * (t.dim() - 1)))  # noqa: E731 - clean tensors, one copy per condition
+    sq = rep((xc * xc).sum(-1)) + 2 * (change * rep(xc @ uc.T)).sum(-1) + ((change @ (uc @ uc.T)) * change).sum(-1)
+    scale = (sq / d + ln.eps).sqrt()[..., None]
+    kv = (rep((xc * w) @ w_kv) + change @ ((uc * w) @ w_kv)) / scale + b_kv
+    k, v = (t.reshape(*kv.shape[:2], n_heads, d_head) for t in kv.split(n_heads * d_head, -1))
+    k, v = attn.hook_k(k), attn.hook_v(v)
+    x_tail = tail(rep(x), lengths, width) + tail(change, lengths, width) @ basis
+    h_tail = ln(x_tail)
+    q = attn.hook_q(torch.einsum("bpd,hde->bphe", h_tail, attn.W_Q) + attn.b_Q)
+    scores = attn.calculate_attention_scores(q, k)  # (rows, head, width, pos)
+    qpos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
+    keep = torch.arange(x.shape[1], device=x.device)[None, None] <= qpos[:, :, None]
+    pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None], float("-inf")), -1))
+    z = attn.calculate_z_scores(v, pattern)
+    out = torch.nn.functional.linear(z.flatten(-2), attn.W_O.flatten(0, 1).T, attn.b_O)
+    return mlp_half(block, block.hook_resid_mid(x_tail + block.hook_attn_out(out)))

@@ -13,8 +13,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.utilities.addmm import batch_addmm
 
-from lib.analysis.fastpath import fast_path_ok, prompt_chunks, tail_query_block
+from lib.analysis.fastpath import fast_path_ok, low_rank_tail_block, prompt_chunks, tail_query_block
 from lib.analysis.prompts import KeywordPrompts, evaluate, keyword_scores, tail
 from lib.analysis.stats import bootstrap, percentile_ci
 from lib.analysis.units import LOCATIONS, TopicStats, layer_mask, n_units, top_units
@@ -58,20 +59,23 @@ def impairment(kind: str, units: Int[Tensor, " k"], intensity: float | Float[Ten
     check(kind != "mean" or mean is not None, "mean", mean, "the units' mean activations for kind 'mean'")
     units = torch.as_tensor(units, dtype=torch.long)
 
-    def hook_fn(x: Tensor, hook=None) -> Tensor:
-        sel = x[..., units]
-        a = torch.as_tensor(intensity, dtype=x.dtype, device=x.device)
-        a = a.view(-1, *([1] * (x.dim() - 1))) if a.dim() else a
+    def on_units(sel: Tensor) -> Tensor:  # the impaired values of the units' slice x[..., units]
+        a = torch.as_tensor(intensity, dtype=sel.dtype, device=sel.device)
+        a = a.view(-1, *([1] * (sel.dim() - 1))) if a.dim() else a
         eps = noise
         if kind in NOISY and eps is None:
-            eps = torch.randn(sel.shape, generator=generator, dtype=x.dtype)
-        eps = eps.to(x.device) if eps is not None else None
-        s = sd.to(x.device, x.dtype) if sd is not None else torch.ones((), dtype=x.dtype, device=x.device)
-        m = mean.to(x.device, x.dtype) if mean is not None else None
+            eps = torch.randn(sel.shape, generator=generator, dtype=sel.dtype)
+        eps = eps.to(sel.device) if eps is not None else None
+        s = sd.to(sel.device, sel.dtype) if sd is not None else torch.ones((), dtype=sel.dtype, device=sel.device)
+        m = mean.to(sel.device, sel.dtype) if mean is not None else None
+        return _impaired(kind, sel, a, eps, s, m)
+
+    def hook_fn(x: Tensor, hook=None) -> Tensor:
         out = x.clone()
-        out[..., units] = _impaired(kind, sel, a, eps, s, m)
+        out[..., units] = on_units(x[..., units])
         return out
 
+    hook_fn.on_units = on_units  # the batched sweep impairs the units' slice alone (no full-width copy)
     return hook_fn
 
 
@@ -240,25 +244,53 @@ def draw_noise(cluster: Cluster, seed: int, n: int, pos: int) -> dict[int, Float
 
 
 def _clean_names(location: str, layer: int) -> list[str]:
-    """What the fast path caches to resume at `location` of `layer`: resid_mid, the hooked activation and,
-    after the nonlinearity, the MLP output."""
-    extra = [hooks.name("mlp_out", layer)] if location == "mlp_post" else []
+    """What the fast path caches to resume at `location` of `layer`: after the nonlinearity, the clean resid_post
+    and the hooked activation (only the cluster's units change, through W_out); elsewhere resid_mid and the
+    hooked activation."""
+    if location == "mlp_post":
+        return [hooks.name("resid_post", layer), hooks.name(location, layer)]
+    extra = [hooks.name("mlp_pre", layer)] if location == "ln2" else []  # before the nonlinearity: a low-rank update
     return [hooks.name("resid_mid", layer), hooks.name(location, layer), *extra]
 
 
 def _resume(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn, r: int) -> Tensor:
     """resid_post of the cluster's first layer from cached clean activations (repeated r times along the batch),
-    applying the impairment fn directly: after the nonlinearity only the cluster's units pass through W_out."""
+    applying the impairment fn directly: after the nonlinearity only the cluster's units are impaired and pass
+    through W_out (the clean resid_post plus their change)."""
     layer, loc = cluster.layers[0], cluster.location
-    mid, act = (clean[hooks.name(k, layer)].repeat(r, 1, 1) for k in ("resid_mid", loc))
+    if loc == "mlp_post":
+        units = cluster.units(layer).to(block.mlp.W_out.device)
+        sel = clean[hooks.name(loc, layer)][..., units].repeat(r, 1, 1)
+        delta = (fn.on_units(sel) - sel) @ block.mlp.W_out[units]
+        return clean[hooks.name("resid_post", layer)].repeat(r, 1, 1) + delta
+    mid = clean[hooks.name("resid_mid", layer)].repeat(r, 1, 1)
     if loc == "mlp_out":
-        return mid + fn(act)
-    if loc == "ln2":  # the hook sits before LayerNorm's gain and bias (LNPre has neither)
-        x = fn(act)
-        return mid + block.apply_mlp(x * block.ln2.w + block.ln2.b if hasattr(block.ln2, "w") else x)
-    units = cluster.units(layer).to(act.device)
-    delta = (fn(act) - act)[..., units] @ block.mlp.W_out[units]
-    return mid + clean[hooks.name("mlp_out", layer)].repeat(r, 1, 1) + delta
+        return mid + fn(clean[hooks.name(loc, layer)].repeat(r, 1, 1))
+    # ln2: the hook sits before LayerNorm's gain and bias (LNPre has neither), so the impaired dimensions change the
+    # MLP's pre-activation by a low-rank term: pre + (Δ·gain)[units] @ W_in[units]; the nonlinearity and W_out then
+    # run in full (the MLP's internal hooks do not fire; none is registered by the sweep)
+    mlp, units = block.mlp, cluster.units(layer).to(mid.device)
+    sel = clean[hooks.name(loc, layer)][..., units].repeat(r, 1, 1)
+    change = fn.on_units(sel) - sel
+    if hasattr(block.ln2, "w"):
+        change = change * block.ln2.w[units]
+    pre = clean[hooks.name("mlp_pre", layer)].repeat(r, 1, 1) + change @ mlp.W_in[units]
+    return mid + batch_addmm(mlp.b_out, mlp.W_out, mlp.act_fn(pre))
+
+
+def _low_rank(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn,
+              r: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(clean resid_post of the cluster's first layer, the change of its units under fn for r conditions, the
+    d_model directions they move): after the nonlinearity the units move resid_post along W_out[units]; at the
+    MLP's output along the units' own axes."""
+    layer, loc = cluster.layers[0], cluster.location
+    units = cluster.units(layer).to(block.mlp.W_out.device)
+    sel = clean[hooks.name(loc, layer)][..., units].repeat(r, 1, 1)
+    change = fn.on_units(sel) - sel
+    if loc == "mlp_post":
+        return clean[hooks.name("resid_post", layer)], change, block.mlp.W_out[units]
+    x = clean[hooks.name("resid_mid", layer)] + clean[hooks.name(loc, layer)]
+    return x, change, torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)[units]
 
 
 @torch.no_grad()
@@ -279,6 +311,9 @@ def _final_logits(model, clean: Mapping[str, Tensor], cluster: Cluster, lengths:
         elif start == n - 1:
             last = {k: tail(v, lengths[: len(v)], width) for k, v in clean.items()}
             h = _resume(model.blocks[start], last, cluster, fwd_hooks[0][1], r)
+        elif start == n - 2 and cluster.location in ("mlp_post", "mlp_out"):
+            x, change, basis = _low_rank(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
+            h = low_rank_tail_block(model.blocks[n - 1], x, change, basis, lengths, width)
         else:
             x = _resume(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
             for layer in range(start + 1, n - 1):
@@ -341,8 +376,10 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
     (cluster, kind) share forward passes of about `max_tokens` tokens (the chunk repeated along the batch axis,
     a per-row intensity and noise inside one hook); only the positions that predict each prompt's keyword are
     unembedded. On GPT-2-style models (`fast_path_ok`; `fast=None` decides) the first impaired layer resumes at
-    the hook itself (after the nonlinearity only the cluster's units go through W_out) and the last block runs
-    for those positions only; elsewhere blocks run whole from the first impaired layer. Every impairment
+    the hook itself (after the nonlinearity only the cluster's units go through W_out; at the MLP input a low-rank
+    change of the pre-activation) and the last block runs for those positions only, its keys and values from a
+    low-rank LayerNorm update when the cluster sits after the second-to-last layer's nonlinearity or at its MLP
+    output (`fastpath.low_rank_tail_block`); elsewhere blocks run whole from the first impaired layer. Every impairment
     is position-wise, so this is exact up to float rounding. Noise is `draw_noise`'s, so the table equals
     `sweep_loop`'s. Columns: cluster, kind, intensity, seed, prompt, topic, loss, top1, top5.
     """
@@ -413,20 +450,20 @@ def with_damage(df: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def dynamic_range(df: pd.DataFrame, value: str = "d_loss", low: float = 0.1, high: float = 0.9) -> tuple[float, ...]:
-    """The intensities (> 0) of a dose-response where the mean damage over all rows is between `low` and `high` of
-    its largest value over the grid: where it responds but has not saturated. A difference read where damage is
-    saturated (every topic's keyword already destroyed) or absent says nothing about specificity. Falls back to
-    every intensity > 0 below saturation, then to all of them, so it is never empty."""
-    m = df[df["intensity"] > 0].groupby("intensity")[value].mean()
+def dynamic_range(df: pd.DataFrame, value: str = "d_loss", low: float = 0.1, flat: float = 0.9) -> tuple[float, ...]:
+    """The intensities (> 0) of a dose-response where the mean damage over all rows responds and is still rising:
+    at least `low` of its largest value on the grid, and the damage one intensity lower below `flat` of it (a curve
+    that has flattened onto a plateau, every topic's keyword already destroyed, is saturated there). A difference
+    read where damage is absent or saturated says nothing about specificity. Falls back to every intensity > 0 if
+    none qualifies, so it is never empty."""
+    m = df[df["intensity"] > 0].groupby("intensity")[value].mean().sort_index()
     check(len(m) > 0, "df", "no rows with intensity > 0", "a dose-response with at least one positive intensity")
     top = float(m.max())
     if not top > 0:
         return tuple(m.index.tolist())
-    inside = m[(m >= low * top) & (m <= high * top)]
-    if len(inside) == 0:
-        inside = m[m <= high * top]
-    return tuple((inside if len(inside) else m).index.tolist())
+    before = np.concatenate([[0.0], m.to_numpy()[:-1]])  # damage one intensity lower (none at intensity 0)
+    keep = (m.to_numpy() >= low * top) & (before < flat * m.to_numpy())
+    return tuple(m.index[keep].tolist()) if keep.any() else tuple(m.index.tolist())
 
 
 def specificity_gap(df: pd.DataFrame, target: str, off_targets: Sequence[str], value: str = "d_loss",

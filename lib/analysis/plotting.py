@@ -51,12 +51,16 @@ def symlog_if_wide(ax, x: np.ndarray) -> None:
 
 def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[float, tuple[float, float] | None]]]],
                     title: str, xlabel: str, quantile: float = 0.95,
-                    ylabel: str = "random clusters (count)") -> Figure:
+                    ylabel: str = "random clusters (count)", ncols: int = 3) -> Figure:
     """Per panel: histogram of a random-control distribution with its `quantile` dashed, and observed values as
-    vertical lines, their 95% CIs as horizontal bars near the top."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.2, 3.7), squeeze=False)
+    vertical lines, their 95% CIs as horizontal bars near the top; at most `ncols` panels per row."""
+    cols = min(ncols, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 1.2, 3.7 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     colors = sns.color_palette("colorblind", 8)[1:]
-    for ax, (name, (null, observed)) in zip(axes[0], panels.items()):
+    for ax, (name, (null, observed)) in zip(axes.flat, panels.items()):
         null = np.asarray(null, float)
         null = null[np.isfinite(null)]
         ends = [v for value, ci in observed.values() for v in (value, *(ci or ())) if np.isfinite(v)]
@@ -80,7 +84,8 @@ def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[fl
 
 
 def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
-    """Per topic, how many nats better than a unigram baseline the model predicts the topic's keywords (95% CI);
+    """Per topic, how many nats better than the baseline (`prompts.probe_margins`) the model predicts the topic's
+    keywords (95% CI);
     filled = usable (the interval's low end above 0), hollow = not used."""
     m = margins.sort_values("margin").reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(m) + 1.4))
@@ -93,7 +98,7 @@ def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
                         label="usable" if usable else "not used")
     ax.axvline(0, color="0.3", ls=":", lw=1.1)
     ax.set_yticks(y, m["topic"])
-    ax.set(xlabel="keyword log-likelihood gain over unigram (nats per keyword)", title=title)
+    ax.set(xlabel="keyword log-likelihood gain over the unigram / uniform baseline (nats per keyword)", title=title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -463,18 +463,23 @@ def unigram_logprobs(tok: data.Tokenizer, texts: Sequence[str]) -> Float[Tensor,
 
 def probe_margins(clean: pd.DataFrame, prompts: KeywordPrompts, unigram: Float[Tensor, " vocab"],
                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per topic: the model's keyword loss (an `evaluate` table), the unigram baseline's (−Σ log p_unigram of the
-    keyword's tokens), the margin (unigram minus model, nats; > 0: the model knows more than token frequencies),
-    its bootstrap 95% CI over prompts, and `usable` (the CI's low end above 0: the probe measures something the
-    model has learnt)."""
-    uni = torch.stack([-unigram[torch.tensor(prompts.word(i))].double().sum() for i in range(len(prompts))]).numpy()
-    df = clean.assign(unigram=uni[clean["prompt"].to_numpy()])
+    """Per topic: the model's keyword loss (an `evaluate` table), the baseline's, the margin (baseline minus model,
+    nats; > 0: the model knows more than the baseline), its bootstrap 95% CI over prompts, and `usable` (the CI's
+    low end above 0: the probe measures something the model has learnt). The baseline scores each keyword by the
+    better of two predictors that know nothing of the prompt: its tokens' unigram frequencies
+    (−Σ log p_unigram) and uniform guessing (n_tokens · ln V). Without the uniform one, an untrained model (close
+    to uniform) would beat a unigram on keywords made of rare tokens."""
+    uniform = float(np.log(len(unigram)))
+    uni = np.array([min(-float(unigram[torch.tensor(prompts.word(i))].double().sum()), uniform * len(prompts.word(i)))
+                    for i in range(len(prompts))])
+    df = clean.assign(baseline=uni[clean["prompt"].to_numpy()])
     rows = []
     for topic, g in df.groupby("topic", sort=True):
-        d = (g["unigram"] - g["loss"]).to_numpy()
+        d = (g["baseline"] - g["loss"]).to_numpy()
         lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed) if len(d) >= 2 else (float("nan"), float("nan"))
-        rows.append({"topic": topic, "n": len(d), "loss": float(g["loss"].mean()), "unigram": float(g["unigram"].mean()),
-                     "margin": float(d.mean()), "ci_low": lo, "ci_high": hi, "usable": bool(lo > 0)})
+        rows.append({"topic": topic, "n": len(d), "loss": float(g["loss"].mean()),
+                     "baseline": float(g["baseline"].mean()), "margin": float(d.mean()), "ci_low": lo, "ci_high": hi,
+                     "usable": bool(lo > 0)})
     return pd.DataFrame(rows)
 
 

@@ -158,8 +158,11 @@ def _dose(target: list[float], other: list[float], intensities=(0.0, 0.25, 0.5, 
 
 def test_dynamic_range_keeps_the_intensities_that_respond_without_saturating():
     df = _dose([0, 0.02, 0.5, 1.0, 1.9, 2.0, 2.0], [0, 0.02, 0.2, 0.4, 1.8, 2.0, 2.0], sd=0.0)
-    # mean damage: 0.02, 0.3, 0.6, 1.83, 2.0, 2.0 -> between 10% and 90% of 2.0: intensities 0.5 and 1
-    assert impairment.dynamic_range(df) == (0.5, 1.0)
+    # mean damage 0.02, 0.3, 0.6, 1.83, 2.0, 2.0: 0.25 does not respond (< 10% of 2.0); at 4 and 8 the curve has
+    # flattened (1.83 >= 90% of 2.0): saturated
+    assert impairment.dynamic_range(df) == (0.5, 1.0, 2.0)
+    rising = _dose([0, 0.01, 0.02, 0.1, 0.4, 1.0, 2.2], [0, 0.01, 0.02, 0.1, 0.4, 1.0, 2.0], sd=0.0)
+    assert impairment.dynamic_range(rising) == (2.0, 4.0, 8.0)  # still rising at the top of the grid: kept
     flat = _dose([0] * 7, [0] * 7, sd=0.0)
     assert impairment.dynamic_range(flat) == (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # nothing responds: all, not none
 

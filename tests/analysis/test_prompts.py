@@ -158,6 +158,12 @@ def test_probe_margins_mark_a_probe_usable_only_when_the_model_beats_unigram(tok
     worse = clean.assign(loss=clean.loss + 2.0)
     m = prompts.probe_margins(worse, pr, uniform)
     assert np.allclose(m.margin, -1.0) and not m.usable.any()
+    # a unigram that puts little mass on the keywords' tokens: uniform guessing is the better baseline, so a model
+    # at uniform (an untrained one) gains nothing
+    rare = torch.full((tok.vocab_size,), -20.0)
+    at_uniform = clean.assign(loss=[float(np.log(tok.vocab_size)) * len(pr.word(i)) for i in range(len(pr))])
+    m = prompts.probe_margins(at_uniform, pr, rare)
+    assert np.allclose(m.margin, 0.0, atol=1e-9) and not m.usable.any()
     uni = prompts.unigram_logprobs(tok, ["the cat", "the dog"])
     assert torch.isclose(uni.exp().sum(), torch.tensor(1.0), atol=1e-5)
 

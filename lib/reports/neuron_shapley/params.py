@@ -41,10 +41,11 @@ class ShapleyParams(Params):
     n_match_windows: int
     n_boot: int
     gate_probes: bool = True
+    n_random_sets: int = 39  # random k-sets of the specificity test: (1 + 39)^-1 = 0.025, so p can reach 0.05
 
     def validate(self) -> None:
         params.at_least(self, 1, "n_prompts", "n_eval_prompts", "n_windows", "n_permutations", "n_permutations_control",
-                        "k", "n_random", "cost_permutations", "n_match_windows", "n_boot", "stable_for",
+                        "k", "n_random", "n_random_sets", "cost_permutations", "n_match_windows", "n_boot", "stable_for",
                         "truncation_check_permutations")
         params.at_least(self, 0, "removal_ks")
         if self.layers is not None:
