@@ -65,7 +65,7 @@ def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Fl
     G = basis_c basis_cᵀ), so every position's keys and values cost k·d_model instead of d_model². Exact up to
     float rounding (a test compares the per-condition loop)."""
     attn, ln = block.attn, block.ln1
-    b, r = x.shape[0], change.shape[0] // x.shape[0]
+    r = change.shape[0] // x.shape[0]
     d = x.shape[-1]
     w = ln.w if hasattr(ln, "w") else torch.ones(d, dtype=x.dtype, device=x.device)
     beta = ln.b if hasattr(ln, "b") else torch.zeros(d, dtype=x.dtype, device=x.device)
