@@ -60,8 +60,10 @@ cfg
 # set of neurons left intact, and the others are **zero-ablated** (Neuron Shapley's choice). The value of a
 # coalition for topic *t* is **minus the mean keyword loss** on *t*'s prompts, so a neuron's Shapley value is
 # the keyword loss (nats) it saves, shared fairly with the others, and the values of all neurons sum to the
-# loss that removing them all costs. Keywords and prompts are notebook 3's (whole-word keyword tokens picked
-# by log-odds from the training articles; prompts are held-out test articles up to their first keyword). We
+# loss that removing them all costs. Keywords and prompts are notebook 3's (whole content words of 1–4 tokens
+# picked by log-odds from the training articles, scored by their summed log-probability; prompts are held-out
+# test articles up to their first keyword), and a topic is played only if the model beats notebook 3's
+# unigram / uniform baseline on it. We
 # split each topic's prompts into a **game** set (estimating Shapley values) and an **evaluation** set of
 # other articles (measuring what removal does), so that removal curves are not scored on the prompts the
 # neurons were chosen on. Only the 14 DBpedia topics are used: the model never trained on the comments.
