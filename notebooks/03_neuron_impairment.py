@@ -29,8 +29,8 @@
 # **Reads:** `models/` (notebook 1's MLP model and its benchmark run as the early model; seeds 1 and 2 of
 # both, trained here if absent), `data/`. **Writes:** `models/` (the extra seeds if absent),
 # `impairment/` (one tidy table per sweep: a row per prompt × condition), `findings/`.
-# **Runtime:** smoke ≈ 1 min; cpu ≈ 15 min on 2 cores (+ ≈ 8 min if the extra seeds must be trained);
-# gpu ≈ 20 min.
+# **Runtime:** smoke ≈ 1 min; cpu ≈ 1.5 min on 2 cores with the models trained (5 min if the seed-2 model and
+# the three early models must be trained); gpu ≈ 20 min.
 
 # %%
 import numpy as np
@@ -71,7 +71,8 @@ cfg
 # split is the same on every machine).
 #
 # A keyword is a **whole content word**: a word-initial token and the tokens glued to it, letters only
-# (the model's 1,024-token BPE splits "footballer" into several pieces, so most keywords are 2–4 tokens),
+# (the model's 1,024-token BPE splits "footballer" into several pieces, so many keywords are several tokens:
+# the table gives each topic's mean),
 # at least three letters, **not a function word** (`prompts.STOP_WORDS`: articles, pronouns,
 # prepositions, auxiliaries, number words, …), at least twice as frequent in its topic as elsewhere, not
 # present in 2% or more of every topic's texts, and given to one topic only. A **prompt** is a **held-out**
@@ -86,8 +87,9 @@ tok = data.get_tokenizer(cfg.data)
 kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
                                     seed=seed)
 pr_all = prompts.concat(list(by_set.values()), tok.eos_id)
-kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
-    keywords=("keyword", ", ".join), tokens=("n_tokens", "mean"), top_z=("z", "max")).round(2)
+with pd.option_context("display.max_colwidth", None):  # every keyword, not a truncated list
+    display(kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
+        keywords=("keyword", ", ".join), tokens=("n_tokens", "mean"), top_z=("z", "max")).round(2))
 
 # %%
 frame = pr_all.frame()
