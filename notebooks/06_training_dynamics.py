@@ -321,6 +321,11 @@ display(Markdown(
 # checkpoints and induction head); TracIn at initialisation only (one checkpoint, step 0); the
 # control run whose training windows carry no planted span (the "planted" label then marks windows
 # that *would* have been planted, so enrichment there should be 1); and shuffled scores (the band).
+# Every point of the curve carries an exact hypergeometric p-value (the chance of as many planted sequences among
+# that many random ones) and an exact interval. **Pre-registered:** the ledger reads the curve at the top
+# **10%** (fixed before looking at the scores; the whole curve is the figure), and an enrichment counts when its
+# p ≤ 0.05 and its interval lies above 1. The recorded points use only the sequences each run actually trained
+# on: batches are drawn with replacement, so part of the sample was never in any batch.
 
 # %%
 fracs, targets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], {"planted repeat": labels, "any repeat": repeats}
@@ -335,28 +340,56 @@ fig = plots.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the 
 enrich[enrich.frac.isin([0.01, 0.1])].pivot(index="attribution", columns=["target", "frac"], values="enrichment").round(2)
 
 # %%
-e = {name: attribution.enrichment(t.scores["induction"], labels, 0.01) for name, t in tracins.items()}
-e_ci = {name: attribution.bootstrap_enrichment(t.scores["induction"], labels, 0.01, n_boot=500, seed=seed)
-        for name, t in tracins.items()}
+PREREG = 0.10  # the ledger's fraction, fixed before looking
+
+
+def at(curve: pd.DataFrame, frac: float) -> pd.Series:
+    return curve.set_index("frac").loc[frac]
+
+
+# attribute only to what was trained on: each run's batches are a function of (seed, step), so replay them and keep
+# the sampled windows the run visited at least once ("init only" is the main run's)
+visited = {name: attribution.visits(len(token_data[name].train), runs[name].train)[idx].numpy() > 0 for name in runs}
+visited["init only"] = visited[main]
+# a run that visited too few of the sampled sequences (or no planted one) has no enrichment to read
+readable = {k for k, v in visited.items() if v.sum() >= 1 / PREREG and labels[v].any() and repeats[v].any()}
+pts = {name: at(attribution.enrichment_curve(t.scores["induction"].numpy()[visited[name]], labels[visited[name]],
+                                              fracs), PREREG) for name, t in tracins.items() if name in readable}
+display(Markdown("Share of the attributed sample each run ever trained on (batches drawn with replacement): " + ", ".join(
+    f"{k}: {v.mean():.0%}" for k, v in visited.items() if k != "init only") + "; the enrichment below is computed "
+    "on those visited sequences only" + (f" (too few visited to read: {', '.join(sorted(set(visited) - readable))})"
+                                         if set(visited) - readable else "") + "."))
+
+
+def record_point(name: str, pt: pd.Series, control: str, control_value: float) -> None:
+    ci = (float(pt.ci_low), float(pt.ci_high))
+    findings.record(name, float(pt.enrichment), unit="× base rate", ci=ci, control=control,
+                    control_value=control_value, p=float(pt.p), figure="Fig. 6",
+                    verdict=findings.verdict_from_p(float(pt.enrichment) - 1.0, float(pt.p), (ci[0] - 1, ci[1] - 1)))
+
+
 for s in seeds:
-    n = f"seed {s}"
-    findings.record(f"enrichment of planted among top 1% TracIn ({n})", e[n], unit="× base rate", ci=e_ci[n],
-                    control="random", control_value=1.0, figure="Fig. 6",
-                    verdict=findings.verdict_from(e[n], 1.0, e_ci[n], margin=0.5))
-findings.record(f"enrichment among top 1% ({main}) vs TracIn at initialisation only", e[main], unit="× base rate",
-                ci=e_ci[main], control="init", control_value=e["init only"], figure="Fig. 6",
-                verdict=findings.verdict_from(e[main], e["init only"], e_ci[main], margin=0.5))
-findings.record("enrichment among top 1%, plant_frac=0 run (would-be-planted windows)", e[CONTROL],
-                unit="× base rate", ci=e_ci[CONTROL], control="random", control_value=1.0, figure="Fig. 6",
-                verdict=findings.verdict_from(e[CONTROL], 1.0, e_ci[CONTROL], margin=0.5))
-e_rep = attribution.enrichment(tracins[main].scores["induction"], repeats, 0.01)
-e_rep_ci = attribution.bootstrap_enrichment(tracins[main].scores["induction"], repeats, 0.01, n_boot=500, seed=seed)
-findings.record(f"enrichment of any-repeat sequences among top 1% TracIn ({main})", e_rep, unit="× base rate",
-                ci=e_rep_ci, control="random", control_value=1.0, figure="Fig. 6",
-                verdict=findings.verdict_from(e_rep, 1.0, e_rep_ci, margin=0.5))
-display(Markdown("Enrichment of planted sequences among the top 1%: " + "; ".join(
-    f"{k}: **{v:.1f}×** (95% CI {e_ci[k][0]:.1f}–{e_ci[k][1]:.1f})" for k, v in e.items()) + f". Of any repeat "
-    f"({repeats.mean():.0%} of the sample), {main}: **{e_rep:.1f}×** (95% CI {e_rep_ci[0]:.1f}–{e_rep_ci[1]:.1f})."))
+    if f"seed {s}" in pts:
+        record_point(f"enrichment of planted among the top {PREREG:.0%} TracIn (seed {s}; pre-registered fraction, "
+                     "exact hypergeometric p)", pts[f"seed {s}"], "random", 1.0)
+if main in pts and "init only" in pts:
+    record_point(f"enrichment among the top {PREREG:.0%} ({main}) vs TracIn at initialisation only", pts[main], "init",
+                 float(pts["init only"].enrichment))
+if CONTROL in pts:
+    record_point(f"enrichment among the top {PREREG:.0%}, plant_frac=0 run (would-be-planted windows)", pts[CONTROL],
+                 "random", 1.0)
+if main in readable:
+    rep_pt = at(attribution.enrichment_curve(tracins[main].scores["induction"].numpy()[visited[main]],
+                                             repeats[visited[main]], fracs), PREREG)
+    record_point(f"enrichment of any-repeat sequences among the top {PREREG:.0%} TracIn ({main})", rep_pt, "random",
+                 1.0)
+    curve_main = attribution.enrichment_curve(tracins[main].scores["induction"].numpy()[visited[main]],
+                                              labels[visited[main]], fracs)
+    display(Markdown(f"Enrichment of planted sequences among the top {PREREG:.0%} (pre-registered): " + "; ".join(
+        f"{k}: **{v.enrichment:.2f}×** ({int(v.hits)} of {int(v.k)}; 95% CI {v.ci_low:.2f}–{v.ci_high:.2f}; "
+        f"p = {v.p:.2g})" for k, v in pts.items()) + f". Of any repeat ({repeats.mean():.0%} of the sample), {main}: "
+        f"**{rep_pt.enrichment:.2f}×** (p = {rep_pt.p:.2g}). The whole curve of {main}, with its exact p-values:"))
+    display(curve_main.round(4))
 
 # %% [markdown]
 # The reviewer's seed-consistency check: does each sequence get a similar rank under different

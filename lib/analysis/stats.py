@@ -193,3 +193,25 @@ def binomial_tail_p(successes: int, n: int, p0: float) -> float:
     check(is_int(successes) and 0 <= successes <= n, "successes", successes, f"an integer in [0, {n}]")
     check(0.0 < p0 < 1.0, "p0", p0, "a probability in (0, 1)")
     return 1.0 if successes == 0 else max(0.0, 1.0 - _binom_cdf(successes - 1, n, p0))
+
+
+def hypergeom_tail_p(hits: int, population: int, marked: int, draws: int) -> float:
+    """Exact one-sided p-value P(X >= hits) for X ~ Hypergeometric(population, marked, draws): how often `draws`
+    items taken at random without replacement from `population`, of which `marked` are marked, hold at least
+    `hits` marked ones (e.g. planted sequences among the top-k attributed). Summed in log space."""
+    for name, v in (("population", population), ("marked", marked), ("draws", draws), ("hits", hits)):
+        check(is_int(v) and v >= 0, name, v, "an integer >= 0")
+    check(marked <= population and draws <= population, "marked, draws", (marked, draws),
+          f"at most population={population}")
+    lo, hi = max(0, draws - (population - marked)), min(draws, marked)
+    if hits <= lo:
+        return 1.0
+    if hits > hi:
+        return 0.0
+
+    def log_comb(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    terms = [log_comb(marked, i) + log_comb(population - marked, draws - i) for i in range(hits, hi + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top + math.log(sum(math.exp(t - top) for t in terms)) - log_comb(population, draws)))

@@ -132,3 +132,19 @@ def test_binomial_tail_p_known_answers():
     assert stats.binomial_tail_p(3, 4, 0.5) == pytest.approx(5 / 16)  # P(X >= 3) = (4 + 1) / 16
     assert stats.binomial_tail_p(4, 16, 1 / 16) == pytest.approx(
         1 - sum(math.comb(16, i) * (1 / 16) ** i * (15 / 16) ** (16 - i) for i in range(4)))
+
+
+def test_hypergeom_tail_p_matches_enumeration_and_the_review_case():
+    # enumerate every 4-subset of 10 items, 3 of them marked
+    import itertools
+    subsets = list(itertools.combinations(range(10), 4))
+    for k in range(5):
+        brute = sum(sum(i < 3 for i in s) >= k for s in subsets) / len(subsets)
+        assert stats.hypergeom_tail_p(k, 10, 3, 4) == pytest.approx(brute, abs=1e-12)
+    # the review's case: 0 planted among the top 10 of 1,000 sequences with 100 planted: P(X = 0) ~ 0.35
+    p_zero = 1 - stats.hypergeom_tail_p(1, 1000, 100, 10)
+    assert 0.33 < p_zero < 0.36
+    assert stats.hypergeom_tail_p(0, 1000, 100, 10) == 1.0
+    assert stats.hypergeom_tail_p(11, 1000, 100, 10) == 0.0
+    with pytest.raises(ValueError, match="marked, draws"):
+        stats.hypergeom_tail_p(1, 10, 11, 2)

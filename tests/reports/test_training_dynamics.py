@@ -160,6 +160,19 @@ def test_enrichment_precision_and_shuffled_null():
         attribution.enrichment(perfect, np.zeros(100, bool))
 
 
+def test_enrichment_curve_has_exact_p_values_and_intervals_that_never_collapse():
+    labels = np.array([True] * 100 + [False] * 900)  # base rate 10%
+    worst = np.r_[np.zeros(100), np.arange(900, 0, -1.0)]  # no labelled item near the top
+    curve = attribution.enrichment_curve(worst, labels, [0.01, 0.1])
+    top1 = curve.iloc[0]
+    assert (top1.k, top1.hits, top1.enrichment) == (10, 0, 0.0)
+    assert top1.ci_low == 0.0 and top1.ci_high > 2.0  # 0 of 10 is compatible with a 10% rate: no [0, 0] interval
+    assert top1.p == 1.0
+    good = np.r_[np.arange(2000, 1900, -1.0), np.arange(900, 0, -1.0)]
+    c = attribution.enrichment_curve(good, labels, [0.1]).iloc[0]
+    assert c.hits == 100 and c.enrichment == pytest.approx(10.0) and c.p < 1e-50 and c.ci_low > 9.0
+
+
 def test_spearman():
     a = np.arange(20.0)
     assert stats.spearman(a, a**3) == pytest.approx(1.0) and stats.spearman(a, -a) == pytest.approx(-1.0)
@@ -215,3 +228,16 @@ def test_stratified_sample_and_pick_checkpoints(tmp_path):
         attribution.stratified_sample(labels, 40, 0.9)
     paths = [tmp_path / f"step_{s:07d}" for s in (0, 1, 2, 5, 10, 50, 100, 150, 200)]
     assert [attribution.checkpoint_step(p) for p in attribution.pick_checkpoints(paths, 5)] == [0, 50, 100, 150, 200]
+
+
+def test_visits_replays_the_training_batches():
+    from lib.core import config, train
+
+    tc = config.resolve("smoke").train
+    counts = attribution.visits(50, tc, 0, 7)
+    expected = torch.zeros(50, dtype=torch.long)
+    for step in range(7):
+        for i in train.batch_indices(step, 50, tc).tolist():
+            expected[i] += 1
+    assert torch.equal(counts, expected) and int(counts.sum()) == 7 * tc.batch_size
+    assert (attribution.visits(10_000, tc, 0, 3) == 0).float().mean() > 0.99  # few draws, most windows unseen

@@ -18,6 +18,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from lib.analysis import metrics
+from lib.analysis.stats import binomial_ci, hypergeom_tail_p
 from lib.core import artifacts, hooks, train as tr
 from lib.core.config import RunConfig
 from lib.core.model import hooked_state_dict, to_hooked
@@ -391,10 +392,19 @@ def shuffled_enrichment(labels, frac: float = 0.01, n_perm: int = 1000, seed: in
 
 
 def enrichment_curve(scores, labels, fracs: Sequence[float]) -> pd.DataFrame:
-    """Precision and enrichment at each top fraction: columns frac, k, precision, enrichment."""
+    """Precision and enrichment at each top fraction, with the exact test of each point: columns frac, k, hits
+    (labelled items among the top k), precision, enrichment, ci_low / ci_high (enrichment's exact Clopper-Pearson
+    95% interval: the precision's, over the base rate; it never collapses to a point at 0 hits) and p (exact
+    hypergeometric tail P(hits or more among k random items))."""
     lab = np.asarray(labels, dtype=bool)
-    rows = [{"frac": f, "k": n_top(len(lab), f), "precision": precision_at_k(scores, lab, n_top(len(lab), f)),
-             "enrichment": enrichment(scores, lab, f)} for f in fracs]
+    base, rows = float(lab.mean()), []
+    for f in fracs:
+        k = n_top(len(lab), f)
+        hits = int(round(precision_at_k(scores, lab, k) * k))
+        lo, hi = binomial_ci(hits, k)
+        rows.append({"frac": f, "k": k, "hits": hits, "precision": hits / k, "enrichment": hits / k / base,
+                     "ci_low": lo / base, "ci_high": hi / base,
+                     "p": hypergeom_tail_p(hits, len(lab), int(lab.sum()), k)})
     return pd.DataFrame(rows)
 
 
@@ -451,3 +461,15 @@ def cached_frames(folder: Path, compute: Callable[[], tuple[pd.DataFrame, ...]])
         artifacts.write_json(folder / "done.json", {"n": len(frames)})
     n = artifacts.read_json(folder / "done.json")["n"]
     return tuple(pd.read_csv(folder / f"{i}.csv") for i in range(n))
+
+
+def visits(n: int, tc, start: int = 0, stop: int | None = None) -> Int[Tensor, " n"]:
+    """How many times each of the n training windows was in a training batch over steps [start, stop) (default:
+    the whole run): the batch of a step is a function of (seed, step) only (`lib.core.train.batch_indices`), so
+    this replays the draws without training. Batches are drawn with replacement, so many windows are never
+    visited; an attribution to them says nothing about what training did."""
+    stop = tc.max_steps if stop is None else stop
+    counts = torch.zeros(n, dtype=torch.long)
+    for step in range(start, stop):
+        counts.index_add_(0, tr.batch_indices(step, n, tc), torch.ones(tc.batch_size, dtype=torch.long))
+    return counts
