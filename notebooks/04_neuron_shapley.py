@@ -98,8 +98,7 @@ hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
           "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
           "init": model.to_hooked(train.init_model(cfg, device).eval())}
 # report 3's probe gate: a topic's game is played only if the model predicts its keywords better than a unigram
-margins = prompts.probe_margins(prompts.evaluate(hooked["trained"], pr), pr,
-                                prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data)), n_boot=200, seed=seed)
+margins = prompts.model_probe_margins(hooked["trained"], tok, pr, data.corpus_texts(cfg.data), seed=seed)
 dropped = [t for t in topics if not margins.set_index("topic").usable.get(t, False)]
 topics = tuple(t for t in topics if t not in dropped) if nb.gate_probes else topics
 game_pr, eval_pr = game_pr.subset(topics), eval_pr.subset(topics)

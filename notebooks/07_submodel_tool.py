@@ -108,8 +108,7 @@ h_init = model.to_hooked(train.init_model(cfg, device).eval())
 run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
 # a concept is validated only on a probe that measures knowledge: the model must beat a unigram baseline on it
 val_all = prompts.concat(list(val.values()), tok.eos_id)
-margins = prompts.probe_margins(prompts.evaluate(hooked, val_all), val_all,
-                                prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data)), n_boot=200, seed=seed)
+margins = prompts.model_probe_margins(hooked, tok, val_all, data.corpus_texts(cfg.data), seed=seed)
 display(Markdown("Concepts whose keyword probe beats the unigram / uniform baseline (margin's 95% CI above 0): "
                  f"{int(margins.usable.sum())} of {len(margins)}" + (
                      "; not usable, so never validated: " + ", ".join(margins.topic[~margins.usable])

@@ -44,16 +44,23 @@ def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[
                      width: int) -> Float[Tensor, "batch width d_model"]:
     """A block's output at each row's last `width` real positions only: those queries, keys and values up to each
     (causal), so that the keyword's tokens are scored without running the block over the whole prompt."""
-    attn, h = block.attn, block.ln1(x)
-    q, k, v = attn.calculate_qkv_matrices(tail(h, lengths, width), h, h)
+    h = block.ln1(x)
+    q, k, v = block.attn.calculate_qkv_matrices(tail(h, lengths, width), h, h)
+    return _tail_rest(block, q, k, v, tail(x, lengths, width), lengths, width)
+
+
+def _tail_rest(block, q: Tensor, k: Tensor, v: Tensor, x_tail: Float[Tensor, "batch width d_model"],
+               lengths: Int[Tensor, " batch"], width: int) -> Float[Tensor, "batch width d_model"]:
+    """The rest of a block for the last `width` queries: causal attention over every key position (each query sees
+    the keys up to its own position), W_O, the residual add and the MLP half, firing the block's hooks."""
+    attn = block.attn
     scores = attn.calculate_attention_scores(q, k)  # (batch, head, width, pos)
-    qpos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
-    keep = torch.arange(x.shape[1], device=x.device)[None, None] <= qpos[:, :, None]  # (batch, width, pos)
+    qpos = (lengths.to(k.device)[:, None] - width + torch.arange(width, device=k.device)).clamp(min=0)
+    keep = torch.arange(k.shape[1], device=k.device)[None, None] <= qpos[:, :, None]  # (batch, width, pos)
     pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None], float("-inf")), -1))
     z = attn.calculate_z_scores(v, pattern)
-    w_o = attn.W_O.flatten(0, 1).T  # (d_model, head * d_head)
-    out = torch.nn.functional.linear(z.flatten(-2), w_o, attn.b_O)
-    return mlp_half(block, block.hook_resid_mid(tail(x, lengths, width) + block.hook_attn_out(out)))
+    out = torch.nn.functional.linear(z.flatten(-2), attn.W_O.flatten(0, 1).T, attn.b_O)
+    return mlp_half(block, block.hook_resid_mid(x_tail + block.hook_attn_out(out)))
 
 
 def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Float[Tensor, "rows pos k"],
@@ -81,12 +88,5 @@ def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Fl
     k, v = (t.reshape(*kv.shape[:2], n_heads, d_head) for t in kv.split(n_heads * d_head, -1))
     k, v = attn.hook_k(k), attn.hook_v(v)
     x_tail = tail(rep(x), lengths, width) + tail(change, lengths, width) @ basis
-    h_tail = ln(x_tail)
-    q = attn.hook_q(torch.einsum("bpd,hde->bphe", h_tail, attn.W_Q) + attn.b_Q)
-    scores = attn.calculate_attention_scores(q, k)  # (rows, head, width, pos)
-    qpos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
-    keep = torch.arange(x.shape[1], device=x.device)[None, None] <= qpos[:, :, None]
-    pattern = attn.hook_pattern(torch.softmax(scores.masked_fill(~keep[:, None], float("-inf")), -1))
-    z = attn.calculate_z_scores(v, pattern)
-    out = torch.nn.functional.linear(z.flatten(-2), attn.W_O.flatten(0, 1).T, attn.b_O)
-    return mlp_half(block, block.hook_resid_mid(x_tail + block.hook_attn_out(out)))
+    q = attn.hook_q(torch.einsum("bpd,hde->bphe", ln(x_tail), attn.W_Q) + attn.b_Q)
+    return _tail_rest(block, q, k, v, x_tail, lengths, width)

@@ -259,10 +259,8 @@ def _resume(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn, r:
     through W_out (the clean resid_post plus their change)."""
     layer, loc = cluster.layers[0], cluster.location
     if loc == "mlp_post":
-        units = cluster.units(layer).to(block.mlp.W_out.device)
-        sel = clean[hooks.name(loc, layer)][..., units].repeat(r, 1, 1)
-        delta = (fn.on_units(sel) - sel) @ block.mlp.W_out[units]
-        return clean[hooks.name("resid_post", layer)].repeat(r, 1, 1) + delta
+        x, change, basis = _low_rank(block, clean, cluster, fn, r)
+        return x.repeat(r, 1, 1) + change @ basis
     mid = clean[hooks.name("resid_mid", layer)].repeat(r, 1, 1)
     if loc == "mlp_out":
         return mid + fn(clean[hooks.name(loc, layer)].repeat(r, 1, 1))

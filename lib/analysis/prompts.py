@@ -483,6 +483,13 @@ def probe_margins(clean: pd.DataFrame, prompts: KeywordPrompts, unigram: Float[T
     return pd.DataFrame(rows)
 
 
+def model_probe_margins(model, tok: data.Tokenizer, prompts: KeywordPrompts, corpus: Sequence[str],
+                        n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """`probe_margins` of a model on prompts, with the unigram taken from its training corpus texts (the probe gate
+    of reports 3, 4 and 7 and the sub-model command line)."""
+    return probe_margins(evaluate(model, prompts), prompts, unigram_logprobs(tok, corpus), n_boot=n_boot, seed=seed)
+
+
 def topic_windows(tok: data.Tokenizer, topic_set: str, split: str, n_ctx: int, n_windows: int,
                   topics: Sequence[str] | None = None) -> dict[str, Int[Tensor, "n n_ctx"]]:
     """Per topic, up to n_windows LM windows (texts joined by eos, as in training) of a split's texts."""

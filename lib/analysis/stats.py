@@ -99,14 +99,18 @@ def median_diff_ci(a: Any, b: Any, n_boot: int = 1000, seed: int = 0) -> tuple[f
     return float(np.median(a) - np.median(b)), percentile_ci(boots)
 
 
+def _log_comb(n: int, k: int) -> float:
+    """log of the binomial coefficient C(n, k)."""
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
 def _binom_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
     if p <= 0.0:
         return 1.0
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
-             + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    terms = [_log_comb(n, i) + i * math.log(p) + (n - i) * math.log1p(-p) for i in range(k + 1)]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
@@ -208,10 +212,6 @@ def hypergeom_tail_p(hits: int, population: int, marked: int, draws: int) -> flo
         return 1.0
     if hits > hi:
         return 0.0
-
-    def log_comb(n: int, k: int) -> float:
-        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-    terms = [log_comb(marked, i) + log_comb(population - marked, draws - i) for i in range(hits, hi + 1)]
+    terms = [_log_comb(marked, i) + _log_comb(population - marked, draws - i) for i in range(hits, hi + 1)]
     top = max(terms)
-    return min(1.0, math.exp(top + math.log(sum(math.exp(t - top) for t in terms)) - log_comb(population, draws)))
+    return min(1.0, math.exp(top + math.log(sum(math.exp(t - top) for t in terms)) - _log_comb(population, draws)))

@@ -125,8 +125,7 @@ def main(argv: Sequence[str] | None = None, *, model=None, tokenizer=None,
         subs = with_init_control(subs, _submodels(init, concepts, validation, args))
     if cfg is not None and validation is not None:  # report 7's probe gate: validated only where the probe knows
         val_all = prompts.concat(list(validation.values()), tokenizer.eos_id)
-        margins = prompts.probe_margins(prompts.evaluate(model, val_all), val_all,
-                                        prompts.unigram_logprobs(tokenizer, data.corpus_texts(cfg.data)), n_boot=200)
+        margins = prompts.model_probe_margins(model, tokenizer, val_all, data.corpus_texts(cfg.data))
         subs = with_probe_gate(subs, margins)
     print(f"Sub-models ({args.method}) and their validation (gap: own-concept minus other-concept loss rise when "
           f"ablated, nats; random_q95: the 95th percentile of {args.n_random} size-matched random sub-models; p: "
