@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.components import LayerNorm, LayerNormPre
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
 from lib.analysis.prompts import KeywordPrompts, tail
@@ -44,9 +45,23 @@ def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[
                      width: int) -> Float[Tensor, "batch width d_model"]:
     """A block's output at each row's last `width` real positions only: those queries, keys and values up to each
     (causal), so that the keyword's tokens are scored without running the block over the whole prompt."""
-    h = block.ln1(x)
-    q, k, v = block.attn.calculate_qkv_matrices(tail(h, lengths, width), h, h)
+    attn = block.attn
+    h = layer_norm(block.ln1, x)
+    n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
+    w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(-1, 2 * n_heads * d_head)
+    b_kv = torch.cat([attn.b_K, attn.b_V], 0).reshape(-1)
+    kv = torch.addmm(b_kv, h.reshape(-1, h.shape[-1]), w_kv).view(*h.shape[:2], 2, n_heads, d_head)
+    k, v = attn.hook_k(kv[:, :, 0]), attn.hook_v(kv[:, :, 1])  # one GEMM for both (keys and values at every position)
+    q = attn.hook_q(torch.einsum("bpd,hde->bphe", tail(h, lengths, width), attn.W_Q) + attn.b_Q)
     return _tail_rest(block, q, k, v, tail(x, lengths, width), lengths, width)
+
+
+def layer_norm(ln, x: Tensor) -> Tensor:
+    """ln(x) by one fused kernel where that is the same computation (TransformerLens LayerNorm / LayerNormPre with
+    no hook on its scale or output); else the module itself."""
+    if type(ln) not in (LayerNorm, LayerNormPre) or ln.hook_scale._forward_hooks or ln.hook_normalized._forward_hooks:
+        return ln(x)
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], getattr(ln, "w", None), getattr(ln, "b", None), ln.eps)
 
 
 def _tail_rest(block, q: Tensor, k: Tensor, v: Tensor, x_tail: Float[Tensor, "batch width d_model"],
@@ -65,28 +80,37 @@ def _tail_rest(block, q: Tensor, k: Tensor, v: Tensor, x_tail: Float[Tensor, "ba
 
 def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Float[Tensor, "rows pos k"],
                         basis: Float[Tensor, "k d_model"], lengths: Int[Tensor, " rows"],
-                        width: int) -> Float[Tensor, "rows width d_model"]:
+                        width: int, memo: dict | None = None) -> Float[Tensor, "rows width d_model"]:
     """`tail_query_block` of the input x' = x + change @ basis (x clean, repeated rows // batch times along the batch;
     `change` of rank k per position) without forming x' at every position: LayerNorm's centring is linear and its
     scale needs only |x'_c|^2 = |x_c|^2 + 2 change·(x_c @ basis_cᵀ) + change G changeᵀ (basis_c the centred basis,
     G = basis_c basis_cᵀ), so every position's keys and values cost k·d_model instead of d_model². Exact up to
-    float rounding (a test compares the per-condition loop)."""
+    float rounding (a test compares the per-condition loop). `memo`: a dict kept while x, basis and lengths[:batch]
+    stay the same (one chunk of prompts, one cluster), so that the terms of the clean x are computed once for all
+    its batches of conditions."""
     attn, ln = block.attn, block.ln1
-    r = change.shape[0] // x.shape[0]
-    d = x.shape[-1]
-    w = ln.w if hasattr(ln, "w") else torch.ones(d, dtype=x.dtype, device=x.device)
-    beta = ln.b if hasattr(ln, "b") else torch.zeros(d, dtype=x.dtype, device=x.device)
-    n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
-    w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(d, 2 * n_heads * d_head)
-    b_kv = torch.cat([attn.b_K, attn.b_V], 0).reshape(-1) + beta @ w_kv
-    xc = x - x.mean(-1, keepdim=True)
-    uc = basis - basis.mean(-1, keepdim=True)
-    rep = lambda t: t.repeat(r, *([1] * (t.dim() - 1)))  # noqa: E731 - clean tensors, one copy per condition
-    sq = rep((xc * xc).sum(-1)) + 2 * (change * rep(xc @ uc.T)).sum(-1) + ((change @ (uc @ uc.T)) * change).sum(-1)
-    scale = (sq / d + ln.eps).sqrt()[..., None]
-    kv = (rep((xc * w) @ w_kv) + change @ ((uc * w) @ w_kv)) / scale + b_kv
-    k, v = (t.reshape(*kv.shape[:2], n_heads, d_head) for t in kv.split(n_heads * d_head, -1))
-    k, v = attn.hook_k(k), attn.hook_v(v)
-    x_tail = tail(rep(x), lengths, width) + tail(change, lengths, width) @ basis
+    n, pos, d = x.shape
+    r, k = change.shape[0] // n, change.shape[-1]
+    memo = {} if memo is None else memo
+    if not memo:
+        w = ln.w if hasattr(ln, "w") else torch.ones(d, dtype=x.dtype, device=x.device)
+        beta = ln.b if hasattr(ln, "b") else torch.zeros(d, dtype=x.dtype, device=x.device)
+        n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
+        w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(d, 2 * n_heads * d_head)
+        xc = x - x.mean(-1, keepdim=True)
+        uc = basis - basis.mean(-1, keepdim=True)
+        memo.update(sq=(xc * xc).sum(-1), cross=2 * (xc @ uc.T), gram=uc @ uc.T, kv=(xc * w) @ w_kv,
+                    kv_basis=(uc * w) @ w_kv, b_kv=torch.cat([attn.b_K, attn.b_V], 0).reshape(-1) + beta @ w_kv,
+                    x_tail=tail(x, lengths[:n], width), heads=(n_heads, d_head))
+    m = memo
+    # the clean terms broadcast over the r conditions (rows are condition-major: row = condition * n + prompt)
+    ch = change.view(r, n, pos, k)
+    sq = (ch * (m["cross"] + ch @ m["gram"])).sum(-1).add_(m["sq"])
+    scale = (sq / d + ln.eps).sqrt_()[..., None]
+    kv = torch.matmul(ch, m["kv_basis"]).add_(m["kv"]).div_(scale).add_(m["b_kv"]).view(r * n, pos, -1)
+    n_heads, d_head = m["heads"]
+    k_, v = (t.reshape(*kv.shape[:2], n_heads, d_head) for t in kv.split(n_heads * d_head, -1))
+    k_, v = attn.hook_k(k_), attn.hook_v(v)
+    x_tail = (tail(change, lengths, width) @ basis).view(r, n, width, d).add_(m["x_tail"]).view(r * n, width, d)
     q = attn.hook_q(torch.einsum("bpd,hde->bphe", ln(x_tail), attn.W_Q) + attn.b_Q)
-    return _tail_rest(block, q, k, v, x_tail, lengths, width)
+    return _tail_rest(block, q, k_, v, x_tail, lengths, width)

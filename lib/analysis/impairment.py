@@ -261,19 +261,19 @@ def _resume(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn, r:
     if loc == "mlp_post":
         x, change, basis = _low_rank(block, clean, cluster, fn, r)
         return x.repeat(r, 1, 1) + change @ basis
-    mid = clean[hooks.name("resid_mid", layer)].repeat(r, 1, 1)
+    mid = clean[hooks.name("resid_mid", layer)]
     if loc == "mlp_out":
-        return mid + fn(clean[hooks.name(loc, layer)].repeat(r, 1, 1))
+        return mid.repeat(r, 1, 1) + fn(clean[hooks.name(loc, layer)].repeat(r, 1, 1))
     # ln2: the hook sits before LayerNorm's gain and bias (LNPre has neither), so the impaired dimensions change the
     # MLP's pre-activation by a low-rank term: pre + (Δ·gain)[units] @ W_in[units]; the nonlinearity and W_out then
     # run in full (the MLP's internal hooks do not fire; none is registered by the sweep)
     mlp, units = block.mlp, cluster.units(layer).to(mid.device)
     sel = clean[hooks.name(loc, layer)][..., units].repeat(r, 1, 1)
-    change = fn.on_units(sel) - sel
-    if hasattr(block.ln2, "w"):
-        change = change * block.ln2.w[units]
-    pre = clean[hooks.name("mlp_pre", layer)].repeat(r, 1, 1) + change @ mlp.W_in[units]
-    return mid + batch_addmm(mlp.b_out, mlp.W_out, mlp.act_fn(pre))
+    w_in = mlp.W_in[units] * block.ln2.w[units, None] if hasattr(block.ln2, "w") else mlp.W_in[units]
+    n, pos, d = mid.shape  # rows are condition-major (row = condition * n + prompt): the clean terms broadcast
+    pre = torch.matmul((fn.on_units(sel) - sel).view(r, n, pos, -1), w_in).add_(clean[hooks.name("mlp_pre", layer)])
+    out = torch.addmm(mlp.b_out, mlp.act_fn(pre).view(-1, pre.shape[-1]), mlp.W_out).view(r, n, pos, d)
+    return out.add_(mid).view(r * n, pos, d)
 
 
 def _low_rank(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn,
@@ -294,12 +294,13 @@ def _low_rank(block, clean: Mapping[str, Tensor], cluster: Cluster, fn: HookFn,
 @torch.no_grad()
 def _final_logits(model, clean: Mapping[str, Tensor], cluster: Cluster, lengths: Tensor,
                   fwd_hooks: list[tuple[str, HookFn]], r: int, fast: bool,
-                  width: int) -> Float[Tensor, "batch width vocab"]:
+                  width: int, memo: dict | None = None) -> Float[Tensor, "batch width vocab"]:
     """Logits at each row's last `width` real positions (those that predict its keyword), resuming the model from
     cached clean activations with hooks.
 
     fast: the first impaired layer resumes at the hook itself (its hook fn applied directly) and the last block
-    runs for those positions only; else blocks run whole from the first impaired layer's resid_pre.
+    runs for those positions only; else blocks run whole from the first impaired layer's resid_pre. memo: kept
+    across the batches of one chunk and cluster (`fastpath.low_rank_tail_block`'s clean terms).
     """
     n, start = model.cfg.n_layers, cluster.layers[0]
     with model.hooks(fwd_hooks=fwd_hooks[1:] if fast else fwd_hooks):
@@ -311,7 +312,7 @@ def _final_logits(model, clean: Mapping[str, Tensor], cluster: Cluster, lengths:
             h = _resume(model.blocks[start], last, cluster, fwd_hooks[0][1], r)
         elif start == n - 2 and cluster.location in ("mlp_post", "mlp_out"):
             x, change, basis = _low_rank(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
-            h = low_rank_tail_block(model.blocks[n - 1], x, change, basis, lengths, width)
+            h = low_rank_tail_block(model.blocks[n - 1], x, change, basis, lengths, width, memo)
         else:
             x = _resume(model.blocks[start], clean, cluster, fwd_hooks[0][1], r)
             for layer in range(start + 1, n - 1):
@@ -339,19 +340,22 @@ def _batch_hooks(cluster: Cluster, kind: str, conds: Sequence[Condition], noise:
 
 
 def _score_frame(scores: dict[str, Tensor], conds: Sequence[Condition], idx: Tensor,
-                 prompts: KeywordPrompts) -> pd.DataFrame:
-    """Rows (condition-major, then prompts in idx order) of a stacked batch's scores."""
+                 prompts: KeywordPrompts) -> dict[str, np.ndarray]:
+    """Columns (condition-major, then prompts in idx order) of a stacked batch's scores."""
     r, p = len(conds), len(idx)
     topics = np.asarray(prompts.topics, dtype=object)[idx.numpy()]
-    return pd.DataFrame({
-        "cluster": np.repeat([c.cluster for c in conds], p), "kind": np.repeat([c.kind for c in conds], p),
+    return {
+        "cluster": np.repeat(np.asarray([c.cluster for c in conds], dtype=object), p),
+        "kind": np.repeat(np.asarray([c.kind for c in conds], dtype=object), p),
         "intensity": np.repeat([c.intensity for c in conds], p), "seed": np.repeat([c.seed for c in conds], p),
-        "prompt": np.tile(idx.numpy(), r), "topic": np.tile(topics, r), **{k: v.numpy() for k, v in scores.items()}})
+        "prompt": np.tile(idx.numpy(), r), "topic": np.tile(topics, r), **{k: v.numpy() for k, v in scores.items()}}
 
 
-def _tidy(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(parts, ignore_index=True).sort_values(["cluster", "kind", "intensity", "seed", "prompt"],
-                                                           kind="stable", ignore_index=True)
+def _tidy(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """One frame of every batch's columns (built once: a frame per batch costs more than the batch's scores),
+    sorted by condition and prompt."""
+    df = pd.DataFrame({k: np.concatenate([part[k] for part in parts]) for k in parts[0]})
+    return df.sort_values(["cluster", "kind", "intensity", "seed", "prompt"], kind="stable", ignore_index=True)
 
 
 def _clean(model, tokens: Tensor, clusters: Iterable[Cluster], fast: bool) -> dict[str, Tensor]:
@@ -364,14 +368,24 @@ def _clean(model, tokens: Tensor, clusters: Iterable[Cluster], fast: bool) -> di
     return {k: cache[k] for k in names}
 
 
+def _batch_tokens(model, cluster: Cluster, fast: bool, max_tokens: int) -> int:
+    """Tokens per stacked forward: max_tokens where the resumed tensors are about d_model wide (the low-rank
+    paths), d_model/d_mlp of that where the MLP runs again at every position (ln2, the generic path), so that the
+    working set stays about the same (measured in bench/impairment_sweep.py: larger batches then fall out of cache)."""
+    n, start = model.cfg.n_layers, cluster.layers[0]
+    if fast and (start == n - 1 or (start == n - 2 and cluster.location in ("mlp_post", "mlp_out"))):
+        return max_tokens
+    return max(1, max_tokens * model.cfg.d_model // max(model.cfg.d_mlp or model.cfg.d_model, model.cfg.d_model))
+
+
 def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
-          max_tokens: int = 16384, chunk_tokens: int = 4096, fast: bool | None = None, progress: bool = True,
+          max_tokens: int = 32768, chunk_tokens: int = 4096, fast: bool | None = None, progress: bool = True,
           desc: str = "sweep") -> pd.DataFrame:
     """Keyword metrics for every prompt under every condition: one row per prompt × condition.
 
     Batched: prompts are sorted by length and cut into chunks of about `chunk_tokens` tokens; one clean
     forward per chunk caches what the clusters' first impaired layers resume from; the conditions of one
-    (cluster, kind) share forward passes of about `max_tokens` tokens (the chunk repeated along the batch axis,
+    (cluster, kind) share forward passes of about `max_tokens` tokens (`_batch_tokens`; the chunk repeated along the batch axis,
     a per-row intensity and noise inside one hook); only the positions that predict each prompt's keyword are
     unembedded. On GPT-2-style models (`fast_path_ok`; `fast=None` decides) the first impaired layer resumes at
     the hook itself (after the nonlinearity only the cluster's units go through W_out; at the MLP input a low-rank
@@ -395,14 +409,16 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
         pos, lengths, targets = int(prompts.lengths[idx].max()), prompts.lengths[idx], prompts.tail_targets(idx)
         width = targets.shape[1]
         clean = _clean(model, prompts.tokens[idx, :pos].to(device), [clusters[name] for name, _ in groups], fast)
-        per_batch = max(1, max_tokens // (len(idx) * pos))
+        memos: dict[str, dict] = {}  # per cluster, for this chunk
         for (name, kind), conds in groups.items():
             cl = clusters[name]
+            per_batch = max(1, _batch_tokens(model, cl, fast, max_tokens) // (len(idx) * pos))
             for j in range(0, len(conds), per_batch):
                 part = conds[j : j + per_batch]
                 fwd = _batch_hooks(cl, kind, part, noise.get(name, {}), idx, lengths, pos, last if fast else None,
                                    width)
-                logits = _final_logits(model, clean, cl, lengths.repeat(len(part)), fwd, len(part), fast, width)
+                logits = _final_logits(model, clean, cl, lengths.repeat(len(part)), fwd, len(part), fast, width,
+                                       memos.setdefault(name, {}))
                 scores = keyword_scores(logits, targets.repeat(len(part), 1))
                 parts.append(_score_frame(scores, part, idx, prompts))
                 bar.update(len(part) * len(idx))

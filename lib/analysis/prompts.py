@@ -404,18 +404,17 @@ def tail(x: Float[Tensor, "batch pos ..."], lengths: Int[Tensor, " batch"], widt
 def keyword_scores(logits: Float[Tensor, "n width vocab"], targets: Int[Tensor, "n width"]) -> dict[str, Tensor]:
     """Per-prompt keyword scores from the logits at the positions that predict its tokens (teacher forcing):
     loss = −Σ log p(token) over the keyword's tokens (nats; the word's log-probability), top1 = every token is
-    the argmax (greedy decoding writes the word), top5 = every token is in its position's top 5 (0/1 floats).
-    IGNORE targets are skipped."""
+    an argmax (no token scores higher: greedy decoding writes the word; a tie for the maximum counts), top5 = fewer
+    than 5 tokens score higher at each position (0/1 floats). IGNORE targets are skipped."""
     check(logits.dim() == 3 and tuple(targets.shape) == tuple(logits.shape[:2]), "logits/targets shapes",
           f"{tuple(logits.shape)} / {tuple(targets.shape)}", "(n, width, vocab) logits and (n, width) targets")
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; float64 stays float64
     targets = targets.to(logits.device)
     valid = targets != IGNORE
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-    hit = top5 == targets[..., None]
-    top1 = (hit[..., 0] | ~valid).all(1)
-    in5 = (hit.any(-1) | ~valid).all(1)
+    above = (logits > logits.gather(-1, targets.clamp(min=0)[..., None])).sum(-1)  # tokens scored strictly higher
+    top1 = ((above == 0) | ~valid).all(1)
+    in5 = ((above < 5) | ~valid).all(1)
     return {"loss": loss.view(valid.shape).sum(1).cpu(), "top1": top1.float().cpu(), "top5": in5.float().cpu()}
 
 

@@ -144,6 +144,12 @@ def test_keyword_scores_known_answer_on_hand_made_logits():
     assert s["top1"].tolist() == [1.0, 1.0]
     s = prompts.keyword_scores(logits, torch.tensor([[1, 1], [prompts.IGNORE, 0]]))
     assert s["top1"].tolist() == [0.0, 0.0]  # ' 1' is not the first token's argmax; 0 is not the argmax
+    assert s["top5"].tolist() == [1.0, 1.0]  # three tokens: everything is in the top 5
+    ranks = torch.log(torch.tensor([[[0.3, 0.3, 0.1, 0.1, 0.08, 0.07, 0.05]]]))  # a tie for the maximum; ranks 5, 6
+    top = lambda t: {k: float(v) for k, v in prompts.keyword_scores(ranks, torch.tensor([[t]])).items() if k != "loss"}
+    assert top(1) == {"top1": 1.0, "top5": 1.0} and top(0) == {"top1": 1.0, "top5": 1.0}
+    assert top(4) == {"top1": 0.0, "top5": 1.0} and top(5) == {"top1": 0.0, "top5": 0.0}
+    assert top(2) == {"top1": 0.0, "top5": 1.0}  # tied at rank 3-4: two tokens score higher
     with pytest.raises(ValueError, match="logits/targets shapes"):
         prompts.keyword_scores(logits[:, 0], targets)
 
