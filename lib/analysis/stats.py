@@ -90,6 +90,18 @@ def bootstrap_spearman(a: Any, b: Any, n_boot: int = 1000, seed: int = 0, alpha:
     return percentile_ci(bootstrap(spearman, x, y, n_boot=n_boot, seed=seed), alpha)
 
 
+def spearman_diff_ci(a: Any, b: Any, c: Any, d: Any, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> tuple[float, tuple[float, float]]:
+    """spearman(a, b) - spearman(c, d) on the same items (four equal-length arrays) and its paired percentile-bootstrap
+    interval (one draw of items per replicate for both correlations): whether one agreement beats another measured
+    on the same sequences, e.g. attribution scores of two seeds against a property both seeds share trivially."""
+    xs = [np.asarray(v, float) for v in (a, b, c, d)]
+    check(len({len(x) for x in xs}) == 1 and len(xs[0]) > 2, "arrays", [len(x) for x in xs],
+          "four arrays of one length > 2")
+    diff = lambda w, x, y, z: spearman(w, x) - spearman(y, z)  # noqa: E731
+    return float(diff(*xs)), percentile_ci(bootstrap(diff, *xs, n_boot=n_boot, seed=seed), alpha)
+
+
 def median_diff_ci(a: Any, b: Any, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """median(a) - median(b) (NaNs dropped) and its percentile-bootstrap 95% CI, resampling each group on its own."""
     a, b = (np.asarray(v, float) for v in (a, b))

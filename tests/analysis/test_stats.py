@@ -148,3 +148,20 @@ def test_hypergeom_tail_p_matches_enumeration_and_the_review_case():
     assert stats.hypergeom_tail_p(11, 1000, 100, 10) == 0.0
     with pytest.raises(ValueError, match="marked, draws"):
         stats.hypergeom_tail_p(1, 10, 11, 2)
+
+
+def test_spearman_diff_ci_separates_real_agreement_from_a_shared_trivial_property():
+    """Two seeds' scores share a per-item property t (e.g. gradient size): the baseline agreement is ρ(t + noise, t +
+    noise'). A score with an extra shared signal s beats it; one with only t does not (its interval covers 0)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    t, sig = rng.normal(size=n), rng.normal(size=n)
+    base_a, base_b = t + rng.normal(size=n), t + rng.normal(size=n)
+    real_a, real_b = t + 2 * sig + rng.normal(size=n), t + 2 * sig + rng.normal(size=n)
+    d, (lo, hi) = stats.spearman_diff_ci(real_a, real_b, base_a, base_b, n_boot=400)
+    assert d == pytest.approx(stats.spearman(real_a, real_b) - stats.spearman(base_a, base_b)) and lo > 0.1
+    null_a, null_b = t + rng.normal(size=n), t + rng.normal(size=n)
+    d0, (lo0, hi0) = stats.spearman_diff_ci(null_a, null_b, base_a, base_b, n_boot=400)
+    assert lo0 < 0 < hi0 and hi0 - lo0 > 0.02  # the same property alone: no difference, and a real interval
+    with pytest.raises(ValueError, match="four arrays"):
+        stats.spearman_diff_ci(real_a, real_b, base_a, base_b[:-1])

@@ -241,3 +241,80 @@ def test_visits_replays_the_training_batches():
             expected[i] += 1
     assert torch.equal(counts, expected) and int(counts.sum()) == 7 * tc.batch_size
     assert (attribution.visits(10_000, tc, 0, 3) == 0).float().mean() > 0.99  # few draws, most windows unseen
+
+
+def test_visit_weights_sum_the_lr_over_each_sequences_visits():
+    from lib.core import config, train
+
+    tc = config.resolve("smoke", max_steps=40, warmup_steps=5, lr=1e-3).train
+    n, steps = 30, [0, 10, 25]
+    full = attribution.visit_weights(torch.arange(n), n, tc, steps, end=40)
+    lr = lambda s: train.lr_at(s, tc)  # noqa: E731
+    assert torch.allclose(full.sum(1), tc.batch_size * attribution.tracin_weights(steps, lr, end=40), rtol=1e-12)
+    sample = torch.tensor([7, 3, 22, 11])
+    w = attribution.visit_weights(sample, n, tc, steps, end=40)
+    edges = [0, 5, 18, 40]  # midpoints 5 and 17.5 -> 18
+    for k in range(3):
+        for j, z in enumerate(sample.tolist()):
+            ref = sum(lr(t) * int((train.batch_indices(t, n, tc) == z).sum()) for t in range(edges[k], edges[k + 1]))
+            assert w[k, j].item() == pytest.approx(ref, rel=1e-12, abs=0)
+    assert torch.equal(w, full[:, sample])
+    phases = [attribution.visit_weights(sample, n, tc, steps, end=40, window=win) for win in ((0, 12), (12, 30.5), (30.5, 40))]
+    assert torch.allclose(sum(phases), w, rtol=1e-12) and (phases[0][2] == 0).all()  # step 25's interval starts at 18
+    never = attribution.visit_weights(torch.arange(5000), 5000, tc, [0], end=3)
+    assert (never == 0).float().mean() > 0.9  # 3 batches of a few windows: most sequences were never trained on
+
+
+def test_visit_weighted_tracin_equals_the_per_visit_sum():
+    """Checkpoints at every step: visit-weighted TracIn is Pruthi et al.'s per-visit sum, term by term; weighting the
+    checkpoints alone (no visits) would credit sequences that were never in a batch."""
+    from lib.core import config, train
+
+    x, y = (t.double() for t in _linear_toy(seed=2))
+    n = len(x)
+    tc = config.resolve("smoke", max_steps=6, warmup_steps=2, lr=0.05, batch_size=8).train
+    ckpts = _sgd_checkpoints(x, y, lr=0.2, steps=6, every=1)  # any models will do: the test is the weighting
+    x_test, y_test = torch.randn(1, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    f = lambda m: 0.5 * ((m(x_test)[:, 0] - y_test) ** 2).sum()  # noqa: E731
+    steps = [s for s, _ in ckpts]
+    w = attribution.visit_weights(torch.arange(n), n, tc, steps, end=6)
+    res = attribution.tracin(ckpts, ["weight", "bias"], [x, y], {"f": f}, w, loss=_sq_loss, chunk=5, progress=False)
+    ref = torch.zeros(n, dtype=torch.float64)
+    for t, model in ckpts:
+        gf = attribution.objective_grad(model, f, ["weight", "bias"])
+        for z in train.batch_indices(t, n, tc).tolist():  # one term per visit, repeats counted
+            gz = attribution.per_example_grads_loop(model, ["weight", "bias"], x[z : z + 1], y[z : z + 1], loss=_sq_loss)[0]
+            ref[z] += train.lr_at(t, tc) * float(gz @ gf)
+    assert torch.allclose(res.scores["f"], ref, rtol=0, atol=f64_tol(ref))
+    unvisited = w.sum(0) == 0
+    assert unvisited.any() and (res.scores["f"][unvisited] == 0).all()
+    uniform = attribution.tracin(ckpts, ["weight", "bias"], [x, y], {"f": f}, attribution.tracin_weights(steps, lambda s: train.lr_at(s, tc), end=6), loss=_sq_loss, progress=False)
+    assert (uniform.scores["f"][unvisited] != 0).any()  # the wrong version
+    # the stored terms: weighted() reproduces the scores, cosines are dots over the norms, norms are gradient norms
+    assert torch.allclose(res.weighted(w), res.scores["f"], rtol=1e-12)
+    g_all = attribution.per_example_grads_loop(ckpts[2][1], ["weight", "bias"], x, y, loss=_sq_loss)
+    assert torch.allclose(res.norms[2], g_all.norm(dim=1), rtol=1e-10)
+    gf = attribution.objective_grad(ckpts[2][1], f, ["weight", "bias"])
+    assert torch.allclose(res.cosines["f"][2], (g_all @ gf) / (g_all.norm(dim=1) * gf.norm()), rtol=1e-10)
+    assert (res.cosines["f"].abs() <= 1 + 1e-12).all()
+    with pytest.raises(ValueError, match="not allowed"):
+        attribution.tracin(ckpts, ["weight", "bias"], [x, y], {"f": f}, w[:, :5], loss=_sq_loss, progress=False)
+
+
+def test_dense_window_adds_the_checkpoints_the_run_passed_through(tmp_path):
+    cfg = resolve("smoke", attention_only=True, max_steps=12, eval_every=12, checkpoint_every=12, batch_size=4,
+                  warmup_steps=2)
+    g = torch.Generator().manual_seed(0)
+    rand = lambda n: torch.randint(0, cfg.model.d_vocab, (n, cfg.model.n_ctx), generator=g)  # noqa: E731
+    data = SimpleNamespace(train=rand(64), val=rand(16), val_beginnings=rand(16)[:, :20])
+    paths = attribution.train_dense(cfg, tmp_path / "sparse", [0, 4, 12], progress=False, data=data)
+    every = attribution.train_dense(cfg, tmp_path / "every", list(range(13)), progress=False, data=data)
+    dense = attribution.dense_window(cfg, paths, tmp_path / "window", 5, 9, 3, progress=False, data=data)
+    assert [attribution.checkpoint_step(p) for p in dense] == [5, 7, 9]
+    for p in dense:
+        a, _ = load_checkpoint_weights(p)
+        b, _ = load_checkpoint_weights(every[attribution.checkpoint_step(p)])
+        assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
+    assert attribution.dense_window(cfg, paths, tmp_path / "window", 5, 9, 3, progress=False, data=data) == dense
+    with pytest.raises(ValueError, match="not allowed"):
+        attribution.dense_window(cfg, paths, tmp_path / "w2", 9, 5, 3, progress=False, data=data)

@@ -4,6 +4,9 @@ gradients (torch.func vmap(grad)), random projection, TracIn over checkpoints, e
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +28,7 @@ from lib.core.model import hooked_state_dict, to_hooked
 from lib.core.train import load_checkpoint_weights
 
 Objective = Callable[..., Tensor]  # hooked -> scalar tensor (differentiable)
-CACHE_VERSION = 1  # part of every cache key built by callers: bump when a cached analysis changes
+CACHE_VERSION = 2  # part of every cache key built by callers: bump when a cached analysis changes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,6 +66,40 @@ def train_dense(cfg: RunConfig, ckpt_dir: Path, steps: Sequence[int], progress: 
 def run_dir(cfg: RunConfig, steps: Sequence[int]) -> Path:
     """Artifact folder of a dense-checkpoint run, keyed by its config and checkpoint steps."""
     return artifacts.path("dynamics", "run", {"config": cfg.to_dict(), "checkpoint_steps": list(map(int, steps))})
+
+
+def dense_window(cfg: RunConfig, paths: Sequence[Path], ckpt_dir: Path, start: float, end: float, n: int,
+                 progress: bool = True, device: str | torch.device = "cpu", data=None) -> list[Path]:
+    """n more checkpoints evenly spaced inside [start, end] (a phase-change window) of a finished run, by exact
+    resume: the saved checkpoint at or before `start` is copied to ckpt_dir and training reruns from it up to the
+    last wanted step, saving each one (the batches are a function of (seed, step) and the optimizer and RNG state
+    are restored, so the new checkpoints are those the run passed through). Returns the new checkpoints' folders
+    (steps already saved in `paths` are not repeated); a finished refinement is only listed."""
+    saved = {checkpoint_step(p): Path(p) for p in paths}
+    if not saved or not 0 <= start <= end <= cfg.train.max_steps or n < 1:
+        raise ValueError(f"start={start}, end={end}, n={n} are not allowed: 0 <= start <= end <= "
+                         f"max_steps={cfg.train.max_steps}, n >= 1, and saved checkpoints to resume from")
+    a = max(s for s in saved if s <= start)
+    want = sorted({int(round(x)) for x in np.linspace(start, end, n)} - set(saved) - {a})
+    ckpt_dir = Path(ckpt_dir)
+    if not want or all((ckpt_dir / f"step_{s:07d}").exists() for s in want):
+        return [ckpt_dir / f"step_{s:07d}" for s in want]
+    if not tr.list_checkpoints(ckpt_dir):  # seed the folder with the checkpoint to resume from (atomically)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=ckpt_dir, prefix=f".step_{a:07d}."))
+        try:
+            shutil.copytree(saved[a], tmp, dirs_exist_ok=True)
+            os.replace(tmp, ckpt_dir / saved[a].name)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    newest = checkpoint_step(tr.list_checkpoints(ckpt_dir)[-1])
+    tr.train(cfg, ckpt_dir=ckpt_dir, checkpoint_steps=want, keep_checkpoints=None, stop_after=max(want) - newest,
+             progress=progress, device=device, data=data)
+    missing = [s for s in want if not (ckpt_dir / f"step_{s:07d}").exists()]
+    if missing:
+        raise RuntimeError(f"dense_window: steps {missing} were not saved in {ckpt_dir}")
+    return [ckpt_dir / f"step_{s:07d}" for s in want]
 
 
 def pick_checkpoints(paths: Sequence[Path], n: int) -> list[Path]:
@@ -269,32 +306,77 @@ def icl_objective(tokens: Int[Tensor, "batch pos"], early: int, late: int, width
 # TracIn over checkpoints
 
 
+def _intervals(steps: Sequence[int], end: int | None) -> np.ndarray:
+    """Edges of the steps each checkpoint stands for: checkpoint k covers [edges[k], edges[k + 1]), between the
+    midpoints to its neighbours (the first from its own step, the last up to `end`, default its own step)."""
+    s = np.asarray(steps, dtype=float)
+    if s.ndim != 1 or len(s) == 0 or np.any(np.diff(s) <= 0):
+        raise ValueError(f"steps={list(steps)!r} are not allowed: a non-empty increasing sequence")
+    bounds = np.concatenate([[s[0]], (s[1:] + s[:-1]) / 2, [s[-1] if end is None else end]])
+    return np.ceil(bounds).astype(int)
+
+
 def tracin_weights(steps: Sequence[int], lr_at: Callable[[int], float], end: int | None = None) -> Float[Tensor, "k"]:
     """Weight of each checkpoint in the TracIn sum: the learning rate summed over the steps it stands for.
 
     Checkpoint k stands for the steps between the midpoints to its neighbours (the first from its own step,
     the last up to `end`, default its own step): equally spaced checkpoints get lr x spacing, as in Pruthi et al.
     """
-    s = np.asarray(steps, dtype=float)
-    if s.ndim != 1 or len(s) == 0 or np.any(np.diff(s) <= 0):
-        raise ValueError(f"steps={list(steps)!r} are not allowed: a non-empty increasing sequence")
-    bounds = np.concatenate([[s[0]], (s[1:] + s[:-1]) / 2, [s[-1] if end is None else end]])
-    edges = np.ceil(bounds).astype(int)
+    edges = _intervals(steps, end)
     # an empty range (a lone checkpoint with no `end`) stands for its own step
     w = [sum(lr_at(t) for t in range(a, b)) if b > a else lr_at(int(t0))
-         for a, b, t0 in zip(edges[:-1], edges[1:], s)]
+         for a, b, t0 in zip(edges[:-1], edges[1:], steps)]
     return torch.tensor(w, dtype=torch.float64)
+
+
+def visit_weights(sample: Int[Tensor, " m"], n: int, tc, steps: Sequence[int], end: int | None = None,
+                  window: tuple[float, float] | None = None) -> Float[Tensor, "k m"]:
+    """Per-sequence checkpoint weights for TracIn over what training did: W[k, j] = the learning rate summed over
+    the visits of training window sample[j] (of n) during the steps checkpoint k stands for (`tracin_weights`'
+    intervals), so that score(z) = sum_k W[k, z] <grad loss(z; theta_k), grad objective(theta_k)> approximates
+    per-visit TracIn (Pruthi et al.'s ideal: one term per step z was in the batch, at that step's learning rate)
+    with the gradient of the nearest checkpoint. A sequence never visited scores 0. Batches are a function of
+    (seed, step) (`lib.core.train.batch_indices`), so the visits are replayed. `window` = (lo, hi): only steps in
+    [lo, hi) count (one phase of training). Column sums over all n windows: batch_size x `tracin_weights`."""
+    edges = _intervals(steps, end)
+    lo, hi = (edges[0], edges[-1]) if window is None else (max(edges[0], math.ceil(window[0])),
+                                                           min(edges[-1], math.ceil(window[1])))
+    sample = torch.as_tensor(sample, dtype=torch.long)
+    where = torch.full((n,), -1, dtype=torch.long)
+    where[sample] = torch.arange(len(sample))
+    out = torch.zeros(len(edges) - 1, len(sample), dtype=torch.float64)
+    for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        for t in range(max(a, lo), min(b, hi)):
+            j = where[tr.batch_indices(t, n, tc)]
+            j = j[j >= 0]
+            out[k].index_add_(0, j, torch.full((len(j),), tr.lr_at(t, tc), dtype=torch.float64))
+    return out
 
 
 @dataclass(frozen=True)
 class TracIn:
-    """TracIn scores per objective: `scores[name]` [n] and their per-checkpoint terms `per_checkpoint[name]` [k, n]."""
+    """TracIn per objective: `scores[name]` [n] = sum_k weights[k] * dots[name][k] (weights [k], or [k, n] per
+    sequence: `visit_weights`), `per_checkpoint[name]` [k, n] the weighted terms; the unweighted per-checkpoint
+    gradient dot products `dots[name]` and cosines `cosines[name]` [k, n], and the gradient norms `norms` [k, n] of
+    the n sequences, so that any other weighting (one phase of training, the cosine variant, a gradient-norm
+    baseline) is a weighted sum of these without new gradients."""
 
     steps: list[int]
-    weights: Float[Tensor, "k"]
+    weights: Float[Tensor, "k"] | Float[Tensor, "k n"]
     scores: dict[str, Float[Tensor, "n"]]
     per_checkpoint: dict[str, Float[Tensor, "k n"]]
     projected: dict[str, Float[Tensor, "n"]] | None = None
+    dots: dict[str, Float[Tensor, "k n"]] | None = None
+    cosines: dict[str, Float[Tensor, "k n"]] | None = None
+    norms: Float[Tensor, "k n"] | None = None
+
+    def weighted(self, weights: Float[Tensor, "k"] | Float[Tensor, "k n"], kind: str = "dots",
+                 objective: str | None = None) -> Float[Tensor, "n"]:
+        """sum_k weights ⊙ terms: kind 'dots' (TracIn), 'cosines' (the normalised variant) or 'norms' (a score that
+        only knows each sequence's gradient size)."""
+        terms = self.norms if kind == "norms" else getattr(self, kind)[objective or next(iter(self.scores))]
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        return ((w[:, None] if w.dim() == 1 else w) * terms).sum(0)
 
 
 def hooked_checkpoints(paths: Sequence[Path], device: str | torch.device = "cpu"
@@ -307,15 +389,23 @@ def hooked_checkpoints(paths: Sequence[Path], device: str | torch.device = "cpu"
 
 
 def tracin(checkpoints: Iterable[tuple[int, torch.nn.Module]], names: Sequence[str], tensors: Sequence[Tensor],
-           objectives: Mapping[str, Objective], weights: Float[Tensor, "k"], loss: ExampleLoss = lm_example_loss,
-           chunk: int = 32, projection: Float[Tensor, "d k_proj"] | None = None, progress: bool = True) -> TracIn:
-    """TracIn-CP: score(z) = sum_k w_k <grad loss(z; theta_k), grad objective(theta_k)> over (step, model) checkpoints.
+           objectives: Mapping[str, Objective], weights: Float[Tensor, "k"] | Float[Tensor, "k n"],
+           loss: ExampleLoss = lm_example_loss, chunk: int = 32, projection: Float[Tensor, "d k_proj"] | None = None,
+           progress: bool = True) -> TracIn:
+    """TracIn-CP: score(z) = sum_k w_k <grad loss(z; theta_k), grad objective(theta_k)> over (step, model) checkpoints;
+    weights [k] (one per checkpoint: `tracin_weights`) or [k, n] (one per checkpoint and sequence: `visit_weights`).
 
     With an objective that *falls* as the mechanism forms, a positive score means a gradient step on z pushes it
     to form (Pruthi et al.'s proponents). With `projection`, `projected` holds the sums on projected gradients.
     """
-    n, k = len(tensors[0]), len(weights)
-    per = {key: torch.zeros(k, n, dtype=torch.float64) for key in objectives}
+    n = len(tensors[0])
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    k = len(weights)
+    if weights.dim() == 2 and weights.shape[1] != n:
+        raise ValueError(f"weights of shape {tuple(weights.shape)} are not allowed: [k] or [k, {n}] for {n} examples")
+    dots = {key: torch.zeros(k, n, dtype=torch.float64) for key in objectives}
+    cosines = {key: torch.zeros(k, n, dtype=torch.float64) for key in objectives}
+    norms = torch.zeros(k, n, dtype=torch.float64)
     proj = {key: torch.zeros(n, dtype=torch.float64) for key in objectives} if projection is not None else None
     steps = []
     for i, (step, model) in enumerate(tqdm(checkpoints, total=k, desc="TracIn", disable=not progress, leave=False)):
@@ -323,19 +413,25 @@ def tracin(checkpoints: Iterable[tuple[int, torch.nn.Module]], names: Sequence[s
             raise ValueError(f"more checkpoints than the {k} weights given: one weight per checkpoint")
         steps.append(step)
         m = torch.stack([objective_grad(model, f, names) for f in objectives.values()], dim=1)  # [d, n_obj]
+        m_norm = m.double().norm(dim=0)
         pm = None if projection is None else projection.T @ m  # [k_proj, n_obj]
         for j in range(0, n, chunk):
             g = per_example_grads(model, names, *(t[j : j + chunk] for t in tensors), loss=loss, chunk=chunk)
-            dots = (g @ m).double() * float(weights[i])
-            dots_p = None if pm is None else ((g @ projection) @ pm).double() * float(weights[i])
+            d = (g @ m).double().cpu()
+            g_norm = g.double().norm(dim=1).cpu()
+            gp = None if projection is None else g @ projection
+            norms[i, j : j + chunk] = g_norm
+            w = weights[i] if weights.dim() == 1 else weights[i, j : j + chunk]
             for o, key in enumerate(objectives):
-                per[key][i, j : j + chunk] = dots[:, o]
+                dots[key][i, j : j + chunk] = d[:, o]
+                cosines[key][i, j : j + chunk] = d[:, o] / (g_norm * float(m_norm[o])).clamp(min=1e-300)
                 if proj is not None:
-                    proj[key][j : j + chunk] += dots_p[:, o]
+                    proj[key][j : j + chunk] += (gp @ pm[:, o]).double().cpu() * w
     if len(steps) != k:
         raise ValueError(f"{len(steps)} checkpoints but {k} weights: one weight per checkpoint")
-    return TracIn(steps, torch.as_tensor(weights, dtype=torch.float64), {key: v.sum(0) for key, v in per.items()},
-                  per, proj)
+    wk = weights[:, None] if weights.dim() == 1 else weights
+    per = {key: wk * v for key, v in dots.items()}
+    return TracIn(steps, weights, {key: v.sum(0) for key, v in per.items()}, per, proj, dots, cosines, norms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,9 +542,11 @@ def cached_tracin(path: Path, compute: Callable[[], TracIn]) -> TracIn:
     if not path.exists():
         r = compute()
         artifacts.save_torch(path, {"steps": torch.tensor(r.steps), "weights": r.weights, "scores": r.scores,
-                                    "per_checkpoint": r.per_checkpoint, "projected": r.projected or {}})
+                                    "per_checkpoint": r.per_checkpoint, "projected": r.projected or {},
+                                    "dots": r.dots, "cosines": r.cosines, "norms": r.norms})
     d = artifacts.load_torch(path)
-    return TracIn(d["steps"].tolist(), d["weights"], d["scores"], d["per_checkpoint"], d["projected"] or None)
+    return TracIn(d["steps"].tolist(), d["weights"], d["scores"], d["per_checkpoint"], d["projected"] or None,
+                  d["dots"], d["cosines"], d["norms"])
 
 
 def cached_frames(folder: Path, compute: Callable[[], tuple[pd.DataFrame, ...]]) -> tuple[pd.DataFrame, ...]:
