@@ -13,7 +13,6 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens.utilities.addmm import batch_addmm
 
 from lib.analysis.fastpath import fast_path_ok, low_rank_tail_block, prompt_chunks, tail_query_block
 from lib.analysis.prompts import KeywordPrompts, evaluate, keyword_scores, tail
