@@ -199,6 +199,27 @@ display(Markdown("Phase changes: " + "; ".join(
     for k, p in phases.items()) + "."))
 
 # %% [markdown]
+# **Formation as a rate.** Whether a seed forms an induction head within its run is a yes/no outcome per
+# seed, so over the seeds it is a rate with an exact (Clopper–Pearson) interval, beside the distribution
+# of the phase-change step of the seeds that formed one, and the run without planting.
+
+# %%
+n_formed = len(found)
+rate_ci = stats.binomial_ci(n_formed, len(seeds))
+formed_steps = np.array([phases[k].step for k in found])
+findings.record(f"formation rate: seeds that form an induction head (of {len(seeds)}, phase-change rise >= "
+                f"{nb.min_jump})", n_formed / len(seeds), unit="share of seeds", ci=rate_ci,
+                control="none: the no-planting run is one run; whether it formed a head is stated beside",
+                figure="Fig. 3")
+display(Markdown(
+    f"**{n_formed} of {len(seeds)}** seeds formed an induction head (rate {n_formed / len(seeds):.0%}, exact 95% CI "
+    f"{rate_ci[0]:.0%}–{rate_ci[1]:.0%})" + (
+        f"; their phase changes came at steps {', '.join(f'{x:.0f}' for x in np.sort(formed_steps))} "
+    f"(median {np.median(formed_steps):.0f})" if n_formed else "") + ". The run without planting "
+    + ("**also formed one**" if phases[CONTROL].found else "formed **none**")
+    + f" (largest rise {phases[CONTROL].jump:.3f} in {runs[CONTROL].train.max_steps} steps)."))
+
+# %% [markdown]
 # The headline scores at the end of training against the same seed at initialisation (95% CIs by
 # bootstrap over the probe sequences).
 
@@ -224,7 +245,7 @@ for name, v, c, ci, better in (
 # %% [markdown]
 # ## 3. Which training sequences made the induction head? TracIn
 #
-# We attribute to a sample of `n_attr` training sequences, stratified so that only
+# We attribute to a sample of `n_attr` training sequences that the main run trained on, stratified so that only
 # `attr_planted_frac` of them are planted (a low base rate makes enrichment measurable: with half
 # planted, the best possible enrichment would be 2). Natural text repeats itself too (names,
 # titles), so we also mark natural windows in which at least `rep_threshold` of the tokens belong
@@ -233,11 +254,31 @@ for name, v, c, ci, better in (
 # means "a gradient step on this sequence strengthens that head's induction attention". A second
 # objective is the ICL score on held-out text. Gradients are taken with respect to the layer-1
 # attention weights (W_Q, W_K, W_V, W_O of all heads): per-sequence gradients by `torch.func`
-# (`vmap(grad)`), at `n_tracin` checkpoints evenly spaced over training, each weighted by the
-# learning rate summed over the steps it stands for.
+# (`vmap(grad)`).
+#
+# **Attributing only to what was trained on.** Batches are drawn with replacement, so many sampled
+# windows are never in a batch, and a window seen three times was trained on three times. The batch
+# of every step is a function of (seed, step), so we replay the batches and weight each checkpoint's
+# gradient dot product *per sequence* by the learning rate summed over that sequence's visits in the
+# steps the checkpoint stands for (`visit_weights`). This is per-visit TracIn (Pruthi et al.'s ideal:
+# one term per visit, at that step's learning rate) with the gradient of the nearest checkpoint
+# instead of that step's: exact per-visit TracIn would need a gradient pass at every visited step
+# (thousands), while the nearest-checkpoint error shrinks where checkpoints are dense. A sequence
+# never visited scores exactly 0 and is left out of every ranking below.
+#
+# **Checkpoints where the formation happens.** For the main run we keep `n_phase` checkpoints before
+# the detected phase-change window, every saved checkpoint inside it plus `n_dense` more added by
+# exact resume from the checkpoint before it (`dense_window`: the run is replayed, not retrained), and
+# `n_phase` after it; restricting the visits to one phase (`visit_weights(window=...)`) splits the
+# score into *before*, *during* and *after* the phase change: "what drove the formation" (during) and
+# "what the formed head likes" (after) are separate answers. Other runs use `n_tracin` evenly spaced
+# checkpoints.
 
 # %%
-idx = attribution.stratified_sample(tokens.planted, nb.n_attr, nb.attr_planted_frac, seed=seed)
+# the sample is drawn among the windows the main run trained on (its batches replayed): a window never in a batch has
+# no influence to attribute
+seen = torch.nonzero(attribution.visits(len(tokens.train), runs[main].train) > 0)[:, 0]
+idx = seen[attribution.stratified_sample(tokens.planted[seen], nb.n_attr, nb.attr_planted_frac, seed=seed)]
 labels = tokens.planted[idx].numpy()
 rep3 = np.array([metrics.repeated_ngram_mask(t, 3).float().mean().item() for t in tokens.train[idx]])
 GROUPS = ("planted repeat", f"natural, ≥ {nb.rep_threshold:.0%} tokens in repeated 3-grams", "other natural text")
@@ -246,7 +287,6 @@ repeats = group != GROUPS[2]
 names = attribution.attention_weight_names(cfg.model.n_layers - 1)
 d = sum(p.numel() for p in attribution.param_subset(last, names).values())
 proj = attribution.random_projection(d, nb.proj_dim, seed=seed).to(device)
-lr_fn = {name: (lambda s, tc=c.train: train.lr_at(s, tc)) for name, c in runs.items()}
 final_heads = {}
 for name in ckpts:
     f = heads[name][(heads[name].step == heads[name].step.max()) & (heads[name].layer == cfg.model.n_layers - 1)]
@@ -262,18 +302,56 @@ def objectives(name):
             "icl": attribution.icl_objective(probes.held_out, early, late, width)}
 
 
-tracins = {}
+def pick(paths, n):
+    return attribution.pick_checkpoints(paths, n) if paths else []
+
+
+def tracin_checkpoints(name):
+    """The main run with a phase change: n_phase saved checkpoints before its window, all saved ones inside plus
+    n_dense replayed ones, n_phase after; otherwise n_tracin evenly spaced."""
+    paths, p = ckpts[name], phases[name]
+    if name != main or not p.found:
+        return attribution.pick_checkpoints(paths, nb.n_tracin)
+    at_step = {attribution.checkpoint_step(q): q for q in paths}
+    dense = attribution.dense_window(runs[name], paths, paths[0].parent.parent / f"window_{p.start:.0f}_{p.end:.0f}_"
+                                     f"{nb.n_dense}", p.start, p.end, nb.n_dense, device=device, data=token_data[name])
+    inside = [q for s_, q in at_step.items() if p.start <= s_ <= p.end] + dense
+    chosen = pick([q for s_, q in at_step.items() if s_ < p.start], nb.n_phase) + inside + pick(
+        [q for s_, q in at_step.items() if s_ > p.end], nb.n_phase)
+    return sorted(chosen, key=attribution.checkpoint_step)
+
+
+def weights_for(run, steps, window=None):
+    tc = runs[run].train
+    return attribution.visit_weights(idx, len(token_data[run].train), tc, steps, end=tc.max_steps, window=window)
+
+
+tracins, W = {}, {}
 for name, paths in list(ckpts.items()) + [("init only", ckpts[main][:1])]:
     run = main if name == "init only" else name
-    picked = attribution.pick_checkpoints(paths, nb.n_tracin) if name != "init only" else paths
+    picked = tracin_checkpoints(run) if name != "init only" else paths  # init only: step 0's gradient, every visit
     steps = [attribution.checkpoint_step(p) for p in picked]
-    weights = attribution.tracin_weights(steps, lr_fn[run], end=None if name == "init only" else runs[run].train.max_steps)
+    W[name] = weights_for(run, steps)
     key = {"run": paths[0].parent.parent.name, "steps": steps, "idx": idx.tolist(), "head": final_heads[run],
            "probes": [nb.n_probe, n_eval, seed], "proj": [nb.proj_dim, seed] if name == main else None,
-           "version": attribution.CACHE_VERSION}
+           "weights": "visits", "version": attribution.CACHE_VERSION}
     tracins[name] = attribution.cached_tracin(artifacts.path("dynamics", "tracin", key) / "tracin.pt", lambda: (
         attribution.tracin(attribution.hooked_checkpoints(picked, device), names, [token_data[run].train[idx].to(device)],
-                           objectives(run), weights, chunk=nb.chunk, projection=proj if name == main else None)))
+                           objectives(run), W[name], chunk=nb.chunk, projection=proj if name == main else None)))
+visited = {name: (w.sum(0) > 0).numpy() for name, w in W.items()}  # trained on at least once (init only: main's)
+vis = visited[main]
+PHASES = {"before": (0, pc.start), "during": (pc.start, pc.end), "after": (pc.end, cfg.train.max_steps)}
+phase_w = {ph: weights_for(main, tracins[main].steps, win) for ph, win in PHASES.items()} if pc.found else {}
+phase_score = {ph: tracins[main].weighted(w, objective="induction").numpy() for ph, w in phase_w.items()}
+phase_vis = {ph: (w.sum(0) > 0).numpy() for ph, w in phase_w.items()}
+steps_main = tracins[main].steps
+display(Markdown(
+    f"{main}: {len(steps_main)} checkpoints (" + (", ".join(
+        f"{sum(PHASES[ph][0] <= s_ < PHASES[ph][1] or (ph == 'after' and s_ == cfg.train.max_steps) for s_ in steps_main)} "
+        f"{ph}" for ph in PHASES) + f" the phase change, window {pc.start:.0f}–{pc.end:.0f}" if pc.found else
+        "evenly spaced: no phase change") + f"); share of the {len(idx)} sampled sequences each run trained on: "
+    + ", ".join(f"{k}: {v.mean():.0%}" for k, v in visited.items() if k != "init only")
+    + (("; trained on during the phase change: " + f"{phase_vis['during'].mean():.0%}") if pc.found else "") + "."))
 
 # %% [markdown]
 # The distribution of TracIn scores for planted and natural sequences (each normalised to its own
@@ -281,16 +359,17 @@ for name, paths in list(ckpts.items()) + [("init only", ckpts[main][:1])]:
 
 # %%
 score = tracins[main].scores["induction"].numpy()
-top = attribution.n_top(len(score), 0.01)
-fig = plots.score_histogram(score, group, GROUPS, np.sort(score)[-top],
-                               title=f"Fig. 4: TracIn scores for the induction head ({main}, {len(score)} sequences)",
-                               xlabel="TracIn score (lr × gradient dot product, summed over checkpoints)")
-exact_vs_proj = stats.spearman(score, tracins[main].projected["induction"].numpy())
-top_groups = pd.Series(group[np.argsort(-score)[:top]]).value_counts()
+top = attribution.n_top(int(vis.sum()), 0.01)
+fig = plots.score_histogram(score[vis], group[vis], GROUPS, np.sort(score[vis])[-top],
+                               title=f"Fig. 4: TracIn scores for the induction head ({main}, the {vis.sum()} sampled "
+                               "sequences it trained on)",
+                               xlabel="TracIn score (lr × gradient dot product, summed over visits)")
+exact_vs_proj = stats.spearman(score[vis], tracins[main].projected["induction"].numpy()[vis])
+top_groups = pd.Series(group[vis][np.argsort(-score[vis])[:top]]).value_counts()
 display(Markdown(
-    "Median score: " + ", ".join(f"{k}: {np.median(score[group == k]):.3g}" for k in GROUPS) + f". The top {top} "
+    "Median score: " + ", ".join(f"{k}: {np.median(score[vis & (group == k)]):.3g}" for k in GROUPS) + f". The top {top} "
     f"sequences (1%): " + ", ".join(f"{top_groups.get(k, 0)} {k}" for k in GROUPS) + " (base rates "
-    + ", ".join(f"{(group == k).mean():.0%}" for k in GROUPS) + f"). The same scores from gradients randomly projected "
+    + ", ".join(f"{(group[vis] == k).mean():.0%}" for k in GROUPS) + f"). The same scores from gradients randomly projected "
     f"to {nb.proj_dim} of {d:,} dimensions agree with the exact ones at Spearman {exact_vs_proj:.2f}."))
 
 # %% [markdown]
@@ -299,18 +378,21 @@ display(Markdown(
 
 # %%
 tr = tracins[main]
-terms = pd.DataFrame([{"step": s, "term": v, "group": gr}
-                      for s, row in zip(tr.steps, tr.per_checkpoint["induction"].numpy()) for v, gr in zip(row, group)])
+terms = pd.DataFrame([{"step": s, "term": v, "group": gr} for s, row in zip(tr.steps, tr.per_checkpoint["induction"].numpy())
+                      for v, gr in zip(row[vis], group[vis])])
 fig = plots.influence_over_training(terms, pc, title=f"Fig. 5: TracIn terms per checkpoint, {main}; "
                                        "dotted: detected phase change", names=GROUPS)
-per_ck = tr.per_checkpoint["induction"].numpy()
-gap = per_ck[:, labels].mean(1) - per_ck[:, group == GROUPS[2]].mean(1)
-by_ck = [attribution.enrichment(row, labels, 0.05) for row in per_ck]
+per_ck = tr.per_checkpoint["induction"].numpy()[:, vis]
+gap = per_ck[:, labels[vis]].mean(1) - per_ck[:, group[vis] == GROUPS[2]].mean(1)
+by_ck = pd.DataFrame([{"step": s_, **attribution.enrichment_curve(row[vis], labels[vis], [0.05]).iloc[0][
+    ["enrichment", "hits", "k", "p"]].to_dict()} for s_, row in zip(tr.steps, tr.dots["induction"].numpy())])
 display(Markdown(
     f"The gap between planted and other natural sequences peaks at the checkpoint of step **{tr.steps[int(np.argmax(gap))]}** "
-    f"(phase change: step {pc.step:.0f}, window {pc.start:.0f}–{pc.end:.0f}). Ranked by a single checkpoint's term, "
-    f"the enrichment of planted sequences in the top 5% is " + ", ".join(f"{e_:.1f}× at step {s_}" for s_, e_ in
-                                                                      zip(tr.steps, by_ck)) + "."))
+    f"(phase change: step {pc.step:.0f}, window {pc.start:.0f}–{pc.end:.0f}). Ranked by one checkpoint's gradient "
+    f"alignment alone (the unweighted dot product), the enrichment of planted sequences among the top 5% peaks at "
+    f"**{by_ck.enrichment.max():.2f}×** at step {int(by_ck.step[by_ck.enrichment.idxmax()])}; per checkpoint, with the "
+    "exact hypergeometric p:"))
+display(by_ck.round(4).set_index("step").T)
 
 # %% [markdown]
 # ## 4. Are planted sequences enriched among the top-attributed? Controls
@@ -318,47 +400,67 @@ display(Markdown(
 # Enrichment = (fraction planted among the top x%) / (fraction planted in the sample); 1 means no
 # better than chance. We score it against two labels: the planted repeats (the designed ground
 # truth) and "any repeat" (planted, or natural with internal repeats as defined above). Controls, on the same sample of windows: the other seeds (their own
-# checkpoints and induction head); TracIn at initialisation only (one checkpoint, step 0); the
+# checkpoints and induction head); TracIn at initialisation only (step 0's gradients for every visit); the
 # control run whose training windows carry no planted span (the "planted" label then marks windows
 # that *would* have been planted, so enrichment there should be 1); and shuffled scores (the band).
 # Every point of the curve carries an exact hypergeometric p-value (the chance of as many planted sequences among
 # that many random ones) and an exact interval. **Pre-registered:** the ledger reads the curve at the top
 # **10%** (fixed before looking at the scores; the whole curve is the figure), and an enrichment counts when its
-# p ≤ 0.05 and its interval lies above 1. The recorded points use only the sequences each run actually trained
-# on: batches are drawn with replacement, so part of the sample was never in any batch.
-
-# %%
-fracs, targets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], {"planted repeat": labels, "any repeat": repeats}
-scored = {**{name: t.scores["induction"] for name, t in tracins.items()}, f"{main}, ICL objective": tracins[main].scores["icl"]}
-enrich = pd.concat([attribution.enrichment_curve(sc, lab, fracs).assign(attribution=name, target=target)
-                    for target, lab in targets.items() for name, sc in scored.items()], ignore_index=True)
-null = pd.DataFrame([{"target": target, "frac": f, **dict(zip(("low", "high"), np.quantile(
-    attribution.shuffled_enrichment(lab, f, n_perm=500, seed=seed), [0.025, 0.975])))}
-    for target, lab in targets.items() for f in fracs])
-fig = plots.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the top-attributed sequences of planted "
-                                 "repeats (left) and of any repeat (right); induction objective unless noted")
-enrich[enrich.frac.isin([0.01, 0.1])].pivot(index="attribution", columns=["target", "frac"], values="enrichment").round(2)
+# p ≤ 0.05 and its interval lies above 1. Every ranking uses only the sequences its run trained on (visit-weighted
+# TracIn gives the others exactly 0). Fig. 6b puts the main run's attribution computed other ways side by side: the
+# cosine of the gradients instead of their dot product (so that sequences with large gradients do not rank high for
+# that alone), the checkpoint-weighted sum over every sampled sequence that this report used before, the ICL
+# objective, and the score restricted to the visits before, during and after the phase change.
 
 # %%
 PREREG = 0.10  # the ledger's fraction, fixed before looking
+fracs, targets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], {"planted repeat": labels, "any repeat": repeats}
+lr_main = lambda s_: train.lr_at(s_, runs[main].train)  # noqa: E731
+variants = {  # the main run's attribution, other ways: (scores, the sequences they rank)
+    f"{main}, visit-weighted (the report's)": (score, vis),
+    f"{main}, cosine (normalised gradients)": (tr.weighted(W[main], "cosines", "induction").numpy(), vis),
+    f"{main}, checkpoint weights, every sampled sequence (before this issue)": (
+        tr.weighted(attribution.tracin_weights(tr.steps, lr_main, end=cfg.train.max_steps), objective="induction").numpy(),
+        np.ones_like(vis)),
+    f"{main}, ICL objective": (tracins[main].scores["icl"].numpy(), vis),
+    **{f"{main}, {ph} the phase change only": (phase_score[ph], phase_vis[ph]) for ph in phase_score}}
+runs_scored = {name: (t.scores["induction"].numpy(), visited[name]) for name, t in tracins.items()}
+# a ranking that saw too few sequences (or no planted one) has no enrichment to read
+readable = lambda m: m.sum() >= 1 / PREREG and labels[m].any() and repeats[m].any()  # noqa: E731
 
 
+def curves_of(scored):
+    return pd.concat([attribution.enrichment_curve(sc[m], lab[m], fracs).assign(attribution=name, target=target)
+                      for target, lab in targets.items() for name, (sc, m) in scored.items() if readable(m)],
+                     ignore_index=True)
+
+
+enrich, enrich_v = curves_of(runs_scored), curves_of(variants)
+null = pd.DataFrame([{"target": target, "frac": f, **dict(zip(("low", "high"), np.quantile(
+    attribution.shuffled_enrichment(lab[vis], f, n_perm=500, seed=seed), [0.025, 0.975])))}
+    for target, lab in targets.items() for f in fracs])
+fig = plots.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the top-attributed sequences of planted "
+                                 "repeats (left) and of any repeat (right), every run and its controls (sequences "
+                                 "each run trained on)")
+fig = plots.enrichment_curves(enrich_v, null, title=f"Fig. 6b: the same for {main}'s attribution computed other ways "
+                                 "and per phase of training")
+pd.concat([enrich, enrich_v])[lambda d: d.frac.isin([0.01, 0.1]) & (d.target == "planted repeat")].pivot(
+    index="attribution", columns="frac", values=["enrichment", "p"]).round(4)
+
+# %%
 def at(curve: pd.DataFrame, frac: float) -> pd.Series:
     return curve.set_index("frac").loc[frac]
 
 
-# attribute only to what was trained on: each run's batches are a function of (seed, step), so replay them and keep
-# the sampled windows the run visited at least once ("init only" is the main run's)
-visited = {name: attribution.visits(len(token_data[name].train), runs[name].train)[idx].numpy() > 0 for name in runs}
-visited["init only"] = visited[main]
-# a run that visited too few of the sampled sequences (or no planted one) has no enrichment to read
-readable = {k for k, v in visited.items() if v.sum() >= 1 / PREREG and labels[v].any() and repeats[v].any()}
-pts = {name: at(attribution.enrichment_curve(t.scores["induction"].numpy()[visited[name]], labels[visited[name]],
-                                              fracs), PREREG) for name, t in tracins.items() if name in readable}
-display(Markdown("Share of the attributed sample each run ever trained on (batches drawn with replacement): " + ", ".join(
-    f"{k}: {v.mean():.0%}" for k, v in visited.items() if k != "init only") + "; the enrichment below is computed "
-    "on those visited sequences only" + (f" (too few visited to read: {', '.join(sorted(set(visited) - readable))})"
-                                         if set(visited) - readable else "") + "."))
+def point(sc, m, lab=labels):
+    return at(attribution.enrichment_curve(sc[m], lab[m], fracs), PREREG)
+
+
+pts = {name: point(*v) for name, v in runs_scored.items() if readable(v[1])}
+display(Markdown("Sequences left out as never trained on: " + ", ".join(f"{k}: {1 - v.mean():.0%}" for k, v in
+                 visited.items() if k != "init only") + (f" (too few visited to read: "
+                 f"{', '.join(sorted(k for k, v in runs_scored.items() if not readable(v[1])))})"
+                 if any(not readable(v[1]) for v in runs_scored.values()) else "") + "."))
 
 
 def record_point(name: str, pt: pd.Series, control: str, control_value: float) -> None:
@@ -378,60 +480,111 @@ if main in pts and "init only" in pts:
 if CONTROL in pts:
     record_point(f"enrichment among the top {PREREG:.0%}, plant_frac=0 run (would-be-planted windows)", pts[CONTROL],
                  "random", 1.0)
-if main in readable:
-    rep_pt = at(attribution.enrichment_curve(tracins[main].scores["induction"].numpy()[visited[main]],
-                                             repeats[visited[main]], fracs), PREREG)
+for ph in phase_score:
+    if readable(phase_vis[ph]):
+        record_point(f"enrichment of planted among the top {PREREG:.0%} TracIn, {ph} the phase change only ({main})",
+                     point(phase_score[ph], phase_vis[ph]), "random", 1.0)
+cos_pt = point(*variants[f"{main}, cosine (normalised gradients)"])
+record_point(f"enrichment of planted among the top {PREREG:.0%}, cosine TracIn ({main})", cos_pt, "random", 1.0)
+if main in pts:
+    rep_pt = point(score, vis, repeats)
     record_point(f"enrichment of any-repeat sequences among the top {PREREG:.0%} TracIn ({main})", rep_pt, "random",
                  1.0)
-    curve_main = attribution.enrichment_curve(tracins[main].scores["induction"].numpy()[visited[main]],
-                                              labels[visited[main]], fracs)
     display(Markdown(f"Enrichment of planted sequences among the top {PREREG:.0%} (pre-registered): " + "; ".join(
         f"{k}: **{v.enrichment:.2f}×** ({int(v.hits)} of {int(v.k)}; 95% CI {v.ci_low:.2f}–{v.ci_high:.2f}; "
-        f"p = {v.p:.2g})" for k, v in pts.items()) + f". Of any repeat ({repeats.mean():.0%} of the sample), {main}: "
-        f"**{rep_pt.enrichment:.2f}×** (p = {rep_pt.p:.2g}). The whole curve of {main}, with its exact p-values:"))
-    display(curve_main.round(4))
+        f"p = {v.p:.2g})" for k, v in pts.items()) + f". Of any repeat ({repeats[vis].mean():.0%} of the visited "
+        f"sample), {main}: **{rep_pt.enrichment:.2f}×** (p = {rep_pt.p:.2g}). Cosine TracIn: "
+        f"**{cos_pt.enrichment:.2f}×** (p = {cos_pt.p:.2g})."
+        + ((" Per phase: " + "; ".join(f"{ph}: **{point(phase_score[ph], phase_vis[ph]).enrichment:.2f}×** (p = "
+                                       f"{point(phase_score[ph], phase_vis[ph]).p:.2g}, {phase_vis[ph].sum()} sequences "
+                                       "trained on in that phase)" for ph in phase_score if readable(phase_vis[ph])) + ".")
+           if phase_score else "") + f" The whole curve of {main}, with its exact p-values:"))
+    display(attribution.enrichment_curve(score[vis], labels[vis], fracs).round(4))
 
 # %% [markdown]
 # The reviewer's seed-consistency check: does each sequence get a similar rank under different
-# training seeds? A scatter of per-sequence ranks for each pair of seeds; Spearman correlations
-# over all sequences and over natural sequences only (planted-vs-natural separation alone would make
-# the first high). A seed without a phase change has no induction head, so its objective is a
-# chance-level head and its pairs measure agreement with a different target.
+# training seeds? Agreement beyond ρ = 0 proves little: anything that is a property of the sequence
+# itself (its length of repeats, its token frequencies, the size of its gradient) is shared by every
+# seed. So each pair of seeds is compared on the sequences **both** trained on, against the same
+# pair's agreement on a score that only knows each sequence's gradient size (the visit-weighted sum
+# of gradient norms, ‖∇ loss(z)‖ in place of the dot product), with a paired bootstrap interval of
+# the difference. Pairs are taken among seeds that formed an induction head (a seed without one has
+# no head to attribute); Fig. 7 shows up to three of them.
 
 # %%
-pairs = {f"seed {a} vs seed {b}": (tracins[f"seed {a}"].scores["induction"].numpy(),
-                                   tracins[f"seed {b}"].scores["induction"].numpy())
-         for i, a in enumerate(seeds) for b in seeds[i + 1:]}
-rho = {k: stats.spearman(a, b) for k, (a, b) in pairs.items()}
-rho_nat = {k: stats.spearman(a[~labels], b[~labels]) for k, (a, b) in pairs.items()}
-fig = plots.rank_scatter(pairs, group, GROUPS, title="Fig. 7: per-sequence TracIn "
-                            "ranks under two training seeds (" + "; ".join(f"{k}: ρ = {v:.2f}" for k, v in rho.items()) + ")")
-both_found = [k for k in pairs if all(phases[r].found for r in k.split(" vs "))]
-first_pair = (both_found or list(pairs))[0]  # a pair of seeds that both formed an induction head, if any
-for label, mask in (("all sequences", np.ones_like(labels)), ("natural sequences only", ~labels)):
-    a, b = (x[mask] for x in pairs[first_pair])
-    v, ci = stats.spearman(a, b), stats.bootstrap_spearman(a, b, n_boot=500, seed=seed)
-    findings.record(f"seed consistency: Spearman of TracIn scores, {first_pair}, {label}", v, unit="Spearman ρ", ci=ci,
-                    control="random", control_value=0.0, figure="Fig. 7",
-                    verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
-display(Markdown("Spearman ρ between seeds: " + "; ".join(f"{k}: {rho[k]:.2f} (natural only: {rho_nat[k]:.2f})"
-                                                           for k in pairs) + "."))
+pair_seeds = [s for s in seeds if phases[f"seed {s}"].found]
+pair_seeds = pair_seeds if len(pair_seeds) >= 2 else seeds
+rows_c, pairs = [], {}
+for i, a in enumerate(pair_seeds):
+    for b in pair_seeds[i + 1:]:
+        ka, kb = f"seed {a}", f"seed {b}"
+        both = visited[ka] & visited[kb]
+        ta, tb = tracins[ka].scores["induction"].numpy(), tracins[kb].scores["induction"].numpy()
+        na, nb_ = tracins[ka].weighted(W[ka], "norms").numpy(), tracins[kb].weighted(W[kb], "norms").numpy()
+        pairs[f"{ka} vs {kb}"] = (ta[both], tb[both])
+        for label, m in (("all", both), ("natural only", both & ~labels)):
+            d_, ci_ = stats.spearman_diff_ci(ta[m], tb[m], na[m], nb_[m], n_boot=500, seed=seed)
+            rows_c.append({"pair": f"{ka} vs {kb}", "sequences": label, "n": int(m.sum()),
+                           "rho TracIn": stats.spearman(ta[m], tb[m]), "rho gradient norm": stats.spearman(na[m], nb_[m]),
+                           "difference": d_, "diff low": ci_[0], "diff high": ci_[1]})
+consistency = pd.DataFrame(rows_c)
+shown = dict(list(pairs.items())[:3])
+pair_groups = {f"seed {a} vs seed {b}": group[visited[f"seed {a}"] & visited[f"seed {b}"]]
+               for i, a in enumerate(pair_seeds) for b in pair_seeds[i + 1:]}
+fig = plots.rank_scatter(shown, pair_groups, GROUPS, title="Fig. 7: per-sequence TracIn ranks under two training "
+                            "seeds, sequences both trained on (" + "; ".join(
+                                f"{k}: ρ = {stats.spearman(*v):.2f}" for k, v in shown.items()) + ")")
+first_pair = consistency.pair.iloc[0]
+for _, r in consistency[consistency.pair == first_pair].iterrows():
+    ci_r = stats.bootstrap_spearman(*(x for x in pairs[first_pair]), n_boot=500, seed=seed) if r.sequences == "all" else None
+    findings.record(f"seed consistency: Spearman of TracIn scores, {first_pair}, {r.sequences} (both trained on), "
+                    "against the same pair's Spearman of gradient norms", r["rho TracIn"], unit="Spearman ρ",
+                    ci=ci_r, control="seeds", control_value=r["rho gradient norm"], figure="Fig. 7",
+                    verdict=findings.verdict_from(r.difference, 0.0, (r["diff low"], r["diff high"]), margin=0.05))
+display(consistency.round(3))
+beat = consistency[consistency["diff low"] > 0.05]
+display(Markdown(
+    f"Over {consistency.pair.nunique()} pairs of seeds, TracIn agrees across seeds at median Spearman "
+    f"**{consistency[consistency.sequences == 'all']['rho TracIn'].median():.2f}** against "
+    f"{consistency[consistency.sequences == 'all']['rho gradient norm'].median():.2f} for gradient norms alone; the "
+    f"difference's interval lies above 0.05 in {len(beat)} of {len(consistency)} comparisons (pair × sequences)."))
 
 # %% [markdown]
-# ## 5. Which natural sequences score highest?
+# ## 5. Which sequences score highest?
 #
-# Among sequences without a planted span, the highest-scoring ones under the main seed, with every
+# First, the sequences that drove the formation: the top of the attribution restricted to the visits
+# during the phase change (planted or not), with every token that belongs to a 3-gram occurring twice
+# in the window highlighted.
+
+# %%
+def show(rows, sc, m, what):
+    order = np.nonzero(m)[0]
+    plots.highlighted_tokens([{"label": f"window {int(idx[i])} ({group[i]}): {what} rank "
+                                        f"{int((sc[order] > sc[i]).sum()) + 1} of {len(order)}",
+                               "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
+                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in rows])
+
+
+if "during" in phase_score:
+    d_sc, d_m = phase_score["during"], phase_vis["during"]
+    top_during = np.nonzero(d_m)[0][np.argsort(-d_sc[d_m])[: nb.n_show]]
+    show(top_during, d_sc, d_m, "during-phase TracIn")
+    top_all = np.nonzero(d_m)[0][np.argsort(-d_sc[d_m])[: max(1, round(PREREG * d_m.sum()))]]
+    display(Markdown(f"Of the top {PREREG:.0%} by the during-phase score ({len(top_all)} sequences): " + ", ".join(
+        f"{(group[top_all] == k).sum()} {k}" for k in GROUPS) + " (base rates among those trained on in the phase: "
+        + ", ".join(f"{(group[d_m] == k).mean():.0%}" for k in GROUPS) + ")."))
+
+# %% [markdown]
+# Then, among sequences without a planted span, the highest-scoring ones under the main seed, with every
 # token that belongs to a 3-gram occurring twice in the window highlighted. If TracIn reads the
 # data the way induction does, natural text with internal repetition should rank high; we also
 # correlate the score with the fraction of such tokens over all natural sequences in the sample.
 
 # %%
-nat = np.nonzero(~labels)[0]
+nat = np.nonzero(~labels & vis)[0]  # natural sequences the main run trained on
 rep_frac = rep3[nat]
 top_nat = nat[np.argsort(-score[nat])[: nb.n_show]]
-plots.highlighted_tokens([{"label": f"window {int(idx[i])}: TracIn rank {int((score > score[i]).sum()) + 1} of "
-                              f"{len(score)}", "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
-                              "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in top_nat])
+show(top_nat, score, vis, "TracIn")
 
 # %%
 v = stats.spearman(score[nat], rep_frac)
@@ -439,7 +592,7 @@ ci = stats.bootstrap_spearman(score[nat], rep_frac, n_boot=500, seed=seed)
 if np.isfinite([v, *ci]).all():  # undefined when no natural window has a repeated 3-gram (tiny smoke windows)
     findings.record("Spearman of TracIn score with internal repetition (natural sequences)", v, unit="Spearman ρ",
                     ci=ci, control="random", control_value=0.0, verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
-display(Markdown(f"Across the {len(nat)} natural sequences, the TracIn score and the fraction of tokens in a repeated "
+display(Markdown(f"Across the {len(nat)} natural sequences trained on, the TracIn score and the fraction of tokens in a repeated "
                  f"3-gram have Spearman ρ = **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}); the top {nb.n_show} natural "
                  f"sequences have {rep_frac[np.isin(nat, top_nat)].mean():.0%} such tokens against "
                  f"{rep_frac.mean():.0%} on average."))
@@ -498,7 +651,8 @@ display(Markdown(
 # Every claim next to its control: scores at the end of training against initialisation;
 # phase-change steps against the median over seeds; enrichment against the base rate (shuffled
 # scores have enrichment 1), against TracIn at initialisation only and in the run without planting;
-# seed consistency and the repetition correlation against zero (random ranks); the change of D*
+# seed consistency against the same seeds' agreement on gradient norms; the repetition correlation
+# against zero (random ranks); the formation rate with an exact interval; the change of D*
 # against the seed-to-seed agreement of trained models.
 
 # %%
@@ -518,12 +672,13 @@ findings.conclusion()
 # %%
 display(Markdown(
     "Limitations: TracIn here is first-order and uses plain gradients although training used AdamW (per-parameter "
-    "rescaling and momentum are ignored, as in Pruthi et al.); it sees only the last layer's attention weights and "
-    f"{nb.n_tracin} evenly spaced checkpoints, and the lr-weighted sum is dominated by the late checkpoints where the "
-    f"objective's gradient is largest. Gradients randomly projected to {nb.proj_dim} dimensions agreed with the exact "
+    "rescaling and momentum are ignored, as in Pruthi et al.); it sees only the last layer's attention weights, and each "
+    f"visit uses the gradient of the nearest of {len(steps_main)} checkpoints (dense only inside the phase-change "
+    f"window), not that step's own. Gradients randomly projected to {nb.proj_dim} dimensions agreed with the exact "
     f"scores at Spearman {exact_vs_proj:.2f} (Section 3), so the scores above use exact gradients. The sample is "
     f"stratified to a {labels.mean():.0%} planted rate, so enrichment is measured against that base rate, not the "
-    f"{cfg.data.plant_frac:.0%} of the training data. The planted label is an incomplete ground truth: natural "
+    f"{cfg.data.plant_frac:.0%} of the training data, and only the sampled sequences a run trained on are ranked. "
+    "The local learning coefficient (a second lens on developmental stages) is not computed yet. The planted label is an incomplete ground truth: natural "
     f"windows that repeat a name or a title are induction data too (their TracIn score and their share of repeated "
     f"3-grams correlate at Spearman {v:.2f}, Section 5). Seeds differ in *when* the induction head forms, so the "
     "extra seeds train longer (with a stretched learning-rate schedule), and a seed that forms no head has no "

@@ -318,3 +318,31 @@ def test_dense_window_adds_the_checkpoints_the_run_passed_through(tmp_path):
     assert attribution.dense_window(cfg, paths, tmp_path / "window", 5, 9, 3, progress=False, data=data) == dense
     with pytest.raises(ValueError, match="not allowed"):
         attribution.dense_window(cfg, paths, tmp_path / "w2", 9, 5, 3, progress=False, data=data)
+
+
+def test_attention_per_example_grads_by_one_backward_equal_the_loop(hooked):
+    """Attention weights of both layers, several chunks, float64 against the per-example loop; the batched path
+    needs the attention's input after LayerNorm's gain and bias, which a wrong version (the normalised input alone)
+    misses when the gain is not 1."""
+    tokens = torch.randint(0, 30, (7, 12), generator=torch.Generator().manual_seed(5))
+    h64 = float64(hooked)
+    with torch.no_grad():
+        for b in h64.blocks:
+            b.ln1.w.mul_(1.7).add_(0.1)
+            b.ln1.b.add_(0.2)
+    names = NAMES + ["blocks.0.attn.W_V", "blocks.0.attn.W_O"]
+    assert attribution.attention_fast_path_ok(h64, names)
+    fast = attribution.per_example_grads_attention(h64, names, tokens, chunk=3)
+    slow = attribution.per_example_grads_loop(h64, names, tokens)
+    assert fast.dtype == torch.float64 and torch.allclose(fast, slow, rtol=0, atol=f64_tol(slow))
+    for method in ("auto", "vmap"):
+        g = attribution.per_example_grads(h64, names, tokens, chunk=4, method=method)
+        assert torch.allclose(g, slow, rtol=0, atol=f64_tol(slow))
+    assert all(len(hp.fwd_hooks) == 0 for hp in h64.hook_dict.values())
+    last = lambda out, t: torch.nn.functional.cross_entropy(out[0, -2:-1], t[-1:])  # noqa: E731 - any per-example loss
+    g = attribution.per_example_grads_attention(h64, names, tokens, loss=last, chunk=4)
+    ref = attribution.per_example_grads_loop(h64, names, tokens, loss=last)
+    assert torch.allclose(g, ref, rtol=0, atol=f64_tol(ref)) and not torch.allclose(g, slow)
+    assert not attribution.attention_fast_path_ok(h64, names + ["unembed.W_U"])
+    with pytest.raises(ValueError, match="not allowed"):
+        attribution.per_example_grads_attention(h64, ["unembed.W_U"], tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -221,9 +222,17 @@ ExampleLoss = Callable[..., Tensor]  # (model output on example[None], *example 
 
 def per_example_grads(model: torch.nn.Module, names: Sequence[str], *tensors: Tensor,
                       loss: ExampleLoss = lm_example_loss, chunk: int = 32,
-                      projection: Float[Tensor, "d k"] | None = None) -> Float[Tensor, "n d_or_k"]:
-    """Gradient of each example's loss w.r.t. the named parameters, flattened, by vmap(grad): [n, d] ([n, k]
-    projected). The model reads tensors[0][i][None]; loss(output, *(t[i] for t in tensors)) is one example's loss."""
+                      projection: Float[Tensor, "d k"] | None = None,
+                      method: str = "auto") -> Float[Tensor, "n d_or_k"]:
+    """Gradient of each example's loss w.r.t. the named parameters, flattened: [n, d] ([n, k] projected). The model
+    reads tensors[0][i][None]; loss(output, *(t[i] for t in tensors)) is one example's loss. method "vmap":
+    vmap(grad); "attention": one batched backward (`per_example_grads_attention`, attention weights only); "auto":
+    the second where it applies (`attention_fast_path_ok`), else the first."""
+    if method not in ("auto", "vmap", "attention"):
+        raise ValueError(f"method={method!r} is not allowed: 'auto', 'vmap' or 'attention'")
+    if method == "attention" or (method == "auto" and attention_fast_path_ok(model, names)):
+        g = per_example_grads_attention(model, names, *tensors, loss=loss, chunk=chunk)
+        return g if projection is None else g @ projection
     params = param_subset(model, names)
     frozen = {n: p.detach() for n, p in model.named_parameters() if n not in params}
 
@@ -236,6 +245,73 @@ def per_example_grads(model: torch.nn.Module, names: Sequence[str], *tensors: Te
         gs = per_ex(params, *(t[i : i + chunk] for t in tensors))
         g = torch.cat([gs[n].flatten(1) for n in names], dim=1)
         out.append(g if projection is None else g @ projection)
+    return torch.cat(out)
+
+
+_ATTN_WEIGHT = re.compile(r"^blocks\.(\d+)\.attn\.(W_Q|W_K|W_V|W_O)$")
+
+
+def attention_fast_path_ok(model: torch.nn.Module, names: Sequence[str]) -> bool:
+    """Whether `per_example_grads_attention` applies: every name is an attention weight W_Q/W_K/W_V/W_O of a plain
+    multi-head attention layer of a HookedTransformer (no split or grouped q/k/v input, no per-head result hook
+    path, no 4-bit weights)."""
+    c = getattr(model, "cfg", None)
+    if c is None or not hasattr(model, "blocks") or not names or not all(_ATTN_WEIGHT.match(n) for n in names):
+        return False
+    if any(int(_ATTN_WEIGHT.match(n).group(1)) >= len(model.blocks) for n in names):
+        return False
+    flags = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "load_in_4bit", "use_qk_norm")
+    return not any(getattr(c, f, False) for f in flags) and getattr(c, "n_key_value_heads", None) is None
+
+
+def per_example_grads_attention(model: torch.nn.Module, names: Sequence[str], *tensors: Tensor,
+                                loss: ExampleLoss = lm_example_loss, chunk: int = 32) -> Float[Tensor, "n d"]:
+    """`per_example_grads` for attention weights in one batched forward and backward per chunk: q = x W_Q + b_Q is
+    applied position by position, so each example's gradient is Σ_pos x[pos]ᵀ ∂loss/∂q[pos] (and likewise for W_K,
+    W_V; for W_O, Σ_pos z[pos]ᵀ ∂loss/∂out[pos]); examples do not interact (LayerNorm is per position), so the
+    gradient of the summed loss with respect to the activations holds every example's own. Exact up to float
+    rounding (a test compares the per-example loop in float64)."""
+    check_fast = attention_fast_path_ok(model, names)
+    if not check_fast:
+        raise ValueError(f"parameter names {list(names)!r} are not allowed here: attention weights "
+                         "blocks.L.attn.W_Q/W_K/W_V/W_O of a plain HookedTransformer attention")
+    layers = sorted({int(_ATTN_WEIGHT.match(n).group(1)) for n in names})
+    out = []
+    for i in range(0, len(tensors[0]), chunk):
+        ex = [t[i : i + chunk] for t in tensors]
+        acts: dict[tuple[int, str], Tensor] = {}
+
+        def keep(key):
+            def fn(x, hook=None):
+                acts[key] = x
+                return x
+            return fn
+
+        fwd = []
+        for L in layers:
+            fwd += [(f"blocks.{L}.attn.hook_{k}", keep((L, k))) for k in ("q", "k", "v", "z")]
+            x_name = f"blocks.{L}.ln1.hook_normalized" if hasattr(model.blocks[L].ln1, "hook_normalized") else \
+                f"blocks.{L}.hook_resid_pre"  # no LayerNorm: the block's input is the attention's
+            fwd += [(x_name, keep((L, "x"))), (f"blocks.{L}.hook_attn_out", keep((L, "o")))]
+        with torch.enable_grad(), model.hooks(fwd_hooks=fwd):
+            logits = model(ex[0])
+            if loss is lm_example_loss and len(ex) == 1:  # the sum of each sequence's mean loss, in one call
+                total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ex[0][:, 1:].flatten(),
+                                        reduction="sum") / (ex[0].shape[1] - 1)
+            else:  # unbind, not slicing: a slice's backward fills a zero tensor of the whole batch's logits
+                total = sum(loss(lj[None], *(t[j] for t in ex)) for j, lj in enumerate(logits.unbind(0)))
+            wanted = [acts[(L, k)] for L in layers for k in ("q", "k", "v", "o")]
+            grads = dict(zip([(L, k) for L in layers for k in ("q", "k", "v", "o")],
+                             torch.autograd.grad(total, wanted)))
+        parts = {}
+        for L in layers:
+            ln = model.blocks[L].ln1
+            x = acts[(L, "x")].detach()
+            x = x * ln.w + ln.b if hasattr(ln, "w") and hasattr(ln, "hook_normalized") else x  # after gain and bias
+            for k, w in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
+                parts[f"blocks.{L}.attn.{w}"] = torch.einsum("bpd,bphe->bhde", x, grads[(L, k)])
+            parts[f"blocks.{L}.attn.W_O"] = torch.einsum("bphe,bpd->bhed", acts[(L, "z")].detach(), grads[(L, "o")])
+        out.append(torch.cat([parts[n].flatten(1) for n in names], dim=1))
     return torch.cat(out)
 
 

@@ -15,7 +15,9 @@ class DynamicsParams(Params):
     """run: overrides of the preset's training config (attention-only is set by the notebook); n_log / n_linear: the
     dense checkpoint schedule of the main run and of the control, *_extra that of the other seeds, which train for
     extra_max_steps (None: as long as the main run); min_jump: the smallest rise of the max induction score that
-    counts as a phase change."""
+    counts as a phase change; n_dense: checkpoints added inside the main run's phase-change window (by exact resume),
+    n_phase: checkpoints per phase before and after it for the per-phase TracIn (all saved ones inside it count);
+    n_tracin: evenly spaced checkpoints of the other runs."""
 
     run: dict[str, Any]
     extra_max_steps: int | None
@@ -30,6 +32,8 @@ class DynamicsParams(Params):
     n_attr: int
     attr_planted_frac: float
     n_tracin: int
+    n_dense: int
+    n_phase: int
     chunk: int
     proj_dim: int
     n_dstar: int
@@ -39,7 +43,7 @@ class DynamicsParams(Params):
     def validate(self) -> None:
         check(isinstance(self.run, dict), "DynamicsParams.run", self.run, "a dict of training-config overrides")
         params.at_least(self, 1, "n_seeds", "n_log", "n_linear", "n_log_extra", "n_linear_extra", "n_probe", "n_eval",
-                        "n_attr", "n_tracin", "chunk", "proj_dim", "n_dstar", "n_show")
+                        "n_attr", "n_tracin", "n_dense", "n_phase", "chunk", "proj_dim", "n_dstar", "n_show")
         params.at_least(self, 0, "min_jump")
         params.shares(self, "attr_planted_frac", "rep_threshold")
         if self.extra_max_steps is not None:
@@ -47,18 +51,20 @@ class DynamicsParams(Params):
 
 
 PRESETS = {
-    "smoke": DynamicsParams(run=dict(max_steps=60, warmup_steps=10), extra_max_steps=None, min_jump=0.0, n_seeds=3,
+    "smoke": DynamicsParams(run=dict(max_steps=60, warmup_steps=10), extra_max_steps=None, min_jump=0.0, n_seeds=2,
                             n_log=6, n_linear=8, n_log_extra=4, n_linear_extra=5, n_probe=16, n_eval=32, n_attr=96,
-                            attr_planted_frac=0.25, n_tracin=3, chunk=32, proj_dim=64, n_dstar=96, n_show=2,
-                            rep_threshold=0.2),
-    "cpu": DynamicsParams(run=dict(max_steps=3000), extra_max_steps=5000, min_jump=0.1, n_seeds=3, n_log=20, n_linear=40,
-                          n_log_extra=12, n_linear_extra=20, n_probe=48, n_eval=192, n_attr=1024, attr_planted_frac=0.1,
-                          n_tracin=8, chunk=32, proj_dim=512, n_dstar=512, n_show=4, rep_threshold=0.2),
+                            attr_planted_frac=0.25, n_tracin=3, n_dense=3, n_phase=2, chunk=32, proj_dim=64, n_dstar=96,
+                            n_show=2, rep_threshold=0.2),
+    "cpu": DynamicsParams(run=dict(max_steps=3000), extra_max_steps=5000, min_jump=0.1, n_seeds=5, n_log=20,
+                          n_linear=40, n_log_extra=12, n_linear_extra=20, n_probe=48, n_eval=192, n_attr=1024,
+                          attr_planted_frac=0.1, n_tracin=8, n_dense=8, n_phase=4, chunk=32, proj_dim=512, n_dstar=512,
+                          n_show=4, rep_threshold=0.2),
     "gpu": DynamicsParams(run=dict(n_ctx=128, plant_min=32, plant_max=64, d_model=256, n_heads=8, d_head=32,
                                    vocab_size=4096, tokenizer="bpe", task="windows", plant_frac=0.5, batch_size=64,
                                    max_steps=12000, lr=1e-3, warmup_steps=300, dropout=0.0),
                           extra_max_steps=None, min_jump=0.1, n_seeds=5, n_log=30, n_linear=80, n_log_extra=20,
                           n_linear_extra=40, n_probe=200, n_eval=512, n_attr=8192, attr_planted_frac=0.1, n_tracin=20,
+                          n_dense=16, n_phase=8,
                           chunk=128, proj_dim=2048, n_dstar=2048, n_show=6, rep_threshold=0.2),
 }
 

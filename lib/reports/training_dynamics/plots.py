@@ -134,13 +134,15 @@ def enrichment_curves(df: pd.DataFrame, null: pd.DataFrame, title: str) -> Figur
 
 def rank_scatter(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], groups, order: Sequence[str],
                  title: str) -> Figure:
-    """Rank of each example's score under two runs, one panel per pair named 'A vs B', coloured by group."""
+    """Rank of each example's score under two runs, one panel per pair named 'A vs B', coloured by group (groups:
+    one array for every pair, or a mapping pair name -> array when the pairs rank different examples)."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.3 * len(pairs), 4.5), squeeze=False)
-    groups, pal = np.asarray(groups), _group_palette(order)
+    pal = _group_palette(order)
     for ax, (name, (a, b)) in zip(axes[0], pairs.items()):
+        g = np.asarray(groups[name] if isinstance(groups, Mapping) else groups)
         ra, rb = pd.Series(a).rank(pct=True).to_numpy() * 100, pd.Series(b).rank(pct=True).to_numpy() * 100
         for group in reversed(list(order)):  # the ground truth drawn last, on top
-            mask = groups == group
+            mask = g == group
             ax.scatter(ra[mask], rb[mask], s=7, alpha=0.6, color=pal[group], label=group, lw=0)
         x_run, y_run = name.split(" vs ")
         ax.set(xlabel=f"rank under {x_run} (percentile)", ylabel=f"rank under {y_run} (percentile)",
