@@ -646,13 +646,138 @@ display(Markdown(
     + ", ".join(f"{k}: {v:+.3g}" for k, v in gap_d.items()) + "."))
 
 # %% [markdown]
+# ## 7. A second lens: the local learning coefficient
+#
+# The local learning coefficient λ (Watanabe's singular learning theory, estimated as in Lau et al. 2023) measures
+# how many effective directions the loss has around a checkpoint: λ̂ = nβ (E[L(w)] − L(w*)), the expected loss of
+# SGLD draws from the tempered posterior localised at the checkpoint w* minus its own loss. Hoogland et al. (2024)
+# found that its curve over training marks developmental stages of in-context learning in a 2-layer attention-only
+# transformer. We estimate it with `devinterp` on the model's TransformerLens twin, on a fixed sample of training
+# windows, at checkpoints of the main run (every checkpoint inside the phase-change window and evenly spaced ones
+# outside) and at the start and end of the other seeds.
+#
+# **Pre-registered calibration.** SGLD is trusted only where its chains sample what they should: on a grid of step
+# sizes × localisations (`llc_lrs`, `llc_localizations`), at the checkpoint nearest the phase change and at the
+# final one, a setting qualifies when its split-R̂ is at most 1.1 after burn-in (the chains agree and do not
+# drift), its λ̂ is positive, and the sampled loss stays within `llc_max_rise` nats of the checkpoint's (a chain that
+# wanders to a far worse loss measures somewhere else). Among settings qualifying at both, the largest step (the
+# fastest mixing), then the weakest localisation; if none qualifies, no LLC is reported.
+#
+# **Pre-registered test of a stage boundary.** If a developmental stage boundary coincides with the phase change,
+# λ̂ should change faster inside the window than elsewhere: the ratio of its mean |Δλ̂ / Δstep| inside to the median
+# outside, against the same-length window slid along the whole run (p ≤ 0.05).
+
+# %%
+from lib.reports.training_dynamics import llc as llc_est  # noqa: E402
+
+g_llc = torch.Generator().manual_seed(seed)
+llc_data = tokens.train[torch.randperm(len(tokens.train), generator=g_llc)[: nb.n_llc_data]]
+llc_kw = dict(num_chains=nb.llc_chains, num_draws=nb.llc_draws, num_burnin=nb.llc_burnin, batch_size=nb.llc_batch,
+              seed=seed, device=str(device))
+main_ckpts = tracin_checkpoints(main)
+main_at = {attribution.checkpoint_step(q): q for q in main_ckpts}
+lo_w, hi_w = (pc.start, pc.end) if pc.found else (np.inf, -np.inf)
+inside_w = [q for s_, q in main_at.items() if lo_w <= s_ <= hi_w]
+outside_w = pick([q for s_, q in main_at.items() if not lo_w <= s_ <= hi_w], max(2, nb.n_llc - len(inside_w)))
+llc_ckpts = sorted(inside_w + outside_w, key=attribution.checkpoint_step)
+near_pc = min(main_at, key=lambda s_: abs(s_ - pc.step))
+calib_pts = {f"step {near_pc} (phase change)": main_at[near_pc], f"step {max(main_at)} (final)": main_at[max(main_at)]}
+
+
+def trace_frame(e, name):
+    t = e.trace
+    return pd.DataFrame({"name": name, "chain": np.repeat(np.arange(t.shape[0]), t.shape[1]),
+                         "sgld_step": np.tile(np.arange(t.shape[1]), t.shape[0]), "loss": t.ravel()})
+
+
+def llc_frames():
+    tables, traces, done = [], [], {}
+    for label, q in calib_pts.items():
+        m_ = attribution.load_hooked(q, device=device)[0]
+        t_, est = llc_est.calibrate(m_, llc_data.to(device), nb.llc_lrs, nb.llc_localizations, **llc_kw)
+        tables.append(t_.assign(checkpoint=label))
+        traces += [trace_frame(e, f"{label}, lr {a:g}, γ {b:g}") for (a, b), e in est.items()]
+        done[attribution.checkpoint_step(q)] = est
+    choice = llc_est.choose(tables, nb.llc_max_rise)
+    rows = []
+    if choice is not None:
+        todo = [(main, q) for q in llc_ckpts] + [(f"seed {s_}", ckpts[f"seed {s_}"][i]) for s_ in seeds if s_ != seed
+                                                  for i in (0, -1)]
+        for run, q in todo:
+            st = attribution.checkpoint_step(q)
+            e = done.get(st, {}).get(choice) if run == main else None
+            if e is None:
+                e = llc_est.estimate(attribution.load_hooked(q, device=device)[0], llc_data.to(device), lr=choice[0],
+                                     localization=choice[1], **llc_kw)
+            rows.append({"run": run, "step": st, "llc": e.mean, "sd": e.sd, "rhat": e.rhat, "stationary": e.stationary,
+                         "rise": e.rise, "lr": choice[0], "localization": choice[1]})
+    return pd.concat(tables, ignore_index=True), pd.DataFrame(rows), pd.concat(traces, ignore_index=True)
+
+
+llc_key = {"runs": [ckpts[k][0].parent.parent.name for k in ckpts], "steps": [attribution.checkpoint_step(q) for q in
+           llc_ckpts], "calib": list(calib_pts), "params": [nb.llc_lrs, nb.llc_localizations, nb.llc_chains,
+           nb.llc_draws, nb.llc_burnin, nb.llc_batch, nb.llc_max_rise, nb.n_llc_data], "seed": seed,
+           "version": attribution.CACHE_VERSION}
+calib, llc_df, llc_tr = attribution.cached_frames(artifacts.path("dynamics", "llc", llc_key), llc_frames)
+calib_show = calib.assign(qualifies=lambda d: d.stationary & ~d.diverged & (d.llc > 0) & (d.rise <= nb.llc_max_rise))
+display(calib_show.round(4))
+choice = llc_est.choose([calib[calib.checkpoint == c] for c in calib_pts], nb.llc_max_rise)
+pc_label = next(iter(calib_pts))
+fig = plots.llc_traces({n: g.pivot(index="chain", columns="sgld_step", values="loss").to_numpy()
+                        for n, g in llc_tr[llc_tr.name.str.startswith(pc_label)].groupby("name", sort=False)},
+                       nb.llc_burnin, title=f"Fig. 9: SGLD loss traces at {pc_label} for every setting of the grid "
+                       "(grey: burn-in)")
+display(Markdown(
+    (f"Pre-registered choice: step size **{choice[0]:g}**, localisation **{choice[1]:g}** (nβ = "
+     f"{llc_est.default_nbeta(nb.llc_batch):.2f}, {nb.llc_chains} chains × {nb.llc_draws} draws after "
+     f"{nb.llc_burnin} burn-in steps)." if choice else
+     "**No SGLD setting of the grid passed the pre-registered checks at both calibration checkpoints, so no LLC "
+     "value is reported.**") + f" Of the {len(calib)} calibration runs, {int(calib_show.qualifies.sum())} qualified."))
+
+# %%
+if choice is not None and len(llc_df):
+    lm = llc_df[llc_df.run == main].sort_values("step")
+    others = llc_df[llc_df.run != main]
+    fig = plots.llc_over_training(lm, curves[main], pc, others, title=f"Fig. 10: the local learning coefficient over "
+                                  f"training ({main}), with the induction score and the loss; shaded: phase change")
+    first_l, last_l = lm.iloc[0], lm.iloc[-1]
+    findings.record(f"LLC at the end of training ({main}), against initialisation", float(last_l.llc),
+                    unit="λ̂ (nats × nβ)", control="init", control_value=float(first_l.llc), figure="Fig. 10",
+                    verdict=findings.verdict_from(float(last_l.llc), float(first_l.llc),
+                                                  margin=2 * float(max(last_l.sd, first_l.sd))))
+    ratio, p_w, null_w = (llc_est.window_rate_test(lm.step.to_numpy(), lm.llc.to_numpy(), pc.start, pc.end)
+                          if pc.found else (np.nan, np.nan, np.array([])))
+    if np.isfinite(ratio) and np.isfinite(p_w):
+        findings.record(f"LLC changes faster inside the phase-change window than outside ({main}; |Δλ̂/Δstep| inside "
+                        "over the median outside, window slid along the run as the null)", ratio, unit="ratio",
+                        control="random", control_value=float(np.median(null_w)), p=p_w, figure="Fig. 10",
+                        verdict=findings.verdict_from_p(ratio - 1.0, p_w))
+    unstable = llc_df[~llc_df.stationary]
+    fin = others.groupby("run").step.transform("max") == others.step
+    display(Markdown(
+        f"λ̂ of {main} goes from **{first_l.llc:.2f}** (± {first_l.sd:.2f}, sd over chains) at step {first_l.step:.0f} to "
+        f"**{last_l.llc:.2f}** (± {last_l.sd:.2f}) at step {last_l.step:.0f}; it peaks at **{lm.llc.max():.2f}** at step "
+        f"{lm.step[lm.llc.idxmax()]:.0f}" + (f" (phase change: step {pc.step:.0f}, window {pc.start:.0f}–{pc.end:.0f})"
+                                             if pc.found else "") + ". "
+        + (f"Inside the window λ̂ changes **{ratio:.2f}×** as fast as outside (p = {p_w:.2g} against the slid "
+           f"window; median of the null {np.median(null_w):.2f}). " if np.isfinite(ratio) and np.isfinite(p_w) else
+           "The window test has no value here (no phase change, or no checkpoint inside or outside it). ")
+        + "Other seeds, at initialisation → end: " + "; ".join(
+            f"{r_}: {g_.sort_values('step').llc.iloc[0]:.2f} → {g_.sort_values('step').llc.iloc[-1]:.2f}"
+            for r_, g_ in others.groupby("run", sort=False)) + ". "
+        + (f"{len(unstable)} of {len(llc_df)} estimates failed split-R̂ (hollow in Fig. 10)." if len(unstable) else
+           f"Every one of the {len(llc_df)} estimates passed split-R̂ ≤ {llc_est.RHAT_MAX}.")))
+
+# %% [markdown]
 # ## Controls
 #
 # Every claim next to its control: scores at the end of training against initialisation;
 # phase-change steps against the median over seeds; enrichment against the base rate (shuffled
 # scores have enrichment 1), against TracIn at initialisation only and in the run without planting;
 # seed consistency against the same seeds' agreement on gradient norms; the repetition correlation
-# against zero (random ranks); the formation rate with an exact interval; the change of D*
+# against zero (random ranks); the formation rate with an exact interval; the LLC at the end against
+# initialisation, and its rate of change in the phase-change window against the same window slid along the run;
+# the change of D*
 # against the seed-to-seed agreement of trained models.
 
 # %%
@@ -678,7 +803,9 @@ display(Markdown(
     f"scores at Spearman {exact_vs_proj:.2f} (Section 3), so the scores above use exact gradients. The sample is "
     f"stratified to a {labels.mean():.0%} planted rate, so enrichment is measured against that base rate, not the "
     f"{cfg.data.plant_frac:.0%} of the training data, and only the sampled sequences a run trained on are ranked. "
-    "The local learning coefficient (a second lens on developmental stages) is not computed yet. The planted label is an incomplete ground truth: natural "
+    "The LLC is an SGLD estimate whose value depends on its step size, localisation and temperature (calibrated by a "
+    "pre-registered rule on a small grid, Section 7); comparisons along one run at one setting are what it supports. "
+    "The planted label is an incomplete ground truth: natural "
     f"windows that repeat a name or a title are induction data too (their TracIn score and their share of repeated "
     f"3-grams correlate at Spearman {v:.2f}, Section 5). Seeds differ in *when* the induction head forms, so the "
     "extra seeds train longer (with a stretched learning-rate schedule), and a seed that forms no head has no "

@@ -102,6 +102,22 @@ def spearman_diff_ci(a: Any, b: Any, c: Any, d: Any, n_boot: int = 1000, seed: i
     return float(diff(*xs)), percentile_ci(bootstrap(diff, *xs, n_boot=n_boot, seed=seed), alpha)
 
 
+def split_rhat(chains: Any) -> float:
+    """Split-R̂ (Gelman et al., BDA3 §11.4) of draws [chain, draw]: each chain is cut in halves, and the spread of the
+    half-chain means is compared with the draws' spread within them; near 1 when every half samples the same
+    distribution, above ~1.1 when chains disagree or drift (a trend makes a chain's halves differ)."""
+    x = np.asarray(chains, float)
+    check(x.ndim == 2 and x.shape[1] >= 4 and np.isfinite(x).all(), "chains", x.shape,
+          "a finite [chain, draw] array with at least 4 draws per chain")
+    h = x.shape[1] // 2
+    halves = np.concatenate([x[:, :h], x[:, x.shape[1] - h:]])  # [2 * chains, h]
+    w = halves.var(axis=1, ddof=1).mean()
+    b = h * halves.mean(axis=1).var(ddof=1)
+    if w == 0:
+        return 1.0 if b == 0 else float("inf")
+    return float(np.sqrt(((h - 1) / h * w + b / h) / w))
+
+
 def median_diff_ci(a: Any, b: Any, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """median(a) - median(b) (NaNs dropped) and its percentile-bootstrap 95% CI, resampling each group on its own."""
     a, b = (np.asarray(v, float) for v in (a, b))

@@ -165,3 +165,24 @@ def test_spearman_diff_ci_separates_real_agreement_from_a_shared_trivial_propert
     assert lo0 < 0 < hi0 and hi0 - lo0 > 0.02  # the same property alone: no difference, and a real interval
     with pytest.raises(ValueError, match="four arrays"):
         stats.spearman_diff_ci(real_a, real_b, base_a, base_b[:-1])
+
+
+def test_split_rhat_is_one_for_agreeing_chains_and_flags_drift_and_disagreement():
+    rng = np.random.default_rng(0)
+    iid = rng.normal(size=(4, 400))
+    assert abs(stats.split_rhat(iid) - 1.0) < 0.02
+    ar = np.zeros((4, 2000))  # autocorrelated but stationary (AR(1), rho 0.8)
+    for t in range(1, ar.shape[1]):
+        ar[:, t] = 0.8 * ar[:, t - 1] + rng.normal(size=4)
+    assert stats.split_rhat(ar[:, 200:]) < 1.05
+    trend = iid + np.linspace(0, 3, 400)  # every chain drifts the same way: only splitting sees it
+    assert stats.split_rhat(trend) > 1.1
+    apart = iid + np.array([0.0, 0.0, 0.0, 2.0])[:, None]  # one chain elsewhere
+    assert stats.split_rhat(apart) > 1.1
+    # known value: two chains of constant halves 0 | 0 and 1 | 1 plus unit noise -> B = h * var([0, 0, 1, 1])
+    x = np.array([[0.0, 1, 0, 1, 0, 1, 0, 1], [1, 2, 1, 2, 1, 2, 1, 2]])
+    h, w = 4, np.var([0, 1, 0, 1], ddof=1)
+    b = h * np.var([0.5, 0.5, 1.5, 1.5], ddof=1)
+    assert stats.split_rhat(x) == pytest.approx(np.sqrt(((h - 1) / h * w + b / h) / w))
+    with pytest.raises(ValueError, match="chains"):
+        stats.split_rhat(np.zeros((2, 3)))

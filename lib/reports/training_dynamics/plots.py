@@ -201,3 +201,54 @@ def highlighted_tokens(rows: Sequence[dict]):
                      f"<td style='font-family:monospace;white-space:pre-wrap'>{toks}</td></tr>")
     return HTML("<table><tr><th>sequence</th><th>text (highlighted: tokens in a repeated n-gram)</th></tr>"
                 + "".join(cells) + "</table>")
+
+
+def llc_over_training(llc: pd.DataFrame, curve: pd.DataFrame, phase, others: pd.DataFrame, title: str) -> Figure:
+    """Three panels sharing the step axis: the LLC of the main run per checkpoint (mean ± sd over chains; points
+    whose chains failed split-R̂ hollow) with other seeds' LLC at initialisation and at the end as separate markers;
+    the max induction score; the held-out loss. The phase-change window shaded. llc: step, llc, sd, stationary;
+    curve: step, max_induction, held_out_loss; others: run, step, llc, sd."""
+    fig, axes = plt.subplots(3, 1, figsize=(8.6, 8.4), sharex=True, gridspec_kw={"height_ratios": [1.4, 1, 1]})
+    ax = axes[0]
+    ok = llc["stationary"].to_numpy(bool)
+    ax.errorbar(llc["step"], llc["llc"], yerr=llc["sd"], color="C0", lw=1.6, marker="o", ms=4, capsize=2,
+                label="main run (mean ± sd over chains)")
+    if (~ok).any():
+        ax.scatter(llc["step"][~ok], llc["llc"][~ok], s=70, facecolors="white", edgecolors="C3", zorder=3,
+                   label="chains not stationary (split-R̂ > 1.1)")
+    pal = sns.color_palette("colorblind")
+    for i, (run, df) in enumerate(others.groupby("run", sort=False)):
+        ax.errorbar(df["step"], df["llc"], yerr=df["sd"], ls="none", marker="s", ms=5, capsize=2,
+                    color=pal[(i + 2) % len(pal)], label=f"{run} (initialisation, end)")
+    ax.set(ylabel="local learning coefficient λ̂")
+    ax.legend(fontsize=7.5, loc="best")
+    for a, (col, label) in zip(axes[1:], (("max_induction", "max induction score"),
+                                          ("held_out_loss", "held-out loss (nats / token)"))):
+        a.plot(curve["step"], curve[col], color="0.2", lw=1.6, marker="o", ms=2.5)
+        a.set(ylabel=label)
+    for a in axes:
+        _mark_phase(a, phase, label=None)
+    axes[-1].set(xlabel="training step")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def llc_traces(traces: Mapping[str, np.ndarray], burnin: int, title: str) -> Figure:
+    """The per-step mean SGLD loss of every chain, one panel per estimate (name -> [chain, step]), burn-in shaded:
+    a chain that still drifts after burn-in is not sampling the localised posterior yet."""
+    n = len(traces)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.1 * rows), squeeze=False)
+    for ax, (name, tr) in zip(axes.flat, traces.items()):
+        for c in range(tr.shape[0]):
+            ax.plot(np.arange(tr.shape[1]), tr[c], lw=0.9, alpha=0.85, label=f"chain {c}")
+        ax.axvspan(0, burnin, color="0.5", alpha=0.15, lw=0)
+        ax.set(title=name, xlabel="SGLD step", ylabel="sampled loss (nats / token)")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,84 @@
+"""The LLC estimator on models whose learning coefficient is known, the calibration rule, and the window test."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib.reports.training_dynamics import llc
+
+N = 1000
+_G = torch.Generator().manual_seed(0)
+X, Y = torch.randn(N, 4, generator=_G, dtype=torch.float64), torch.randn(N, generator=_G, dtype=torch.float64)
+Y = (Y - X @ torch.linalg.lstsq(X, Y).solution).float()  # y orthogonal to x: w* = 0 is the empirical minimiser exactly
+X = X.float()
+
+
+class Linear(torch.nn.Module):
+    """y = x[:, :d] w: a regular model, λ = d / 2."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(d))
+
+    def pred(self, x):
+        return x[:, : len(self.w)] @ self.w
+
+
+class Product(torch.nn.Module):
+    """y = a b x0 at a = b = 0: singular (normal crossing), λ = 1/2 with multiplicity 2, below d / 2 = 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+
+    def pred(self, x):
+        return self.a * self.b * x[:, 0]
+
+
+def _loss(model, ids):  # devinterp's loss hook: the "token" ids index the regression data
+    i = ids[:, 0]
+    return (0.5 * (model.pred(X[i]) - Y[i]) ** 2)[:, None]
+
+
+def _llc(model, **kw):
+    ids = torch.stack([torch.arange(N), torch.zeros(N, dtype=torch.long)], 1)
+    args = dict(lr=3e-4, localization=1.0, nbeta=N / np.log(N), num_chains=4, num_draws=500, num_burnin=100,
+                batch_size=250, loss_fn=_loss)
+    return llc.estimate(model, ids, **{**args, **kw})
+
+
+def test_llc_recovers_half_the_dimension_of_a_regular_model_and_less_for_a_singular_one():
+    """Known answers: λ = d/2 for a regular model (within 30%: SGLD at finite n and step); the singular model a·b·x
+    at its singularity well below its d/2 = 1. A version without nβ (a plain loss gap) would give ~1e-3, one that
+    forgot to subtract the checkpoint's loss ~nβ·0.5 ≈ 70."""
+    two, four, prod = _llc(Linear(2)), _llc(Linear(4)), _llc(Product())
+    assert 0.7 < two.mean < 1.3 and 1.4 < four.mean < 2.6
+    assert prod.mean < 0.7 and prod.mean < two.mean
+    assert two.trace.shape == (4, 600) and two.per_chain.shape == (4,) and two.sd > 0
+    assert two.stationary and two.rhat < llc.RHAT_MAX
+    assert two.rise == pytest.approx(two.mean / two.config["nbeta"], rel=1e-9)  # λ̂ = nβ × rise
+    model = Linear(2)
+    _llc(model)
+    assert torch.equal(model.w.detach(), torch.zeros(2))  # sampling works on a copy
+
+
+def test_calibration_rule_takes_the_largest_stationary_positive_step_everywhere():
+    t1 = pd.DataFrame({"lr": [1e-4, 1e-4, 1e-3, 1e-3], "localization": [1, 10, 1, 10], "llc": [1.0, 0.9, 1.2, -0.5],
+                       "stationary": [True, True, True, True], "rise": [0.1, 0.1, 0.2, 0.1], "diverged": [False] * 4})
+    t2 = t1.assign(stationary=[True, True, False, True])
+    assert llc.choose([t1]) == (1e-3, 1)
+    assert llc.choose([t1, t2]) == (1e-4, 1)  # 1e-3 with localization 1 is not stationary at the second checkpoint
+    assert llc.choose([t1.assign(rise=[0.1, 0.1, 5.0, 0.1])]) == (1e-4, 1)  # wandered 5 nats off: not localised
+    assert llc.choose([t1.assign(stationary=False)]) is None
+
+
+def test_window_rate_test_finds_a_planted_steep_segment_and_not_a_straight_line():
+    steps = np.arange(0, 3001, 100.0)
+    planted = np.where(steps < 1500, 0.001 * steps, 1.5 + 0.02 * (steps - 1500))
+    planted = np.where(steps > 1800, planted[steps == 1800][0] + 0.001 * (steps - 1800), planted)
+    ratio, p, null = llc.window_rate_test(steps, planted, 1500, 1800)
+    assert ratio == pytest.approx(20.0) and p < 0.05 and len(null) > 100
+    ratio0, p0, _ = llc.window_rate_test(steps, 2.0 * steps, 1500, 1800)
+    assert ratio0 == pytest.approx(1.0) and p0 > 0.5
+    assert np.isnan(llc.window_rate_ratio(steps, planted, 5000, 6000))  # no segment inside
