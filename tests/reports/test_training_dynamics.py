@@ -202,12 +202,17 @@ def test_checkpoint_schedule():
     assert 1 in s and 75 in s
 
 
-def test_train_dense_keeps_the_requested_steps_and_resumes(tmp_path):
-    cfg = resolve("smoke", attention_only=True, max_steps=9, eval_every=9, checkpoint_every=9, batch_size=4,
-                  warmup_steps=2)
+def _tiny_run(max_steps):
+    """A smoke-sized attention-only config and random token data for a few training steps."""
+    cfg = resolve("smoke", attention_only=True, max_steps=max_steps, eval_every=max_steps, checkpoint_every=max_steps,
+                  batch_size=4, warmup_steps=2)
     g = torch.Generator().manual_seed(0)
     rand = lambda n: torch.randint(0, cfg.model.d_vocab, (n, cfg.model.n_ctx), generator=g)  # noqa: E731
-    data = SimpleNamespace(train=rand(64), val=rand(16), val_beginnings=rand(16)[:, :20])
+    return cfg, SimpleNamespace(train=rand(64), val=rand(16), val_beginnings=rand(16)[:, :20])
+
+
+def test_train_dense_keeps_the_requested_steps_and_resumes(tmp_path):
+    cfg, data = _tiny_run(9)
     steps = [0, 1, 2, 5, 9]
     paths = attribution.train_dense(cfg, tmp_path / "ck", steps, progress=False, data=data)
     assert [attribution.checkpoint_step(p) for p in paths] == steps
@@ -302,11 +307,7 @@ def test_visit_weighted_tracin_equals_the_per_visit_sum():
 
 
 def test_dense_window_adds_the_checkpoints_the_run_passed_through(tmp_path):
-    cfg = resolve("smoke", attention_only=True, max_steps=12, eval_every=12, checkpoint_every=12, batch_size=4,
-                  warmup_steps=2)
-    g = torch.Generator().manual_seed(0)
-    rand = lambda n: torch.randint(0, cfg.model.d_vocab, (n, cfg.model.n_ctx), generator=g)  # noqa: E731
-    data = SimpleNamespace(train=rand(64), val=rand(16), val_beginnings=rand(16)[:, :20])
+    cfg, data = _tiny_run(12)
     paths = attribution.train_dense(cfg, tmp_path / "sparse", [0, 4, 12], progress=False, data=data)
     every = attribution.train_dense(cfg, tmp_path / "every", list(range(13)), progress=False, data=data)
     dense = attribution.dense_window(cfg, paths, tmp_path / "window", 5, 9, 3, progress=False, data=data)
