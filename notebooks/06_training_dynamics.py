@@ -76,10 +76,9 @@ cfg
 # Runs: the main seed, more seeds on the same data, and a control run on the same windows
 # **without** any planted repeat. The main run and the control keep ≥ 50 checkpoints (log-spaced
 # early, where the model changes fastest, plus evenly spaced ones); the extra seeds keep about 30.
-# A first `cpu` run showed that the phase-change step varies a lot between seeds: within the main
-# run's length one seed had not formed an induction head and another was halfway. So the extra
-# seeds train for `extra_max_steps` steps (their cosine schedule is stretched to match), and we
-# report per seed whether and when a phase change happened.
+# Seeds can form the head thousands of steps apart on the same data (Section 2 shows how far apart
+# here), so the extra seeds train for `extra_max_steps` steps (their cosine schedule is stretched to
+# match), and we report per seed whether and when a phase change happened, and the rate over seeds.
 
 # %%
 tok = data.get_tokenizer(cfg.data)
@@ -174,8 +173,8 @@ display(Markdown(f"The strongest induction head is **{ind_head}** (final score {
 # the control run without planting. Each seed's detected phase change is a dotted line in its colour.
 # The ICL score is shown on natural held-out text (Olsson's definition) and on held-out windows
 # with a planted repeat: in 64-token windows of encyclopedic text there is little to gain from
-# context beyond the first few tokens, so the natural-text score is small against its per-sequence noise, while
-# text that repeats itself shows in-context learning clearly.
+# context beyond the first few tokens, so we expect the natural-text score to be small against its
+# per-sequence noise, and text that repeats itself to show in-context learning if the model has it.
 
 # %%
 fig = plots.seed_curves(curves, {"max induction score": ("max_induction", "induction score (attention weight)"),
