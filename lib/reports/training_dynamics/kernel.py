@@ -304,14 +304,16 @@ def per_example_grads_attention(model: torch.nn.Module, names: Sequence[str], *t
             grads = dict(zip([(L, k) for L in layers for k in ("q", "k", "v", "o")],
                              torch.autograd.grad(total, wanted)))
         parts = {}
-        for L in layers:
-            ln = model.blocks[L].ln1
-            x = acts[(L, "x")].detach()
-            x = x * ln.w + ln.b if hasattr(ln, "w") and hasattr(ln, "hook_normalized") else x  # after gain and bias
-            for k, w in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
-                parts[f"blocks.{L}.attn.{w}"] = torch.einsum("bpd,bphe->bhde", x, grads[(L, k)])
-            parts[f"blocks.{L}.attn.W_O"] = torch.einsum("bphe,bpd->bhed", acts[(L, "z")].detach(), grads[(L, "o")])
-        out.append(torch.cat([parts[n].flatten(1) for n in names], dim=1))
+        with torch.no_grad():  # the parameters (LayerNorm's gain) must not put the result in a graph
+            for L in layers:
+                ln = model.blocks[L].ln1
+                x = acts[(L, "x")].detach()
+                x = x * ln.w + ln.b if hasattr(ln, "w") and hasattr(ln, "hook_normalized") else x  # gain and bias
+                for k, w in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
+                    parts[f"blocks.{L}.attn.{w}"] = torch.einsum("bpd,bphe->bhde", x, grads[(L, k)])
+                parts[f"blocks.{L}.attn.W_O"] = torch.einsum("bphe,bpd->bhed", acts[(L, "z")].detach(),
+                                                             grads[(L, "o")])
+            out.append(torch.cat([parts[n].flatten(1) for n in names], dim=1))
     return torch.cat(out)
 
 
