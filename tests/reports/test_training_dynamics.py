@@ -336,6 +336,9 @@ def test_attention_per_example_grads_by_one_backward_equal_the_loop(hooked):
     fast = attribution.per_example_grads_attention(h64, names, tokens, chunk=3)
     slow = attribution.per_example_grads_loop(h64, names, tokens)
     assert not fast.requires_grad and fast.grad_fn is None  # no graph kept alive through LayerNorm's parameters
+    one = attribution.per_example_grads_attention(h64, NAMES, tokens, chunk=4)  # layer 1 only: starts at layer 1
+    ref1 = attribution.per_example_grads_loop(h64, NAMES, tokens)
+    assert torch.allclose(one, ref1, rtol=0, atol=f64_tol(ref1))
     assert fast.dtype == torch.float64 and torch.allclose(fast, slow, rtol=0, atol=f64_tol(slow))
     for method in ("auto", "vmap"):
         g = attribution.per_example_grads(h64, names, tokens, chunk=4, method=method)

@@ -293,8 +293,10 @@ def per_example_grads_attention(model: torch.nn.Module, names: Sequence[str], *t
             x_name = f"blocks.{L}.ln1.hook_normalized" if hasattr(model.blocks[L].ln1, "hook_normalized") else \
                 f"blocks.{L}.hook_resid_pre"  # no LayerNorm: the block's input is the attention's
             fwd += [(x_name, keep((L, "x"))), (f"blocks.{L}.hook_attn_out", keep((L, "o")))]
+        with torch.no_grad():  # the layers below the first attributed one need no graph
+            resid = model(ex[0], stop_at_layer=layers[0]) if layers[0] > 0 else None
         with torch.enable_grad(), model.hooks(fwd_hooks=fwd):
-            logits = model(ex[0])
+            logits = model(ex[0]) if resid is None else model(resid, start_at_layer=layers[0])
             if loss is lm_example_loss and len(ex) == 1:  # the sum of each sequence's mean loss, in one call
                 total = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ex[0][:, 1:].flatten(),
                                         reduction="sum") / (ex[0].shape[1] - 1)
