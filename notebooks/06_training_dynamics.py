@@ -391,7 +391,7 @@ display(Markdown(
     f"alignment alone (the unweighted dot product), the enrichment of planted sequences among the top 5% peaks at "
     f"**{by_ck.enrichment.max():.2f}×** at step {int(by_ck.step[by_ck.enrichment.idxmax()])}; per checkpoint, with the "
     "exact hypergeometric p:"))
-display(by_ck.round(4).set_index("step").T)
+display(by_ck.astype({"hits": int, "k": int}).round(4).set_index("step"))
 
 # %% [markdown]
 # ## 4. Are planted sequences enriched among the top-attributed? Controls
@@ -541,12 +541,13 @@ for _, r in consistency[consistency.pair == first_pair].iterrows():
                     ci=ci_r, control="seeds", control_value=r["rho gradient norm"], figure="Fig. 7",
                     verdict=findings.verdict_from(r.difference, 0.0, (r["diff low"], r["diff high"]), margin=0.05))
 display(consistency.round(3))
-beat = consistency[consistency["diff low"] > 0.05]
+beat = consistency[(consistency.difference > 0.05) & (consistency["diff low"] > 0)]  # verdict_from's rule
 display(Markdown(
     f"Over {consistency.pair.nunique()} pairs of seeds, TracIn agrees across seeds at median Spearman "
     f"**{consistency[consistency.sequences == 'all']['rho TracIn'].median():.2f}** against "
     f"{consistency[consistency.sequences == 'all']['rho gradient norm'].median():.2f} for gradient norms alone; the "
-    f"difference's interval lies above 0.05 in {len(beat)} of {len(consistency)} comparisons (pair × sequences)."))
+    f"difference exceeds 0.05 with its 95% interval above 0 in **{len(beat)} of {len(consistency)}** comparisons (pair × "
+    f"sequences); the ledger records {first_pair}."))
 
 # %% [markdown]
 # ## 5. Which sequences score highest?
@@ -651,7 +652,8 @@ display(Markdown(
 # how many effective directions the loss has around a checkpoint: λ̂ = nβ (E[L(w)] − L(w*)), the expected loss of
 # SGLD draws from the tempered posterior localised at the checkpoint w* minus its own loss. Hoogland et al. (2024)
 # found that its curve over training marks developmental stages of in-context learning in a 2-layer attention-only
-# transformer. We estimate it with `devinterp` on the model's TransformerLens twin, on a fixed sample of training
+# transformer. We estimate it with `devinterp` (on our training module, wrapped so that devinterp treats it as a
+# plain PyTorch model; a test checks it against the TransformerLens twin), on a fixed sample of training
 # windows, at checkpoints of the main run (every checkpoint inside the phase-change window and evenly spaced ones
 # outside) and at the start and end of the other seeds.
 #
@@ -692,7 +694,7 @@ def trace_frame(e, name):
 def llc_frames():
     tables, traces, done = [], [], {}
     for label, q in calib_pts.items():
-        m_ = attribution.load_hooked(q, device=device)[0]
+        m_ = train.load_checkpoint_weights(q, device)[0]
         t_, est = llc_est.calibrate(m_, llc_data.to(device), nb.llc_lrs, nb.llc_localizations, **llc_kw)
         tables.append(t_.assign(checkpoint=label))
         traces += [trace_frame(e, f"{label}, lr {a:g}, γ {b:g}") for (a, b), e in est.items()]
@@ -706,7 +708,7 @@ def llc_frames():
             st = attribution.checkpoint_step(q)
             e = done.get(st, {}).get(choice) if run == main else None
             if e is None:
-                e = llc_est.estimate(attribution.load_hooked(q, device=device)[0], llc_data.to(device), lr=choice[0],
+                e = llc_est.estimate(train.load_checkpoint_weights(q, device)[0], llc_data.to(device), lr=choice[0],
                                      localization=choice[1], **llc_kw)
             rows.append({"run": run, "step": st, "llc": e.mean, "sd": e.sd, "rhat": e.rhat, "stationary": e.stationary,
                          "rise": e.rise, "lr": choice[0], "localization": choice[1]})
@@ -715,11 +717,12 @@ def llc_frames():
 
 llc_key = {"runs": [ckpts[k][0].parent.parent.name for k in ckpts], "steps": [attribution.checkpoint_step(q) for q in
            llc_ckpts], "calib": list(calib_pts), "params": [nb.llc_lrs, nb.llc_localizations, nb.llc_chains,
-           nb.llc_draws, nb.llc_burnin, nb.llc_batch, nb.llc_max_rise, nb.n_llc_data], "seed": seed,
+           nb.llc_draws, nb.llc_burnin, nb.llc_batch, nb.llc_max_rise, nb.n_llc_data], "seed": seed, "model": "ours",
            "version": attribution.CACHE_VERSION}
 calib, llc_df, llc_tr = attribution.cached_frames(artifacts.path("dynamics", "llc", llc_key), llc_frames)
 calib_show = calib.assign(qualifies=lambda d: d.stationary & ~d.diverged & (d.llc > 0) & (d.rise <= nb.llc_max_rise))
-display(calib_show.round(4))
+display(calib_show.style.format({"lr": "{:.0e}", "localization": "{:g}", "llc": "{:.3f}", "sd": "{:.3f}",
+                                  "rhat": "{:.3f}", "rise": "{:.3f}"}).hide(axis="index"))
 choice = llc_est.choose([calib[calib.checkpoint == c] for c in calib_pts], nb.llc_max_rise)
 pc_label = next(iter(calib_pts))
 fig = plots.llc_traces({n: g.pivot(index="chain", columns="sgld_step", values="loss").to_numpy()

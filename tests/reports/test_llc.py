@@ -82,3 +82,21 @@ def test_window_rate_test_finds_a_planted_steep_segment_and_not_a_straight_line(
     ratio0, p0, _ = llc.window_rate_test(steps, 2.0 * steps, 1500, 1800)
     assert ratio0 == pytest.approx(1.0) and p0 > 0.5
     assert np.isnan(llc.window_rate_ratio(steps, planted, 5000, 6000))  # no segment inside
+
+
+def test_our_module_and_its_hooked_twin_give_the_same_llc():
+    """devinterp takes any module with cfg.n_heads for a TransformerLens model; estimate() wraps ours, so both run and
+    agree: the checkpoint's loss exactly (one forward each), λ̂ within the chains' spread (the noise is drawn per
+    parameter, in each module's own order)."""
+    from helpers import random_transformer
+    from lib.core.config import ModelConfig
+    from lib.core.model import to_hooked
+
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=30, n_ctx=12, attention_only=True)
+    ours = random_transformer(cfg, matrix_sd=0.3, vector_sd=0.1)
+    tokens = torch.randint(0, 30, (64, 12), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=1e-3, localization=100.0, num_chains=3, num_draws=60, num_burnin=20, batch_size=16)
+    a, b = llc.estimate(ours, tokens, **kw), llc.estimate(to_hooked(ours), tokens, **kw)
+    assert a.init_loss == pytest.approx(b.init_loss, rel=1e-5)
+    spread = 4 * max(a.sd, b.sd) / np.sqrt(3) + 0.05 * abs(b.mean)
+    assert abs(a.mean - b.mean) < spread and a.mean > 0

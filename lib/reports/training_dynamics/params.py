@@ -80,7 +80,7 @@ PRESETS = {
                           n_linear=40, n_log_extra=12, n_linear_extra=20, n_probe=48, n_eval=192, n_attr=1024,
                           attr_planted_frac=0.1, n_tracin=8, n_dense=8, n_phase=4, chunk=32, proj_dim=512, n_dstar=512,
                           n_show=4, rep_threshold=0.2, llc_lrs=(1e-5, 1e-4, 1e-3), llc_localizations=(300.0, 3000.0),
-                          llc_chains=3, llc_draws=120, llc_burnin=30, llc_batch=16, llc_max_rise=1.0, n_llc=12,
+                          llc_chains=3, llc_draws=80, llc_burnin=20, llc_batch=16, llc_max_rise=1.0, n_llc=12,
                           n_llc_data=2048),
     "gpu": DynamicsParams(run=dict(n_ctx=128, plant_min=32, plant_max=64, d_model=256, n_heads=8, d_head=32,
                                    vocab_size=4096, tokenizer="bpe", task="windows", plant_frac=0.5, batch_size=64,
