@@ -372,16 +372,21 @@ display(Markdown(
     f"to {nb.proj_dim} of {d:,} dimensions agree with the exact ones at Spearman {exact_vs_proj:.2f}."))
 
 # %% [markdown]
-# When does the influence accrue? The TracIn term of each checkpoint (its learning-rate weight ×
-# gradient dot product), averaged over each group of sequences, with 95% bootstrap bands.
+# When does the influence accrue? The TracIn term of each checkpoint (the learning rate over each
+# sequence's visits × its gradient dot product) divided by the number of training steps the checkpoint
+# stands for, so that densely and sparsely spaced checkpoints compare: influence per training step,
+# averaged over each group of sequences, with 95% bootstrap bands.
 
 # %%
 tr = tracins[main]
-terms = pd.DataFrame([{"step": s, "term": v, "group": gr} for s, row in zip(tr.steps, tr.per_checkpoint["induction"].numpy())
+span = np.diff(attribution.checkpoint_intervals(tr.steps, cfg.train.max_steps)).clip(min=1)  # steps each checkpoint stands for
+rate = tr.per_checkpoint["induction"].numpy() / span[:, None]
+terms = pd.DataFrame([{"step": s, "term": v, "group": gr} for s, row in zip(tr.steps, rate)
                       for v, gr in zip(row[vis], group[vis])])
-fig = plots.influence_over_training(terms, pc, title=f"Fig. 5: TracIn terms per checkpoint, {main}; "
-                                       "dotted: detected phase change", names=GROUPS)
-per_ck = tr.per_checkpoint["induction"].numpy()[:, vis]
+fig = plots.influence_over_training(terms, pc, title=f"Fig. 5: TracIn per training step around each checkpoint, "
+                                       f"{main}; dotted: detected phase change", names=GROUPS,
+                                   ylabel="TracIn per training step\n(term / steps the checkpoint stands for)")
+per_ck = rate[:, vis]
 gap = per_ck[:, labels[vis]].mean(1) - per_ck[:, group[vis] == GROUPS[2]].mean(1)
 by_ck = pd.DataFrame([{"step": s_, **attribution.enrichment_curve(row[vis], labels[vis], [0.05]).iloc[0][
     ["enrichment", "hits", "k", "p"]].to_dict()} for s_, row in zip(tr.steps, tr.dots["induction"].numpy())])

@@ -386,7 +386,7 @@ def icl_objective(tokens: Int[Tensor, "batch pos"], early: int, late: int, width
 # TracIn over checkpoints
 
 
-def _intervals(steps: Sequence[int], end: int | None) -> np.ndarray:
+def checkpoint_intervals(steps: Sequence[int], end: int | None) -> np.ndarray:
     """Edges of the steps each checkpoint stands for: checkpoint k covers [edges[k], edges[k + 1]), between the
     midpoints to its neighbours (the first from its own step, the last up to `end`, default its own step)."""
     s = np.asarray(steps, dtype=float)
@@ -402,7 +402,7 @@ def tracin_weights(steps: Sequence[int], lr_at: Callable[[int], float], end: int
     Checkpoint k stands for the steps between the midpoints to its neighbours (the first from its own step,
     the last up to `end`, default its own step): equally spaced checkpoints get lr x spacing, as in Pruthi et al.
     """
-    edges = _intervals(steps, end)
+    edges = checkpoint_intervals(steps, end)
     # an empty range (a lone checkpoint with no `end`) stands for its own step
     w = [sum(lr_at(t) for t in range(a, b)) if b > a else lr_at(int(t0))
          for a, b, t0 in zip(edges[:-1], edges[1:], steps)]
@@ -418,7 +418,7 @@ def visit_weights(sample: Int[Tensor, " m"], n: int, tc, steps: Sequence[int], e
     with the gradient of the nearest checkpoint. A sequence never visited scores 0. Batches are a function of
     (seed, step) (`lib.core.train.batch_indices`), so the visits are replayed. `window` = (lo, hi): only steps in
     [lo, hi) count (one phase of training). Column sums over all n windows: batch_size x `tracin_weights`."""
-    edges = _intervals(steps, end)
+    edges = checkpoint_intervals(steps, end)
     lo, hi = (edges[0], edges[-1]) if window is None else (max(edges[0], math.ceil(window[0])),
                                                            min(edges[-1], math.ceil(window[1])))
     sample = torch.as_tensor(sample, dtype=torch.long)

@@ -78,7 +78,7 @@ PRESETS = {
                             n_llc_data=64),
     "cpu": DynamicsParams(run=dict(max_steps=3000), extra_max_steps=5000, min_jump=0.1, n_seeds=5, n_log=20,
                           n_linear=40, n_log_extra=12, n_linear_extra=20, n_probe=48, n_eval=192, n_attr=1024,
-                          attr_planted_frac=0.1, n_tracin=8, n_dense=8, n_phase=4, chunk=32, proj_dim=512, n_dstar=512,
+                          attr_planted_frac=0.1, n_tracin=8, n_dense=8, n_phase=4, chunk=64, proj_dim=512, n_dstar=512,
                           n_show=4, rep_threshold=0.2, llc_lrs=(1e-5, 1e-4, 1e-3), llc_localizations=(300.0, 3000.0),
                           llc_chains=3, llc_draws=80, llc_burnin=20, llc_batch=16, llc_max_rise=1.0, n_llc=12,
                           n_llc_data=2048),

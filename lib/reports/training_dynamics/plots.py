@@ -154,15 +154,15 @@ def rank_scatter(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], groups, ord
     return fig
 
 
-def influence_over_training(df: pd.DataFrame, phase, title: str, names: Sequence[str]) -> Figure:
+def influence_over_training(df: pd.DataFrame, phase, title: str, names: Sequence[str],
+                            ylabel: str = "TracIn term at the checkpoint\n(lr-weighted gradient dot)") -> Figure:
     """Mean TracIn term per checkpoint for each group (95% bootstrap band over sequences); phase change marked."""
     fig, ax = plt.subplots(figsize=(7.8, 4))
     sns.lineplot(df, x="step", y="term", hue="group", hue_order=list(names), palette=_group_palette(names),
                  errorbar=("ci", 95), n_boot=200, marker="o", ax=ax)
     ax.axhline(0, color="0.3", lw=0.8)
     _mark_phase(ax, phase)
-    ax.set(xlabel="checkpoint (training step)", ylabel="TracIn term at the checkpoint\n(lr-weighted gradient dot)",
-           title=title)
+    ax.set(xlabel="checkpoint (training step)", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
