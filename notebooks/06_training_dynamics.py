@@ -25,9 +25,10 @@
 #
 # **Reads:** `data/`, `tokenizers/` and token `data/` artifacts (built if missing).
 # **Writes:** `dynamics/run-*` (dense checkpoints of every run), `dynamics/curves-*`,
-# `dynamics/tracin-*` (cached analyses), `findings/`.
-# **Runtime:** smoke ≈ 1.5 min; cpu ≈ 15 min on 2 idle cores (training ≈ 9 min of it; a rerun reuses
-# the checkpoints and cached analyses); gpu ≈ 30 min on one GPU.
+# `dynamics/tracin-*`, `dynamics/llc-*` (cached analyses), `findings/`.
+# **Runtime:** smoke ≈ 1.5 min; cpu ≈ 35 min on 2 cores from nothing, summed from its measured parts
+# (training the six runs ≈ 22 min, the dense window and TracIn ≈ 3 min, the LLC ≈ 7.5 min); a rerun
+# reuses the checkpoints and cached analyses (≈ 20 s); gpu: not measured since the LLC was added.
 
 # %%
 import numpy as np
