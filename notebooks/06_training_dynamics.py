@@ -671,7 +671,8 @@ display(Markdown(
 # final one, a setting qualifies when its split-R̂ is at most 1.1 after burn-in (the chains agree and do not
 # drift), its λ̂ is positive, and the sampled loss stays within `llc_max_rise` nats of the checkpoint's (a chain that
 # wanders to a far worse loss measures somewhere else). Among settings qualifying at both, the largest step (the
-# fastest mixing), then the weakest localisation; if none qualifies, no LLC is reported.
+# fastest mixing), then the weakest localisation; if none qualifies, no LLC is reported. For the chain
+# length, λ̂ from the first and the second half of the draws are compared at the chosen setting.
 #
 # **Pre-registered test of a stage boundary.** If a developmental stage boundary coincides with the phase change,
 # λ̂ should change faster inside the window than elsewhere: the ratio of its mean |Δλ̂ / Δstep| inside to the median
@@ -738,12 +739,35 @@ fig = plots.llc_traces({n: g.pivot(index="chain", columns="sgld_step", values="l
                         for n, g in llc_tr[llc_tr.name.str.startswith(pc_label)].groupby("name", sort=False)},
                        nb.llc_burnin, title=f"Fig. 9: SGLD loss traces at {pc_label} for every setting of the grid "
                        "(grey: burn-in)")
+# chain length: λ̂ from the first and the second half of the draws after burn-in, at each calibration checkpoint
+nbeta_llc = llc_est.default_nbeta(nb.llc_batch)
+halves = []
+for r in calib.itertuples():
+    tr_ = llc_tr[llc_tr.name == f"{r.checkpoint}, lr {r.lr:g}, γ {r.localization:g}"]
+    if r.diverged or tr_.empty:
+        continue
+    post = tr_[tr_.sgld_step >= nb.llc_burnin].groupby("sgld_step").loss.mean().to_numpy()
+    init_l = post.mean() - r.rise  # the checkpoint's own loss
+    h_ = len(post) // 2
+    halves.append({"checkpoint": r.checkpoint, "lr": r.lr, "localization": r.localization,
+                   "llc, first half": nbeta_llc * (post[:h_].mean() - init_l),
+                   "llc, second half": nbeta_llc * (post[h_:].mean() - init_l)})
+halves = pd.DataFrame(halves)
+chosen_h = halves[(halves.lr == choice[0]) & (halves.localization == choice[1])] if choice and len(halves) else halves
+drift_pct = float((100 * (chosen_h["llc, second half"] - chosen_h["llc, first half"]).abs()
+                   / chosen_h[["llc, first half", "llc, second half"]].abs().max(axis=1)).max()) if len(chosen_h) else 0.0
 display(Markdown(
     (f"Pre-registered choice: step size **{choice[0]:g}**, localisation **{choice[1]:g}** (nβ = "
      f"{llc_est.default_nbeta(nb.llc_batch):.2f}, {nb.llc_chains} chains × {nb.llc_draws} draws after "
      f"{nb.llc_burnin} burn-in steps)." if choice else
      "**No SGLD setting of the grid passed the pre-registered checks at both calibration checkpoints, so no LLC "
-     "value is reported.**") + f" Of the {len(calib)} calibration runs, {int(calib_show.qualifies.sum())} qualified."))
+     "value is reported.**") + f" Of the {len(calib)} calibration runs, {int(calib_show.qualifies.sum())} qualified."
+    + (" Chain length: at the chosen setting, λ̂ from the first and the second half of the draws is " + "; ".join(
+        f"{r['checkpoint']}: {r['llc, first half']:.2f} and {r['llc, second half']:.2f}"
+        for _, r in halves[(halves.lr == choice[0]) & (halves.localization == choice[1])].iterrows())
+       + f": they differ by up to **{drift_pct:.0f}%** of λ̂ (a chain that has reached its stationary distribution gives "
+         "the same value from both halves; a rising second half means λ̂ at this chain length is on the low side)."
+       if choice and len(halves) else "")))
 
 # %%
 if choice is not None and len(llc_df):
