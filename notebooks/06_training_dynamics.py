@@ -695,41 +695,16 @@ near_pc = min(main_at, key=lambda s_: abs(s_ - pc.step))
 calib_pts = {f"step {near_pc} (phase change)": main_at[near_pc], f"step {max(main_at)} (final)": main_at[max(main_at)]}
 
 
-def trace_frame(e, name):
-    t = e.trace
-    return pd.DataFrame({"name": name, "chain": np.repeat(np.arange(t.shape[0]), t.shape[1]),
-                         "sgld_step": np.tile(np.arange(t.shape[1]), t.shape[0]), "loss": t.ravel()})
-
-
-def llc_frames():
-    tables, traces, done = [], [], {}
-    for label, q in calib_pts.items():
-        m_ = train.load_checkpoint_weights(q, device)[0]
-        t_, est = llc_est.calibrate(m_, llc_data.to(device), nb.llc_lrs, nb.llc_localizations, **llc_kw)
-        tables.append(t_.assign(checkpoint=label))
-        traces += [trace_frame(e, f"{label}, lr {a:g}, γ {b:g}") for (a, b), e in est.items()]
-        done[attribution.checkpoint_step(q)] = est
-    choice = llc_est.choose(tables, nb.llc_max_rise)
-    rows = []
-    if choice is not None:
-        todo = [(main, q) for q in llc_ckpts] + [(f"seed {s_}", ckpts[f"seed {s_}"][i]) for s_ in seeds if s_ != seed
-                                                  for i in (0, -1)]
-        for run, q in todo:
-            st = attribution.checkpoint_step(q)
-            e = done.get(st, {}).get(choice) if run == main else None
-            if e is None:
-                e = llc_est.estimate(train.load_checkpoint_weights(q, device)[0], llc_data.to(device), lr=choice[0],
-                                     localization=choice[1], **llc_kw)
-            rows.append({"run": run, "step": st, "llc": e.mean, "sd": e.sd, "rhat": e.rhat, "stationary": e.stationary,
-                         "rise": e.rise, "lr": choice[0], "localization": choice[1]})
-    return pd.concat(tables, ignore_index=True), pd.DataFrame(rows), pd.concat(traces, ignore_index=True)
-
-
 llc_key = {"runs": [ckpts[k][0].parent.parent.name for k in ckpts], "steps": [attribution.checkpoint_step(q) for q in
            llc_ckpts], "calib": list(calib_pts), "params": [nb.llc_lrs, nb.llc_localizations, nb.llc_chains,
            nb.llc_draws, nb.llc_burnin, nb.llc_batch, nb.llc_max_rise, nb.n_llc_data], "seed": seed, "model": "ours",
            "version": attribution.CACHE_VERSION}
-calib, llc_df, llc_tr = attribution.cached_frames(artifacts.path("dynamics", "llc", llc_key), llc_frames)
+todo = [(main, attribution.checkpoint_step(q), q) for q in llc_ckpts] + [
+    (f"seed {s_}", attribution.checkpoint_step(ckpts[f"seed {s_}"][i]), ckpts[f"seed {s_}"][i])
+    for s_ in seeds if s_ != seed for i in (0, -1)]
+calib, llc_df, llc_tr = attribution.cached_frames(artifacts.path("dynamics", "llc", llc_key), lambda: llc_est.over_checkpoints(
+    lambda q: train.load_checkpoint_weights(q, device)[0], calib_pts, todo, llc_data.to(device), nb.llc_lrs,
+    nb.llc_localizations, nb.llc_max_rise, **llc_kw))
 calib_show = calib.assign(qualifies=lambda d: d.stationary & ~d.diverged & (d.llc > 0) & (d.rise <= nb.llc_max_rise))
 display(calib_show.style.format({"lr": "{:.0e}", "localization": "{:g}", "llc": "{:.3f}", "sd": "{:.3f}",
                                   "rhat": "{:.3f}", "rise": "{:.3f}"}).hide(axis="index"))
@@ -739,20 +714,8 @@ fig = plots.llc_traces({n: g.pivot(index="chain", columns="sgld_step", values="l
                         for n, g in llc_tr[llc_tr.name.str.startswith(pc_label)].groupby("name", sort=False)},
                        nb.llc_burnin, title=f"Fig. 9: SGLD loss traces at {pc_label} for every setting of the grid "
                        "(grey: burn-in)")
-# chain length: λ̂ from the first and the second half of the draws after burn-in, at each calibration checkpoint
 nbeta_llc = llc_est.default_nbeta(nb.llc_batch)
-halves = []
-for r in calib.itertuples():
-    tr_ = llc_tr[llc_tr.name == f"{r.checkpoint}, lr {r.lr:g}, γ {r.localization:g}"]
-    if r.diverged or tr_.empty:
-        continue
-    post = tr_[tr_.sgld_step >= nb.llc_burnin].groupby("sgld_step").loss.mean().to_numpy()
-    init_l = post.mean() - r.rise  # the checkpoint's own loss
-    h_ = len(post) // 2
-    halves.append({"checkpoint": r.checkpoint, "lr": r.lr, "localization": r.localization,
-                   "llc, first half": nbeta_llc * (post[:h_].mean() - init_l),
-                   "llc, second half": nbeta_llc * (post[h_:].mean() - init_l)})
-halves = pd.DataFrame(halves)
+halves = llc_est.chain_halves(calib, llc_tr, nb.llc_burnin, nbeta_llc)  # the chain-length check
 chosen_h = halves[(halves.lr == choice[0]) & (halves.localization == choice[1])] if choice and len(halves) else halves
 drift_pct = float((100 * (chosen_h["llc, second half"] - chosen_h["llc, first half"]).abs()
                    / chosen_h[["llc, first half", "llc, second half"]].abs().max(axis=1)).max()) if len(chosen_h) else 0.0

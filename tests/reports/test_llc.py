@@ -100,3 +100,24 @@ def test_our_module_and_its_hooked_twin_give_the_same_llc():
     assert a.init_loss == pytest.approx(b.init_loss, rel=1e-5)
     spread = 4 * max(a.sd, b.sd) / np.sqrt(3) + 0.05 * abs(b.mean)
     assert abs(a.mean - b.mean) < spread and a.mean > 0
+
+
+def test_over_checkpoints_calibrates_chooses_reuses_and_checks_chain_length():
+    ids = torch.stack([torch.arange(N), torch.zeros(N, dtype=torch.long)], 1)
+    kw = dict(nbeta=N / np.log(N), num_chains=2, num_draws=40, num_burnin=10, batch_size=250, loss_fn=_loss)
+    two, four = Linear(2), Linear(4)
+    calib, rows, traces = llc.over_checkpoints(lambda m: m, {"two": two}, [("a", 0, two), ("b", 7, four)], ids,
+                                               [3e-4, 3e-2], [1.0], max_rise=1.0, **kw)
+    assert list(calib.checkpoint) == ["two", "two"] and set(traces.name) == {llc.trace_name("two", 3e-4, 1.0),
+                                                                             llc.trace_name("two", 3e-2, 1.0)}
+    choice = llc.choose([calib], 1.0)
+    assert choice is not None and list(rows.run) == ["a", "b"] and (rows.lr == choice[0]).all()
+    chosen = calib[(calib.lr == choice[0]) & (calib.localization == choice[1])].iloc[0]
+    assert rows.llc.iloc[0] == chosen.llc  # the calibration estimate is reused, not redrawn
+    assert rows.llc.iloc[1] > rows.llc.iloc[0]  # d = 4 above d = 2
+    halves = llc.chain_halves(calib, traces, 10, kw["nbeta"])
+    assert len(halves) == 2
+    h = halves[halves.lr == choice[0]].iloc[0]
+    assert (h["llc, first half"] + h["llc, second half"]) / 2 == pytest.approx(chosen.llc, rel=1e-6)
+    none = llc.over_checkpoints(lambda m: m, {"two": two}, [("a", 0, two)], ids, [3e-4], [1.0], max_rise=1e-9, **kw)
+    assert none[1].empty  # nothing qualifies: no estimate is made

@@ -194,3 +194,59 @@ def window_rate_test(steps: Sequence[float], values: Sequence[float], start: flo
     if not np.isfinite(obs) or len(null) == 0:
         return obs, float("nan"), null
     return obs, stats.permutation_p(obs, null), null
+
+
+def _trace_frame(e: LLC, name: str) -> pd.DataFrame:
+    t = e.trace
+    return pd.DataFrame({"name": name, "chain": np.repeat(np.arange(t.shape[0]), t.shape[1]),
+                         "sgld_step": np.tile(np.arange(t.shape[1]), t.shape[0]), "loss": t.ravel()})
+
+
+def trace_name(checkpoint: str, lr: float, localization: float) -> str:
+    """The name of one calibration run's traces in `over_checkpoints`' trace table."""
+    return f"{checkpoint}, lr {lr:g}, γ {localization:g}"
+
+
+def over_checkpoints(load: Callable[[object], torch.nn.Module], calibration: dict[str, object],
+                     todo: Sequence[tuple[str, int, object]], tokens: Tensor, lrs: Sequence[float],
+                     localizations: Sequence[float], max_rise: float, **kwargs
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The calibration grid at each checkpoint of `calibration` (label -> checkpoint), the pre-registered choice
+    (`choose`), then λ̂ at that setting for every (run, step, checkpoint) of `todo` (an estimate already made at a
+    calibration checkpoint of the same step is reused). `load(checkpoint)` gives the model. Returns the calibration
+    table (with column checkpoint), one row per estimate (run, step, llc, sd, rhat, stationary, rise, lr,
+    localization; empty when no setting qualifies) and the calibration traces (name, chain, sgld_step, loss)."""
+    tables, traces, done = [], [], {}
+    for label, ck in calibration.items():
+        t, est = calibrate(load(ck), tokens, lrs, localizations, **kwargs)
+        tables.append(t.assign(checkpoint=label))
+        traces += [_trace_frame(e, trace_name(label, a, b)) for (a, b), e in est.items()]
+        done[label] = est
+    choice = choose(tables, max_rise)
+    rows = []
+    if choice is not None:
+        reuse = {calibration[label]: est.get(choice) for label, est in done.items()}
+        for run, step, ck in todo:
+            e = reuse.get(ck)
+            if e is None:
+                e = estimate(load(ck), tokens, lr=choice[0], localization=choice[1], **kwargs)
+            rows.append({"run": run, "step": step, "llc": e.mean, "sd": e.sd, "rhat": e.rhat,
+                         "stationary": e.stationary, "rise": e.rise, "lr": choice[0], "localization": choice[1]})
+    return pd.concat(tables, ignore_index=True), pd.DataFrame(rows), pd.concat(traces, ignore_index=True)
+
+
+def chain_halves(calib: pd.DataFrame, traces: pd.DataFrame, burnin: int, nbeta: float) -> pd.DataFrame:
+    """λ̂ from the first and the second half of the draws after burn-in for every calibration run (the chain-length
+    check: a chain at its stationary distribution gives the same value from both halves)."""
+    rows = []
+    for r in calib.itertuples():
+        tr = traces[traces.name == trace_name(r.checkpoint, r.lr, r.localization)]
+        if r.diverged or tr.empty:
+            continue
+        post = tr[tr.sgld_step >= burnin].groupby("sgld_step").loss.mean().to_numpy()
+        init = post.mean() - r.rise  # the checkpoint's own loss
+        h = len(post) // 2
+        rows.append({"checkpoint": r.checkpoint, "lr": r.lr, "localization": r.localization,
+                     "llc, first half": nbeta * (post[:h].mean() - init),
+                     "llc, second half": nbeta * (post[h:].mean() - init)})
+    return pd.DataFrame(rows)
