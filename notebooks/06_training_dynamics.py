@@ -363,7 +363,7 @@ top = attribution.n_top(int(vis.sum()), 0.01)
 fig = plots.score_histogram(score[vis], group[vis], GROUPS, np.sort(score[vis])[-top],
                                title=f"Fig. 4: TracIn scores for the induction head ({main}, the {vis.sum()} sampled "
                                "sequences it trained on)",
-                               xlabel="TracIn score (lr × gradient dot product, summed over visits)")
+                               xlabel="TracIn score (Σ over visits of lr × gradient dot)")
 exact_vs_proj = stats.spearman(score[vis], tracins[main].projected["induction"].numpy()[vis])
 top_groups = pd.Series(group[vis][np.argsort(-score[vis])[:top]]).value_counts()
 display(Markdown(

@@ -92,8 +92,15 @@ def seed_curves(
 
 
 def score_histogram(scores, groups, order: Sequence[str], threshold: float | None, title: str, xlabel: str) -> Figure:
-    """Histogram of attribution scores per group (densities normalised per group); the top-1% threshold marked."""
-    df = pd.DataFrame({"score": np.asarray(scores, dtype=float), "group": np.asarray(groups)})
+    """Histogram of attribution scores per group (densities normalised per group); the top-1% threshold marked. Scores
+    are shown in units of a power of ten named in the x label (matplotlib's offset text would sit on the label)."""
+    x = np.asarray(scores, dtype=float)
+    big = np.abs(x[np.isfinite(x)]).max() if np.isfinite(x).any() else 0.0
+    power = int(np.floor(np.log10(big))) if big > 0 else 0
+    if power not in (-1, 0, 1, 2):
+        x, threshold = x / 10.0**power, None if threshold is None else threshold / 10.0**power
+        xlabel = f"{xlabel}, in units of $10^{{{power}}}$"
+    df = pd.DataFrame({"score": x, "group": np.asarray(groups)})
     fig, ax = plt.subplots(figsize=(8, 4.2))
     sns.histplot(df, x="score", hue="group", hue_order=list(order), stat="density", common_norm=False, bins=60,
                  element="step", palette=_group_palette(order), ax=ax)
