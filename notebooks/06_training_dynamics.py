@@ -565,10 +565,10 @@ display(Markdown(
 # %%
 def show(rows, sc, m, what):
     order = np.nonzero(m)[0]
-    plots.highlighted_tokens([{"label": f"window {int(idx[i])} ({group[i]}): {what} rank "
+    display(plots.highlighted_tokens([{"label": f"window {int(idx[i])} ({group[i]}): {what} rank "
                                         f"{int((sc[order] > sc[i]).sum()) + 1} of {len(order)}",
                                "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
-                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in rows])
+                               "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in rows]))
 
 
 if "during" in phase_score:
