@@ -47,13 +47,19 @@ def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[
     (causal), so that the keyword's tokens are scored without running the block over the whole prompt."""
     attn = block.attn
     h = layer_norm(block.ln1, x)
-    n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
-    w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(-1, 2 * n_heads * d_head)
-    b_kv = torch.cat([attn.b_K, attn.b_V], 0).reshape(-1)
+    w_kv, b_kv, n_heads, d_head = _kv_weights(attn)
     kv = torch.addmm(b_kv, h.reshape(-1, h.shape[-1]), w_kv).view(*h.shape[:2], 2, n_heads, d_head)
     k, v = attn.hook_k(kv[:, :, 0]), attn.hook_v(kv[:, :, 1])  # one GEMM for both (keys and values at every position)
     q = attn.hook_q(torch.einsum("bpd,hde->bphe", tail(h, lengths, width), attn.W_Q) + attn.b_Q)
     return _tail_rest(block, q, k, v, tail(x, lengths, width), lengths, width)
+
+
+def _kv_weights(attn) -> tuple[Tensor, Tensor, int, int]:
+    """The keys' and values' weights side by side, [d_model, 2 · heads · d_head], their biases, heads, d_head: one GEMM
+    gives both."""
+    n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
+    w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(-1, 2 * n_heads * d_head)
+    return w_kv, torch.cat([attn.b_K, attn.b_V], 0).reshape(-1), n_heads, d_head
 
 
 def layer_norm(ln, x: Tensor) -> Tensor:
@@ -95,12 +101,11 @@ def low_rank_tail_block(block, x: Float[Tensor, "batch pos d_model"], change: Fl
     if not memo:
         w = ln.w if hasattr(ln, "w") else torch.ones(d, dtype=x.dtype, device=x.device)
         beta = ln.b if hasattr(ln, "b") else torch.zeros(d, dtype=x.dtype, device=x.device)
-        n_heads, d_head = attn.W_K.shape[0], attn.W_K.shape[-1]
-        w_kv = torch.cat([attn.W_K, attn.W_V], 0).permute(1, 0, 2).reshape(d, 2 * n_heads * d_head)
+        w_kv, b_kv, n_heads, d_head = _kv_weights(attn)
         xc = x - x.mean(-1, keepdim=True)
         uc = basis - basis.mean(-1, keepdim=True)
         memo.update(sq=(xc * xc).sum(-1), cross=2 * (xc @ uc.T), gram=uc @ uc.T, kv=(xc * w) @ w_kv,
-                    kv_basis=(uc * w) @ w_kv, b_kv=torch.cat([attn.b_K, attn.b_V], 0).reshape(-1) + beta @ w_kv,
+                    kv_basis=(uc * w) @ w_kv, b_kv=b_kv + beta @ w_kv,
                     x_tail=tail(x, lengths[:n], width), heads=(n_heads, d_head))
     m = memo
     # the clean terms broadcast over the r conditions (rows are condition-major: row = condition * n + prompt)
