@@ -23,3 +23,16 @@ def artifacts_tmp(tmp_path_factory):
         os.environ.pop("ARTIFACTS_DIR", None)
     else:
         os.environ["ARTIFACTS_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """kind -> folder of a tiny saved Hugging Face model (tests.helpers.save_tiny_hf), for gpt2, gpt_neox, llama."""
+    from tests.helpers import HF_KINDS, save_tiny_hf
+
+    root = tmp_path_factory.mktemp("tiny-hf")
+    out = {}
+    for kind in HF_KINDS:
+        save_tiny_hf(kind, root / kind)
+        out[kind] = root / kind
+    return out

@@ -168,3 +168,47 @@ def small_mlp_hooked():
 def small_windows() -> torch.Tensor:
     """24 random token windows of 12 tokens for small_mlp_hooked."""
     return torch.randint(0, 50, (24, 12), generator=torch.Generator().manual_seed(1))
+
+
+HF_KINDS = ("gpt2", "gpt_neox", "llama")  # one tiny model of each architecture family the loader is tested on
+
+
+def save_tiny_hf(kind: str, folder, seed: int = 0, n_ctx: int = 64):
+    """A tiny randomly initialised Hugging Face causal LM (hidden size 32, 2 layers, 4 heads) of `kind`, saved in
+    `folder` with save_pretrained and a tokenizer built from the shipped GPT-2 vocabulary; returns the HF model.
+
+    gpt_neox uses rotary positions on half of each head and parallel attention + MLP (Pythia's layout); llama a gated
+    SiLU MLP, RMSNorm, rotary positions and grouped-query attention (2 key/value heads for 4 query heads). Weights
+    are drawn with sd 0.1 (HF's default 0.02 leaves every logit near 0, which would make equivalence checks vacuous).
+    """
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+
+    from lib.core.data import EOS, gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    common = dict(vocab_size=tok.vocab_size, initializer_range=0.1, bos_token_id=tok.eos_id, eos_token_id=tok.eos_id)
+    if kind == "gpt2":
+        cfg, cls = GPT2Config(n_positions=n_ctx, n_embd=32, n_layer=2, n_head=4, **common), GPT2LMHeadModel
+    elif kind == "gpt_neox":
+        cfg = GPTNeoXConfig(max_position_embeddings=n_ctx, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=128, rotary_pct=0.5, use_parallel_residual=True, **common)
+        cls = GPTNeoXForCausalLM
+    elif kind == "llama":
+        cfg = LlamaConfig(max_position_embeddings=n_ctx, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=64, **common)
+        cls = LlamaForCausalLM
+    else:
+        raise ValueError(f"kind={kind!r} is not one of {HF_KINDS}")
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    model.save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tok.hf, eos_token=EOS, bos_token=EOS).save_pretrained(folder)
+    return model

@@ -184,13 +184,17 @@ def corpus_texts(cfg: DataConfig) -> list[str]:
 
 
 class Tokenizer:
-    """Thin wrapper around a Hugging Face byte-level BPE `tokenizers.Tokenizer` (no special tokens added on encode)."""
+    """Thin wrapper around a Hugging Face `tokenizers.Tokenizer` (no special tokens added on encode).
 
-    def __init__(self, hf: HFTokenizer) -> None:
-        eos_id = hf.token_to_id(EOS)
+    `eos` names the token that separates documents and starts every prompt (ours: '<|endoftext|>'; a loaded model's
+    own, see lib.core.pretrained.load_tokenizer)."""
+
+    def __init__(self, hf: HFTokenizer, eos: str = EOS) -> None:
+        eos_id = hf.token_to_id(eos)
         if eos_id is None:
-            raise ValueError(f"tokenizer has no {EOS!r} token; it is required as the end-of-text id")
+            raise ValueError(f"tokenizer has no {eos!r} token; it is required as the end-of-text id")
         self.hf = hf
+        self.eos: str = eos
         self.vocab_size: int = hf.get_vocab_size()
         self.eos_id: int = eos_id
 
