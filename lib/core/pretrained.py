@@ -179,8 +179,10 @@ def _backend(folder: Path):
 
 
 def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", *, revision: str | None = None,
-               process: bool = True, dtype: torch.dtype = torch.float32):
-    """A HookedTransformer of `spec` (see `resolve`), in eval mode.
+               process: bool = True, dtype: torch.dtype = torch.float32, init: bool = False, seed: int = 0):
+    """A HookedTransformer of `spec` (see `resolve`), in eval mode; with `init`, the same architecture at
+    initialisation instead (ours: its training seed's init; Hugging Face: the architecture's own initialisation
+    drawn with `seed`), the control every analysis is compared with.
 
     Ours: the exact twin of our Transformer (lib.core.model.to_hooked). Hugging Face: TransformerLens's conversion;
     with `process` (default) LayerNorm is folded into the next weights, writing weights and the unembedding are
@@ -194,12 +196,16 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", *, r
         from lib.core.runs import load_model as load_ours
 
         model, cfg = load_ours(folder, device=device)
+        if init:
+            from lib.core.train import init_model
+
+            model = init_model(cfg).to(device).eval()
         hooked = to_hooked(model, tokenizer=hf_tokenizer(get_tokenizer(cfg.data)))
         return hooked if dtype == torch.float32 else hooked.to(dtype)
-    return _load_hf(folder, device, process, dtype)
+    return _load_hf(folder, device, process, dtype, seed if init else None)
 
 
-def _load_hf(folder: Path, device, process: bool, dtype: torch.dtype):
+def _load_hf(folder: Path, device, process: bool, dtype: torch.dtype, init_seed: int | None = None):
     from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,9 +214,18 @@ def _load_hf(folder: Path, device, process: bool, dtype: torch.dtype):
     if arch not in HF_ARCHITECTURES:
         raise ArchitectureError(f"{folder}: architecture {arch!r} (config.json 'architectures') is not one "
                                 f"TransformerLens's HookedTransformer converts; supported: {', '.join(HF_ARCHITECTURES)}")
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype).eval()
+        if init_seed is None:
+            hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype).eval()
+        else:
+            torch.manual_seed(init_seed)
+            hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True),
+                                                  dtype=dtype).eval()
     # TransformerLens reads the config through a folder path and picks some branches by the path's name ('llama',
     # 'gemma' in it select hard-coded configs), and its GPT-2 branch reads n_ctx, which transformers 5 no longer
     # writes: so it gets a neutral copy of config.json with n_ctx filled in.
@@ -239,9 +254,9 @@ def _load_hf(folder: Path, device, process: bool, dtype: torch.dtype):
 
 
 def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *, revision: str | None = None,
-         process: bool = True, dtype: torch.dtype = torch.float32):
-    """(load_model(spec), load_tokenizer(spec)) of one model."""
-    return (load_model(spec, device, revision=revision, process=process, dtype=dtype),
+         process: bool = True, dtype: torch.dtype = torch.float32, init: bool = False, seed: int = 0):
+    """(load_model(spec, ...), load_tokenizer(spec)) of one model."""
+    return (load_model(spec, device, revision=revision, process=process, dtype=dtype, init=init, seed=seed),
             load_tokenizer(spec, revision))
 
 

@@ -112,3 +112,12 @@ def test_require_names_the_method_and_the_missing_part(tiny_hf):
         pretrained.require(neox, "resid_mid splice", sequential=True)
     pretrained.require(pretrained.load_model(tiny_hf["gpt2"]), "anything", mlp=True, plain_mlp=True, sequential=True,
                        multi_head=True)
+
+
+@pytest.mark.parametrize("kind", HF_KINDS)
+def test_init_is_the_same_architecture_freshly_drawn(tiny_hf, kind):
+    trained, init = pretrained.load_model(tiny_hf[kind]), pretrained.load_model(tiny_hf[kind], init=True, seed=1)
+    again = pretrained.load_model(tiny_hf[kind], init=True, seed=1)
+    assert init.cfg.to_dict() == trained.cfg.to_dict()
+    w, w0 = trained.blocks[0].attn.W_Q, init.blocks[0].attn.W_Q
+    assert w.shape == w0.shape and not torch.allclose(w, w0) and torch.equal(w0, again.blocks[0].attn.W_Q)
