@@ -6,6 +6,7 @@ import argparse
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,58 @@ HookList = Sequence[tuple[str, Callable]]
 # ---------------------------------------------------------------------------------------------- splits
 
 
+@dataclass(frozen=True)
+class TextTopics:
+    """A topic set given as texts rather than one of the shipped sets (TOPIC_SETS): `frame` has one row per text,
+    columns label (its topic), text, source, row and split ('fit' or 'heldout'; no text in both). Every function
+    that takes a topic set name also takes one of these (see `concept_texts`)."""
+
+    name: str
+    frame: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        missing = {"label", "text", "source", "row", "split"} - set(self.frame.columns)
+        check(not missing, "TextTopics.frame columns", sorted(self.frame.columns),
+              "label, text, source, row and split (missing: " + ", ".join(sorted(missing)) + ")")
+        bad = set(self.frame["split"]) - set(SPLITS)
+        check(not bad, "TextTopics split", sorted(bad), f"one of {SPLITS}")
+
+
+def set_name(topic_set: str | TextTopics) -> str:
+    """The name a topic set's rows carry (keywords' topic_set column, prompts' lookup)."""
+    return topic_set.name if isinstance(topic_set, TextTopics) else topic_set
+
+
+def concept_texts(directory: str | Path, min_lines: int = 4) -> TextTopics:
+    """The concepts of a folder: one `<Concept>.txt` per concept, one example text per line (blank lines skipped).
+
+    Lines alternate between the 'fit' split (even lines: keywords, sub-models) and 'heldout' (odd lines: the
+    validation prompts), so the two never share a text. At least two concepts (sub-models compete within their
+    set) and `min_lines` texts per concept; errors name the file.
+    """
+    folder = Path(directory).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"concepts folder {folder} does not exist: make a folder with one <Concept>.txt per "
+                                "concept, one example text per line")
+    files = sorted(folder.glob("*.txt"))
+    if len(files) < 2:
+        raise ValueError(f"{folder} holds {len(files)} <Concept>.txt file(s): at least 2 concepts are needed (a "
+                         "sub-model is found against the other concepts of its set)")
+    rows = []
+    for f in files:
+        try:
+            lines = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f} is not UTF-8 text ({e})") from e
+        lines = [ln for ln in lines if ln]
+        if len(lines) < min_lines:
+            raise ValueError(f"{f} has {len(lines)} non-empty line(s): at least {min_lines} example texts are needed "
+                             "(half find the sub-model, half validate it)")
+        rows += [{"label": f.stem, "text": t, "source": f.name, "row": i, "split": SPLITS[i % 2]}
+                 for i, t in enumerate(lines)]
+    return TextTopics(folder.name, pd.DataFrame(rows))
+
+
 def source_name(topic_set: str, split: str) -> str:
     """The lib.core.data dataset a (topic set, split) reads: dbpedia fit/heldout = dbpedia14_train/test; comments = toxic."""
     _check_set_split(topic_set, split)
@@ -38,19 +91,23 @@ def source_name(topic_set: str, split: str) -> str:
     return "toxic"
 
 
-def _check_set_split(topic_set: str, split: str) -> None:
-    if topic_set not in TOPIC_SETS:
+def _check_set_split(topic_set: str | TextTopics, split: str) -> None:
+    if not isinstance(topic_set, TextTopics) and topic_set not in TOPIC_SETS:
         raise ValueError(f"topic_set={topic_set!r} is not allowed: one of {TOPIC_SETS}")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not allowed: one of {SPLITS}")
 
 
-def articles(topic_set: str, split: str) -> pd.DataFrame:
+def articles(topic_set: str | TextTopics, split: str) -> pd.DataFrame:
     """Texts of a topic set's split with columns label, text, source, row (row = index in the source dataset).
 
     'fit' (keywords, clusters) and 'heldout' (prompts) never share a text: DBpedia fit is the training split,
-    held-out the test split; comments are split by `comments_heldout`.
+    held-out the test split; comments are split by `comments_heldout`; a TextTopics carries its own split.
     """
+    if isinstance(topic_set, TextTopics):
+        _check_set_split(topic_set, split)
+        df = topic_set.frame
+        return df.loc[df["split"] == split, ["label", "text", "source", "row"]].reset_index(drop=True)
     src = source_name(topic_set, split)
     df = data.load_articles(src)[["label", "text"]].assign(source=src)
     df["row"] = np.arange(len(df))
@@ -191,7 +248,7 @@ KEYWORD_COLUMNS = ["topic_set", "topic", "word", "token", "token_ids", "n_tokens
                    "doc_share"]
 
 
-def keywords(tok: data.Tokenizer, topic_set: str, n_per_topic: int = 10, min_count: int = 20, min_chars: int = 3,
+def keywords(tok: data.Tokenizer, topic_set: str | TextTopics, n_per_topic: int = 10, min_count: int = 20, min_chars: int = 3,
              max_tokens: int = 4, prior_size: float = 1000.0, min_ratio: float = 2.0, common_share: float = 0.02,
              exclusive: bool = True, max_per_topic: int | None = None) -> pd.DataFrame:
     """Top content-word keywords per topic of a topic set, from its 'fit' split: one row per (topic, word).
@@ -238,7 +295,7 @@ def keywords(tok: data.Tokenizer, topic_set: str, n_per_topic: int = 10, min_cou
             if not np.isfinite(float(zi[j])):
                 break
             n_rest = counts[:, j].sum() - counts[i, j]
-            rows.append({"topic_set": topic_set, "topic": topic, "word": text[j], "token": text[j],
+            rows.append({"topic_set": set_name(topic_set), "topic": topic, "word": text[j], "token": text[j],
                          "token_ids": vocab[j], "n_tokens": len(vocab[j]), "z": float(zi[j]),
                          "count": int(counts[i, j]), "rate": float(1000 * counts[i, j] / counts[i].sum()),
                          "rate_rest": float(1000 * n_rest / (counts.sum() - counts[i].sum())),
@@ -335,7 +392,7 @@ def concat(parts: Sequence[KeywordPrompts], pad_id: int = 0) -> KeywordPrompts:
                           torch.cat([p.rows for p in parts]))
 
 
-def keyword_prompts(tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per_topic: int, max_len: int,
+def keyword_prompts(tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str | TextTopics, n_per_topic: int, max_len: int,
                     topics: Sequence[str] | None = None, min_context: int = 4, max_sentences: int = 3,
                     bos: bool = True, seed: int = 0) -> KeywordPrompts:
     """Up to n_per_topic held-out (prompt -> keyword) pairs per topic, one per article.
@@ -345,12 +402,13 @@ def keyword_prompts(tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per
     sentences, and prompt plus keyword within max_len tokens); articles are visited in a random order fixed by `seed`.
     """
     df = articles(topic_set, "heldout")
-    topics = list(topics) if topics is not None else sorted(kw.loc[kw.topic_set == topic_set, "topic"].unique())
+    name = set_name(topic_set)
+    topics = list(topics) if topics is not None else sorted(kw.loc[kw.topic_set == name, "topic"].unique())
     tables = word_tables(tok)
     longest = int(kw["n_tokens"].max()) if len(kw) else 1
     parts = []
     for t_i, topic in enumerate(topics):
-        allowed = set(kw.loc[(kw.topic_set == topic_set) & (kw.topic == topic), "token_ids"].tolist())
+        allowed = set(kw.loc[(kw.topic_set == name) & (kw.topic == topic), "token_ids"].tolist())
         sub = df[df.label == topic]
         order = np.random.default_rng(seed + t_i).permutation(len(sub))
         rows, prompts, words = [], [], []
@@ -489,7 +547,7 @@ def model_probe_margins(model, tok: data.Tokenizer, prompts: KeywordPrompts, cor
     return probe_margins(evaluate(model, prompts), prompts, unigram_logprobs(tok, corpus), n_boot=n_boot, seed=seed)
 
 
-def topic_windows(tok: data.Tokenizer, topic_set: str, split: str, n_ctx: int, n_windows: int,
+def topic_windows(tok: data.Tokenizer, topic_set: str | TextTopics, split: str, n_ctx: int, n_windows: int,
                   topics: Sequence[str] | None = None) -> dict[str, Int[Tensor, "n n_ctx"]]:
     """Per topic, up to n_windows LM windows (texts joined by eos, as in training) of a split's texts."""
     df = articles(topic_set, split)
@@ -561,24 +619,31 @@ class KeywordParams(Params):
         check(self.max_texts is None or self.max_texts >= 1, "KeywordParams.max_texts", self.max_texts,
               "None or an integer >= 1")
 
-    def keywords(self, tok: data.Tokenizer, topic_set: str) -> pd.DataFrame:
+    def keywords(self, tok: data.Tokenizer, topic_set: str | TextTopics) -> pd.DataFrame:
         """`keywords` of one topic set with these knobs."""
         return keywords(tok, topic_set, n_per_topic=self.n_keywords, min_count=self.min_count,
                         min_chars=self.min_chars, max_tokens=self.max_tokens, min_ratio=self.min_ratio,
                         common_share=self.common_share, exclusive=self.exclusive, max_per_topic=self.max_texts)
 
-    def prompts(self, tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str, n_per_topic: int, max_len: int,
+    def prompts(self, tok: data.Tokenizer, kw: pd.DataFrame, topic_set: str | TextTopics, n_per_topic: int, max_len: int,
                 topics: Sequence[str] | None = None, bos: bool = True, seed: int = 0) -> KeywordPrompts:
         """`keyword_prompts` of one topic set with these knobs."""
         return keyword_prompts(tok, kw, topic_set, n_per_topic, max_len, topics, bos=bos, seed=seed)
 
 
 def keyword_probes(tok: data.Tokenizer, kp: KeywordParams, n_per_topic: int, max_len: int, bos: bool = True,
-                   seed: int = 0, topic_sets: Sequence[str] = TOPIC_SETS) -> tuple[pd.DataFrame, dict[str, KeywordPrompts]]:
-    """The keywords of every topic set (one frame) and each set's held-out keyword prompts, with knobs kp."""
+                   seed: int = 0, topic_sets: Sequence[str | TextTopics] = TOPIC_SETS
+                   ) -> tuple[pd.DataFrame, dict[str, KeywordPrompts]]:
+    """The keywords of every topic set (one frame) and each set's held-out keyword prompts (keyed by the set's
+    name), with knobs kp."""
     kw = pd.concat([kp.keywords(tok, s) for s in topic_sets], ignore_index=True)
-    return kw, {s: kp.prompts(tok, kw, s, n_per_topic, max_len, bos=bos, seed=seed) for s in topic_sets}
+    return kw, {set_name(s): kp.prompts(tok, kw, s, n_per_topic, max_len, bos=bos, seed=seed) for s in topic_sets}
 
+
+# a researcher's own concept texts (lib.analysis.prompts.concept_texts): tens of lines per concept, so counts are
+# low; content words that are at least twice as frequent in the concept as in the others, whatever their spread
+USER_KEYWORDS = KeywordParams(n_keywords=10, min_count=2, min_ratio=2.0, min_chars=3, max_tokens=4, common_share=1.0,
+                              exclusive=True, max_texts=None)
 
 KEYWORDS = {
     # smoke: a 300-token vocabulary and 300 texts per topic; the filters are loose so that every topic has probes

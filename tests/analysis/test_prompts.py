@@ -182,3 +182,29 @@ def test_command_line_prints_topic_keyword_score(capsys):
     assert topic in {"toxic", "harmless"} and word.isalpha() and float(score) > 0
     with pytest.raises(SystemExit):
         prompts.main(["keywords", "--topic-set", "news", "--preset", "smoke"])
+
+
+def test_text_topics_give_keywords_and_prompts_from_their_own_lines(tmp_path):
+    """A researcher's concept files: the planted content word of each concept is its keyword, never a function word,
+    and each held-out line becomes a prompt that stops right before that word."""
+    from lib.analysis import prompts as P
+
+    filler = ["the old report said that", "in the morning they wrote that", "we all agreed today that"]
+    for concept, word in (("Zoo", "zebras"), ("Mine", "quartz")):
+        lines = [f"{filler[i % 3]} the {word} were seen near the river {i}" for i in range(12)]
+        (tmp_path / f"{concept}.txt").write_text("\n".join(lines))
+    topics = P.concept_texts(tmp_path)
+    assert topics.name == tmp_path.name and set(topics.frame.label) == {"Zoo", "Mine"}
+    assert (topics.frame.groupby("label").split.value_counts() == 6).all()  # alternate lines: 6 fit, 6 held out
+    tok = data.gpt2_tokenizer()
+    kw = P.USER_KEYWORDS.keywords(tok, topics)
+    assert kw.groupby("topic").word.first().str.strip().to_dict() == {"Mine": "quartz", "Zoo": "zebras"}
+    assert not set(kw.word.str.strip().str.lower()) & P.STOP_WORDS
+    pr = P.USER_KEYWORDS.prompts(tok, kw, topics, n_per_topic=10, max_len=32)
+    assert len(pr) == 12 and set(pr.topics) == {"Zoo", "Mine"}
+    for i in range(len(pr)):
+        word = tok.decode(pr.word(i)).strip()
+        assert word == {"Zoo": "zebras", "Mine": "quartz"}[pr.topics[i]]
+        assert tok.decode(pr.prompt(i)[1:]).endswith(" the")  # after the eos it starts with, up to the keyword
+    windows = P.topic_windows(tok, topics, "fit", 16, 4)
+    assert set(windows) == {"Zoo", "Mine"} and all(w.shape[1] == 16 and len(w) >= 1 for w in windows.values())

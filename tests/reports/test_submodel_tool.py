@@ -267,3 +267,73 @@ def test_a_concept_whose_probe_measures_nothing_is_never_validated(found):
     assert all(gated[t].status == found[t].status for t in found if t != c)
     with pytest.raises(ValueError, match="concept"):
         submodels.with_probe_gate(found, margins[margins.topic != c])
+
+
+# --------------------------------------------------------------------------- the tool on a researcher's own model
+
+
+@pytest.fixture(scope="module")
+def concept_dir(tmp_path_factory):
+    """Three concepts as text files (one DBpedia abstract per line), as a researcher would give them."""
+    folder = tmp_path_factory.mktemp("concepts")
+    df = data.load_articles("dbpedia14_train")
+    for label in ("Athlete", "Company", "Plant"):
+        texts = [t.replace("\n", " ") for t in df.loc[df.label == label, "text"].head(16)]
+        (folder / f"{label}.txt").write_text("\n".join(texts) + "\n\n")  # a blank line at the end is skipped
+    return folder
+
+
+def _explain_own(model_dir, concept_dir, html):
+    return ["explain", "--model", str(model_dir), "--concepts", str(concept_dir), "--prompt",
+            "The company was founded in", "--n-random", "4", "--n-windows", "4", "--n-ctx", "32", "--preset", "smoke",
+            "--top-k", "3", "--report", str(html), "--allow-unvalidated", "--ablate", "Company"]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "gpt_neox", "llama"])
+def test_cli_runs_on_a_saved_hugging_face_model(tiny_hf, concept_dir, tmp_path, kind, capsys):
+    html = tmp_path / "explain.html"
+    ex = cli.main(_explain_own(tiny_hf[kind], concept_dir, html))
+    out = capsys.readouterr().out
+    assert set(ex.validation.index) == {"Athlete", "Company", "Plant"} and "init_gap" in out
+    assert list(ex.predictions.ablated.unique()) == ["none", "Company"] and len(ex.predictions) == 6
+    p = ex.predictions
+    assert ((p.prob >= 0) & (p.prob <= 1)).all() and not p[p.ablated == "Company"].prob.equals(p[p.ablated == "none"].prob)
+    page = html.read_text()
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+    arch = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM"}[kind]
+    assert page.count("data:image/png;base64,") >= 2 and "Company" in page and arch in page
+
+
+def test_cli_entry_point_on_a_saved_model(tiny_hf, concept_dir, tmp_path):
+    html = tmp_path / "page.html"
+    r = subprocess.run([sys.executable, "-m", "lib.submodels", *_explain_own(tiny_hf["gpt2"], concept_dir, html)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Next token after" in r.stdout and f"Wrote {html}" in r.stdout and html.is_file()
+    assert "Finding and validating sub-models" in r.stderr  # the long steps say what they do
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda d: (d / "Plant.txt").write_text("one line\n"), "Plant.txt has 1 non-empty line"),
+    (lambda d: [f.unlink() for f in d.glob("*.txt") if f.stem != "Athlete"], "at least 2 concepts"),
+])
+def test_bad_concept_folders_are_named(tiny_hf, concept_dir, tmp_path, change, named, capsys):
+    import shutil
+
+    bad = tmp_path / "concepts"
+    shutil.copytree(concept_dir, bad)
+    change(bad)
+    with pytest.raises(SystemExit) as e:
+        cli.main(_explain_own(tiny_hf["gpt2"], bad, tmp_path / "x.html"))
+    assert e.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_a_missing_model_and_a_bad_report_name_are_refused_before_set_up(concept_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(_explain_own(tmp_path / "no-model", concept_dir, tmp_path / "x.html"))
+    assert "no local weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(_explain_own(tmp_path / "no-model", concept_dir, tmp_path / "x.txt"))
+    assert "must end in .html" in capsys.readouterr().err

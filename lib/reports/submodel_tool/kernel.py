@@ -350,7 +350,7 @@ def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int
     groups: dict[tuple, list[pd.Series]] = {}
     for sm in submodels.values():
         groups.setdefault(sm.signature, [])
-    n_evals = len(submodels) + n_random * len(groups)
+    n_evals = (2 * n_random + 1) * len(groups) + 2 * len(submodels)  # the forward passes below, each one step
     bar = tqdm(total=n_evals, desc="validate", disable=not progress, leave=False)
 
     def damage(sm: SubModel) -> pd.Series:
@@ -363,7 +363,6 @@ def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int
         rand_sms = [random_like(like, g) for _ in range(n_random)]
         groups[sig] = [(damage(r), damage(complement(r))) for r in rand_sms]
         whole[sig] = damage(complement(empty(like)))  # every unit of the hooks ablated
-    bar.total = bar.n + len(submodels) * 2
     out = {}
     for c, sm in submodels.items():
         own, off = _gaps(damage(sm), c)
