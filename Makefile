@@ -2,6 +2,7 @@
 #
 #   make book                 venv + install, execute notebooks/NN_*.py (preset cpu), build book/
 #   make book PRESET=smoke    the same with tiny models (PRESET=gpu on a CUDA machine)
+#   make publish              make book, then push book/_build/html to the gh-pages branch (DRY_RUN=1: push nothing)
 #   make test                 venv + install, then pytest (unit tests, notebook smoke runs, book build)
 #   make sync                 jupytext --sync every notebook pair and strip the .ipynb outputs
 #   make clean                remove the built book and executed notebooks (keeps .venv, artifacts/)
@@ -47,10 +48,10 @@ FINDINGS_SRC := $(if $(FINDINGS_PY),book/findings.ipynb,$(wildcard book/findings
 FINDINGS_DEP := $(or $(FINDINGS_PY),$(FINDINGS_SRC))
 FINDINGS_OUT := $(if $(FINDINGS_SRC),book/executed/findings.ipynb,book/executed/findings.md)
 
-.PHONY: help install book test sync clean clean-artifacts lab FORCE
+.PHONY: help install book publish test sync clean clean-artifacts lab FORCE
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- environment -------------------------------------------------------------------------
 $(BIN)/python:
@@ -108,6 +109,11 @@ book: $(EXECUTED) $(FINDINGS_OUT) | $(STAMP)
 	$(BIN)/jupyter-book build book/
 	@echo
 	@echo "Book: $(abspath book/_build/html/index.html)"
+
+# ghp-import (pinned in requirements.txt) commits the HTML to gh-pages and pushes it, as Jupyter Book's docs
+# recommend; DRY_RUN=1 does it in a throwaway clone and pushes nothing.
+publish: book
+	$(BIN)/python scripts/publish.py $(if $(DRY_RUN),--dry-run)
 
 # --- tests and housekeeping --------------------------------------------------------------
 test: $(STAMP)

@@ -9,12 +9,17 @@ papermill's own `-p` does. The kernel is `python3` from the running interpreter'
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 import yaml
+
+STAMP_TAG = "execution-info"  # the markdown cell that says what produced a page's numbers
 
 
 def kernel_env() -> None:
@@ -51,6 +56,52 @@ def execute(src: Path, dest: Path, parameters: dict, cwd: Path, timeout: int | N
             dest.replace(failed_path(dest))
             print(f"\nFAILED: {src} -- the executed notebook is at {failed_path(dest)}", file=sys.stderr)
         raise
+    return stamp(dest, commit(Path(__file__).resolve().parent.parent))
+
+
+def commit(repo: Path) -> str:
+    """The checked-out commit (short hash), '+ uncommitted changes' when the tree differs from it; 'unknown'
+    outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + (" + uncommitted changes" if dirty else "")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def stamp_text(nb: nbformat.NotebookNode, sha: str) -> str:
+    """One sentence from papermill's metadata: when, at which commit, with which preset, and how long it ran."""
+    meta = nb.metadata.get("papermill", {})
+    params = meta.get("parameters", {})
+    end = meta.get("end_time") or meta.get("start_time")
+    when = dt.datetime.fromisoformat(end).strftime("%Y-%m-%d %H:%M UTC") if end else "an unknown date"
+    preset = params.get("preset", "the notebook's default")
+    others = {k: v for k, v in params.items() if k != "preset"}
+    extra = (" and parameters " + ", ".join(f"`{k}={v!r}`" for k, v in others.items())) if others else ""
+    took = f" in {_duration(meta['duration'])}" if meta.get("duration") is not None else ""
+    return (f"*Executed {when} at commit `{sha}` with preset `{preset}`{extra}{took} (papermill; the numbers on "
+            "this page come from that run).*")
+
+
+def stamp(dest: Path, sha: str) -> Path:
+    """Put (or replace) the execution-info cell right after the notebook's title cell."""
+    nb = nbformat.read(dest, as_version=4)
+    nb.cells = [c for c in nb.cells if STAMP_TAG not in c.get("metadata", {}).get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(stamp_text(nb, sha), metadata={"tags": [STAMP_TAG]})
+    first = nb.cells[0] if nb.cells else None
+    at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
+    nb.cells.insert(at, cell)
+    tmp = dest.with_name(dest.name + ".tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, dest)
     return dest
 
 
