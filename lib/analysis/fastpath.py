@@ -11,6 +11,7 @@ from transformer_lens.components import LayerNorm, LayerNormPre
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
 from lib.analysis.prompts import KeywordPrompts, tail
+from lib.core import pretrained
 
 
 def prompt_chunks(prompts: KeywordPrompts, max_tokens: int) -> list[Tensor]:
@@ -34,6 +35,20 @@ def fast_path_ok(model) -> bool:
     return (plain and c.positional_embedding_type == "standard" and c.attention_dir == "causal"
             and c.n_key_value_heads is None and not (c.attn_scores_soft_cap or 0) > 0
             and c.original_architecture not in POST_NORM_ARCHITECTURES)
+
+
+def require_fast_path(model, method: str) -> None:
+    """Refuse `method` (a fast path asked for with fast=True) on a model `fast_path_ok` rejects, naming what it lacks:
+    the fast paths compute GPT-2-style blocks by hand (resid_mid, W_in/W_out, per-head keys and values, positions
+    added to the embedding), so elsewhere they would fail or silently compute another model."""
+    if fast_path_ok(model):
+        return
+    pretrained.require(model, method, plain_mlp=True, sequential=True, multi_head=True)
+    a = pretrained.architecture(model)
+    raise pretrained.ArchitectureError(
+        f"{method} needs learned absolute positions, plain causal pre-LayerNorm attention blocks and an ungated MLP "
+        f"(lib.analysis.fastpath.fast_path_ok); {a.name} ({a.positions} positions, {a.attention} attention, "
+        f"{a.normalization}) does not have them: leave fast=None for the generic path")
 
 
 def mlp_half(block, resid_mid: Tensor) -> Tensor:

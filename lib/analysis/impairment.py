@@ -14,10 +14,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.analysis.fastpath import fast_path_ok, low_rank_tail_block, prompt_chunks, tail_query_block
+from lib.analysis.fastpath import fast_path_ok, low_rank_tail_block, prompt_chunks, require_fast_path, tail_query_block
 from lib.analysis.prompts import KeywordPrompts, evaluate, keyword_scores, tail
 from lib.analysis.stats import bootstrap, percentile_ci
-from lib.analysis.units import LOCATIONS, TopicStats, layer_mask, n_units, top_units
+from lib.analysis.units import LOCATIONS, TopicStats, layer_mask, n_units, require_hook, top_units
 from lib.core import artifacts, hooks
 from lib.core.checks import check
 from lib.core.hooks import HookFn
@@ -377,6 +377,15 @@ def _batch_tokens(model, cluster: Cluster, fast: bool, max_tokens: int) -> int:
     return max(1, max_tokens * model.cfg.d_model // max(model.cfg.d_mlp or model.cfg.d_model, model.cfg.d_model))
 
 
+def _require_hooks(model, clusters: Mapping[str, Cluster], conditions: Sequence[Condition]) -> None:
+    """Refuse, naming the missing part, a model where the conditions' cluster locations do not exist or never fire
+    (every location is in or at the MLP: an attention-only model has none)."""
+    for name in dict.fromkeys(c.cluster for c in conditions):
+        cl = clusters[name]
+        for layer in cl.layers:
+            require_hook(model, hooks.name(cl.location, layer), f"the impairment sweep at {cl.location}")
+
+
 def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
           max_tokens: int = 32768, chunk_tokens: int = 4096, fast: bool | None = None, progress: bool = True,
           desc: str = "sweep") -> pd.DataFrame:
@@ -394,7 +403,10 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
     is position-wise, so this is exact up to float rounding. Noise is `draw_noise`'s, so the table equals
     `sweep_loop`'s. Columns: cluster, kind, intensity, seed, prompt, topic, loss, top1, top5.
     """
+    _require_hooks(model, clusters, conditions)
     fast = fast_path_ok(model) if fast is None else fast
+    if fast:
+        require_fast_path(model, "the impairment sweep's fast path (fast=True)")
     device, n, pos_all, last = model.cfg.device, len(prompts), prompts.tokens.shape[1], model.cfg.n_layers - 1
     groups: dict[tuple[str, str], list[Condition]] = {}
     for c in conditions:
@@ -429,6 +441,7 @@ def sweep(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], condi
 def sweep_loop(model, prompts: KeywordPrompts, clusters: Mapping[str, Cluster], conditions: Sequence[Condition],
                progress: bool = True) -> pd.DataFrame:
     """The same table as `sweep`, one full run_with_hooks forward of all prompts per condition (the reference)."""
+    _require_hooks(model, clusters, conditions)
     parts = []
     tokens = prompts.tokens.to(model.cfg.device)
     for c in tqdm(conditions, desc="loop", disable=not progress, leave=False):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
 from transformer_lens.hook_points import HookPoint
 
-from lib.core import artifacts, hooks
+from lib.core import artifacts, hooks, pretrained
 from lib.core.checks import check, is_int
 from lib.core.params import Params
 
@@ -276,8 +276,11 @@ def surgery(model, cfg: SparseConfig, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     mlp = _new_mlp(new, cfg, g)
     if cfg.surgery == "replace_mlp":
-        check(not c.attn_only and not getattr(c, "gated_mlp", False), "surgery", cfg.surgery,
-               "'residual' for a model without a plain MLP (attention-only or gated)")
+        # the block calls `mlp` on ln2's output whatever the MLP is, so the whole module (gated or not) is replaced;
+        # only copying its weights needs the plain layout (a gated MLP's W_in is half of its input map)
+        pretrained.require(model, "k-WTA surgery 'replace_mlp' (use surgery='residual')", mlp=True)
+        if cfg.init == "copy":
+            pretrained.require(model, "k-WTA surgery with init='copy' (use init='random')", plain_mlp=True)
         block = new.blocks[start_layer(new, cfg)]
         if cfg.init == "copy":
             _copy_weights(mlp, block.mlp)

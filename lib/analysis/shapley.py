@@ -17,9 +17,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.analysis.fastpath import fast_path_ok, prompt_chunks, tail_query_block
+from lib.analysis.fastpath import fast_path_ok, prompt_chunks, require_fast_path, tail_query_block
 from lib.analysis.prompts import KeywordPrompts, keyword_scores, tail
-from lib.core import artifacts, hooks
+from lib.core import artifacts, hooks, pretrained
 from lib.core.checks import check, int_at_least
 
 ValueFn = Callable[[Bool[Tensor, "batch n"]], Float[Tensor, "batch *games"]]
@@ -468,7 +468,7 @@ def neuron_players(model, layers: Sequence[int] | None = None) -> Players:
     layers = tuple(range(n_layers)) if layers is None else tuple(sorted(set(int(x) for x in layers)))
     check(len(layers) > 0 and all(0 <= x < n_layers for x in layers), "layers", layers,
            f"a non-empty subset of 0..{n_layers - 1}")
-    check(not model.cfg.attn_only, "model.cfg.attn_only", True, "False: the players are MLP neurons")
+    pretrained.require(model, "the Shapley neuron game (its players are MLP neurons)", mlp=True)
     return Players(layers, model.cfg.d_mlp)
 
 
@@ -602,6 +602,8 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
     fill = torch.zeros(shape) if ablation == "zero" else torch.as_tensor(mean, dtype=torch.float32)
     check(tuple(fill.shape) == shape, "mean.shape", tuple(fill.shape), f"{shape} (layer, unit)")
     fast = fast_path_ok(model) if fast is None else fast
+    if fast:
+        require_fast_path(model, "the neuron game's fast path (fast=True)")
     chunks = tuple(prompt_chunks(prompts, chunk_tokens))
     clean = tuple(_clean_cache(model, prompts, idx, players.layers[0], fill[players.layers[0]]) if fast else {}
                   for idx in chunks)

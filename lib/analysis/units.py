@@ -13,10 +13,27 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lib.core import artifacts, hooks
+from lib.core import artifacts, hooks, pretrained
 from lib.core.checks import check
 
 LOCATIONS = ("mlp_post", "mlp_out", "ln2")  # after the MLP nonlinearity, the MLP's output, the MLP's input
+# what a block needs for its hook to exist and fire (TransformerLens keeps hook_mlp_out on attention-only blocks,
+# where it never fires, and has no hook_resid_mid where attention and MLP run in parallel)
+_HOOK_NEEDS = {"mlp_pre": dict(mlp=True), "mlp_post": dict(mlp=True), "mlp_out": dict(mlp=True),
+               "ln2": dict(mlp=True), "resid_mid": dict(mlp=True, sequential=True)}
+
+
+def require_hook(model, hook: str, method: str) -> None:
+    """Refuse `method` at `hook` on a model where that hook does not exist or never fires: an
+    ArchitectureError naming the part the architecture lacks, else a ValueError naming the hook."""
+    layer = hooks.layer_of(hook)
+    for kind, needs in _HOOK_NEEDS.items():
+        if layer is not None and hook == hooks.name(kind, layer):
+            pretrained.require(model, method, **needs)
+    if hook not in model.hook_dict:
+        like = sorted(h for h in model.hook_dict if hooks.layer_of(h) == layer)[:8]
+        raise ValueError(f"hook={hook!r} is not allowed for {method}: this model has no such hook point "
+                         f"(some it has: {like})")
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ def multi_activations(model, tokens: Int[Tensor, "n pos"], locations: Sequence[s
     """unit_activations at several locations from the same forward passes."""
     for loc in locations:
         check(loc in LOCATIONS, "location", loc, f"one of {LOCATIONS}")
+        require_hook(model, hooks.name(loc, 0), f"unit activations at {loc}")
     names = {loc: [hooks.name(loc, layer) for layer in range(model.cfg.n_layers)] for loc in locations}
     out: dict[str, list[Tensor]] = {loc: [] for loc in locations}
     for i in tqdm(range(0, len(tokens), batch_size), desc="activations", disable=not progress, leave=False):
@@ -127,6 +145,7 @@ def match_units(acts_a: Float[Tensor, "tokens unit"], acts_b: Float[Tensor, "tok
 def collect_activations(hooked, tokens: Int[Tensor, "n pos"], hook: str, batch_size: int = 64,
                         progress: bool = False) -> Float[Tensor, "n pos d"]:
     """Activations at `hook`, streamed in batches; the forward pass stops after the hook's block."""
+    require_hook(hooked, hook, f"collecting activations at {hook}")
     layer = hooks.layer_of(hook)
     stop = None if layer is None or hook.startswith("ln_final") else layer + 1
     device = hooked.cfg.device

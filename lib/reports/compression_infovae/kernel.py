@@ -18,7 +18,7 @@ from lib.analysis import compressors
 from lib.analysis.compressors import METHOD_LABELS, Compressor, CompressorConfig, fvu
 from lib.analysis.prompts import KeywordPrompts, evaluate
 from lib.analysis.stats import bootstrap_ci
-from lib.analysis.units import cache_activations
+from lib.analysis.units import cache_activations, require_hook
 from lib.core.hooks import HookFn
 
 
@@ -40,6 +40,9 @@ def replace_hook(value: Float[Tensor, " d"]) -> HookFn:
 def lm_metrics(hooked, tokens: Int[Tensor, "n pos"], fwd_hooks: Sequence[tuple[str, HookFn]] = (),
                batch_size: int = 64) -> dict:
     """Next-token loss and accuracy with hooks: {'loss', 'accuracy', 'per_seq_loss' [n], 'per_seq_acc' [n]}."""
+    for hook, _ in fwd_hooks:  # a hook that never fires (an MLP hook of an attention-only model) would splice nothing
+        if isinstance(hook, str):
+            require_hook(hooked, hook, f"splicing at {hook}")
     losses, accs = [], []
     for i in range(0, len(tokens), batch_size):
         x = tokens[i : i + batch_size].to(hooked.cfg.device)
@@ -205,6 +208,7 @@ def traverse(hooked, tokens: Int[Tensor, " pos"], hook: str, vae: Compressor, la
     The whole activation at `hook` is replaced by decode(z) at every position, so values = the latent's own mean
     gives the plain splice.
     """
+    require_hook(hooked, hook, f"a latent traversal at {hook}")
     vals = torch.tensor(list(values), dtype=torch.float32)
     batch = tokens[None].expand(len(vals), -1).to(hooked.cfg.device)
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from lib.analysis import kwta
 from lib.analysis.kwta import FitConfig, SparseConfig, fit_key, lm_loss, resid_at, start_layer
 from lib.analysis.stats import bootstrap, percentile_ci
-from lib.analysis.units import best_selectivity, stats_from_acts
+from lib.analysis.units import best_selectivity, require_hook, stats_from_acts
 from lib.core.checks import check, is_int
 
 
@@ -43,6 +43,7 @@ def train_grid(model, runs: Mapping[tuple, tuple[SparseConfig, FitConfig]], toke
 @torch.no_grad()
 def unit_acts(model, tokens: Int[Tensor, "n pos"], hook: str, batch_size: int = 64) -> Float[Tensor, "tokens unit"]:
     """Activations at hook `hook` for every position of `tokens`, flattened over (n, pos)."""
+    require_hook(model, hook, f"unit activations at {hook}")
     out = []
     for i in range(0, len(tokens), batch_size):
         _, cache = model.run_with_cache(tokens[i : i + batch_size].to(model.cfg.device), return_type=None,

@@ -20,10 +20,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
+from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
 from lib.analysis import metrics
 from lib.analysis.stats import binomial_ci, hypergeom_tail_p
-from lib.core import artifacts, hooks, train as tr
+from lib.core import artifacts, hooks, pretrained, train as tr
 from lib.core.config import RunConfig
 from lib.core.model import hooked_state_dict, to_hooked
 from lib.core.train import load_checkpoint_weights
@@ -203,8 +204,17 @@ def checkpoint_curves(paths: Sequence[Path], probes: Probes, early: int, late: i
 # Per-example gradients
 
 
+_ATTN_WEIGHT = re.compile(r"^blocks\.(\d+)\.attn\.(W_Q|W_K|W_V|W_O)$")
+
+
 def param_subset(model: torch.nn.Module, names: Sequence[str]) -> dict[str, Tensor]:
     """The named parameters (detached), in the order given; ValueError naming what exists."""
+    grouped = getattr(getattr(model, "cfg", None), "n_key_value_heads", None) is not None
+    for n in names:
+        m = _ATTN_WEIGHT.match(n)
+        if grouped and m and m.group(2) in ("W_K", "W_V"):
+            # grouped-query attention stores one key/value per group (attn._W_K); attn.W_K is a per-head copy
+            pretrained.require(model, f"per-example gradients of {n} (one per query head)", multi_head=True)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing or not names:
@@ -248,9 +258,6 @@ def per_example_grads(model: torch.nn.Module, names: Sequence[str], *tensors: Te
     return torch.cat(out)
 
 
-_ATTN_WEIGHT = re.compile(r"^blocks\.(\d+)\.attn\.(W_Q|W_K|W_V|W_O)$")
-
-
 def attention_fast_path_ok(model: torch.nn.Module, names: Sequence[str]) -> bool:
     """Whether `per_example_grads_attention` applies: every name is an attention weight W_Q/W_K/W_V/W_O of a plain
     multi-head attention layer of a HookedTransformer (no split or grouped q/k/v input, no per-head result hook
@@ -260,8 +267,13 @@ def attention_fast_path_ok(model: torch.nn.Module, names: Sequence[str]) -> bool
         return False
     if any(int(_ATTN_WEIGHT.match(n).group(1)) >= len(model.blocks) for n in names):
         return False
-    flags = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "load_in_4bit", "use_qk_norm")
-    return not any(getattr(c, f, False) for f in flags) and getattr(c, "n_key_value_heads", None) is None
+    # also not where the attention's input is not ln1's output or its output not hook_attn_out's input: a norm
+    # after the attention (Gemma 2, OLMo 2), shortformer positions added to the queries and keys
+    flags = ("use_split_qkv_input", "use_attn_in", "use_attn_result", "load_in_4bit", "use_qk_norm",
+             "use_normalization_before_and_after")
+    return (not any(getattr(c, f, False) for f in flags) and getattr(c, "n_key_value_heads", None) is None
+            and getattr(c, "positional_embedding_type", "standard") != "shortformer"
+            and getattr(c, "original_architecture", None) not in POST_NORM_ARCHITECTURES)
 
 
 def per_example_grads_attention(model: torch.nn.Module, names: Sequence[str], *tensors: Tensor,
