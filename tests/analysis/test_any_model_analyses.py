@@ -289,8 +289,12 @@ def test_mlp_methods_refuse_an_attention_only_model(pr, windows):
             sweep(attn, pr, cl, conds, progress=False)
     with pytest.raises(pretrained.ArchitectureError, match=f"k-WTA surgery 'replace_mlp' .* {only}"):
         kwta.surgery(attn, kwta.SparseConfig(k=2))
-    with pytest.raises(pretrained.ArchitectureError, match=f"splicing at blocks.0.hook_mlp_out {only}"):
-        compression.lm_metrics(attn, windows, [(hooks.name("mlp_out", 0), compression.splice_hook(lambda x: x))])
+    # TransformerLens keeps hook_mlp_out on attention-only blocks, where it never fires: a splice would do nothing
+    out = hooks.name("mlp_out", 0)
+    with pytest.raises(pretrained.ArchitectureError, match=f"splicing at {out} {only}"):
+        compression.lm_metrics(attn, windows, [(out, compression.splice_hook(lambda x: x))])
+    with pytest.raises(pretrained.ArchitectureError, match=f"splicing at {out} {only}"):
+        compression.splice_keyword_scores(attn, pr, out, lambda x: x)
 
 
 def test_hooks_an_architecture_lacks_are_refused_by_name(model, kind, windows):

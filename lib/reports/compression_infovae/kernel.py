@@ -242,5 +242,6 @@ def method_gap(df: pd.DataFrame, a: str, b: str, metric: str = "frac_recovered_z
 def splice_keyword_scores(model, prompts: KeywordPrompts, hook: str,
                           fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
     """Mean keyword loss and top-1 accuracy of `prompts` with fn spliced in at `hook` (None: the clean model)."""
+    require_hook(model, hook, f"splicing at {hook}")
     fwd = [] if fn is None else [(hook, splice_hook(fn))]
     return evaluate(model, prompts, fwd)[["loss", "top1"]].mean().to_dict()
