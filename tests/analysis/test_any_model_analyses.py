@@ -25,16 +25,6 @@ FAST = {"gpt2": True, "gpt_neox": False, "llama": False}  # the GPT-2-style fast
 VOCAB = 1000  # prompts draw token ids below this (the models' vocabulary is GPT-2's 50257)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for this module: its tensors are tiny (d_model 32), so a second thread only adds
-    synchronisation, and on a loaded CPU waits that made these tests 4x slower; the setting is restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=HF_KINDS)
 def kind(request) -> str:
     return request.param
