@@ -481,6 +481,7 @@ def tail_logits(model, prompts: KeywordPrompts, fwd_hooks: HookList = (),
                 batch_size: int = 128) -> Float[Tensor, "n width vocab"]:
     """Logits at the positions that predict each prompt's keyword tokens (the last prompts.width real positions;
     a full forward per batch, with fwd_hooks)."""
+    _check_hooks(model, fwd_hooks, "tail_logits")
     out = []
     device, width = model.cfg.device, prompts.width
     for i in range(0, len(prompts), batch_size):
@@ -491,9 +492,19 @@ def tail_logits(model, prompts: KeywordPrompts, fwd_hooks: HookList = (),
     return torch.cat(out) if out else torch.empty(0, width, model.cfg.d_vocab)
 
 
+def _check_hooks(model, fwd_hooks: HookList, method: str) -> None:
+    """Every named hook exists and fires on this model (else an error naming it): a hook that never fires would
+    leave the run unimpaired and read as 'no damage'."""
+    from lib.analysis.units import require_hook
+
+    for name in {h for h, _ in fwd_hooks if isinstance(h, str)}:
+        require_hook(model, name, method)
+
+
 @torch.no_grad()
 def evaluate(model, prompts: KeywordPrompts, fwd_hooks: HookList = (), batch_size: int = 128) -> pd.DataFrame:
     """Keyword metrics per prompt: prompt, topic, loss (nats of the whole keyword), top1, top5."""
+    _check_hooks(model, fwd_hooks, "evaluate")
     parts = []
     for i in range(0, len(prompts), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(prompts)))

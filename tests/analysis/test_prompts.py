@@ -208,3 +208,15 @@ def test_text_topics_give_keywords_and_prompts_from_their_own_lines(tmp_path):
         assert tok.decode(pr.prompt(i)[1:]).endswith(" the")  # after the eos it starts with, up to the keyword
     windows = P.topic_windows(tok, topics, "fit", 16, 4)
     assert set(windows) == {"Zoo", "Mine"} and all(w.shape[1] == 16 and len(w) >= 1 for w in windows.values())
+
+
+def test_evaluate_refuses_a_hook_that_never_fires():
+    from lib.core import pretrained
+    from tests.helpers import attn_model, random_prompts
+
+    m = attn_model()
+    pr = random_prompts(4, 5, 40)
+    with pytest.raises(pretrained.ArchitectureError, match="evaluate needs MLP layers"):
+        prompts.evaluate(m, pr, [("blocks.0.hook_mlp_out", lambda x, hook: 0 * x)])
+    with pytest.raises(ValueError, match="no such hook point"):
+        prompts.tail_logits(m, pr, [("blocks.0.hook_nothing", lambda x, hook: x)])
