@@ -5,6 +5,8 @@ caption-like title, bands or error bars from seeds or the bootstrap."""
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Mapping
 
 import matplotlib.pyplot as plt
@@ -14,11 +16,80 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+COLUMN_PX = 690  # the book's text column, in CSS pixels (images wider than this are shown scaled down to it)
+MIN_DISPLAY_PT = 9.0  # the smallest text a reader should have to read, at display size
+FIGURE_CHECK = "LIB_FIGURE_CHECK"  # 'error': a too-small figure text raises; 'log:PATH': one JSON line per figure
+
 
 def set_style() -> None:
-    """The book's seaborn theme (call once per notebook)."""
+    """The book's seaborn theme (call once per notebook); also installs the figure readability check."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold", "figure.autolayout": False})
+    _install_check()
+
+
+def readability(fig: Figure, column_px: int = COLUMN_PX) -> dict:
+    """How a figure reads in the book: its tight width (inches, as the inline backend crops it), the scale at which
+    the column shows it, and its smallest visible text at display size (points, 96 CSS px per inch), with that
+    text. A figure is readable when min_pt >= MIN_DISPLAY_PT."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    width_in = fig.get_tightbbox(renderer).width
+    dpi = fig.dpi
+    shown_px = min(width_in * dpi, column_px)
+    scale = shown_px / (width_in * dpi)  # display px per image px
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and t.figure is fig
+             and t.get_window_extent(renderer).width > 0]
+    if not texts:
+        return {"width_in": width_in, "scale": scale, "min_pt": float("inf"), "text": ""}
+    t = min(texts, key=lambda t: t.get_fontsize())
+    min_pt = t.get_fontsize() * dpi / 72 * scale * 72 / 96  # image px of the text, shown at `scale`, in CSS pt
+    return {"width_in": round(width_in, 2), "scale": round(scale, 3), "min_pt": round(min_pt, 2),
+            "text": t.get_text()[:40], "title": _title(fig)}
+
+
+def _title(fig: Figure) -> str:
+    if fig._suptitle is not None and fig._suptitle.get_text():
+        return fig._suptitle.get_text()[:80]
+    return next((ax.get_title()[:80] for ax in fig.axes if ax.get_title()), "")
+
+
+def check_readable(fig: Figure) -> dict:
+    """readability(fig), acted on per $LIB_FIGURE_CHECK: 'error' raises a ValueError naming the figure and its
+    smallest text; 'log:PATH' appends the record to PATH as a JSON line; otherwise nothing."""
+    mode = os.environ.get(FIGURE_CHECK, "")
+    if not mode:
+        return {}
+    r = readability(fig)
+    if mode.startswith("log:"):
+        with open(mode[4:], "a") as f:
+            f.write(json.dumps(r) + "\n")
+    elif mode == "error" and r["min_pt"] < MIN_DISPLAY_PT:
+        raise ValueError(f"figure {r['title']!r} is {r['width_in']} in wide, so the book shows it at {r['scale']:.0%}"
+                         f" and its text {r['text']!r} at {r['min_pt']:.1f} pt (< {MIN_DISPLAY_PT} pt): make it "
+                         "narrower or its fonts larger")
+    return r
+
+
+def _install_check() -> None:
+    """Run check_readable on every figure the inline backend renders (IPython prints figures through
+    FigureCanvasBase.print_figure), once per figure."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if getattr(FigureCanvasBase.print_figure, "_readability", False):
+        return
+    original = FigureCanvasBase.print_figure
+
+    def print_figure(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if not getattr(self.figure, "_checked", False):
+            self.figure._checked = True
+            check_readable(self.figure)
+        return out
+
+    print_figure._readability = True
+    FigureCanvasBase.print_figure = print_figure
 
 
 def verdict_counts(ledger: pd.DataFrame, palette: Mapping[str, str], title: str) -> Figure:
