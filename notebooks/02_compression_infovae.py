@@ -22,11 +22,13 @@
 # Then we ask whether the latents are easier to read than the raw activations (a topic probe, top contexts, a
 # latent traversal), and compare with the same pipeline on the model at initialisation and across seeds.
 #
-# **Reads:** `models/` (notebook 01's base models; trained here if absent), `data/`, `tokenizers/`.
+# **Reads:** `models/` (notebook 01's base models; trained here if absent) or the model given by `model_path`,
+# `data/`, `tokenizers/`.
 # **Writes:** `activations/` (caches keyed by model, hook and data slice), `compressors/` (every fitted
 # compressor), `findings/`. **Runtime:** smoke ≈ 1 min; cpu ≈ 12 min on 2 idle cores; gpu ≈ 30 min.
 
 # %%
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import torch
@@ -52,9 +54,11 @@ lambda_mmd = None
 beta = None
 kernel = None  # "rbf" | "imq"
 sae_expansion = None
+model_path = None  # a local model (folder or Hugging Face cache name); None: our own models of the preset
 
 # %%
-device = session.start("02_compression_infovae", preset).device
+sess = session.start("02_compression_infovae", preset, model_path=model_path)
+device = sess.device
 nb = report_params.resolve(preset, hooks=hooks_list, sizes=sizes, seeds=seeds,
                             model_seeds=model_seeds, n_fit=n_fit, n_eval=n_eval, steps=steps, d_hidden=d_hidden,
                             lambda_mmd=lambda_mmd, beta=beta, kernel=kernel, sae_expansion=sae_expansion)
@@ -62,9 +66,33 @@ cfgs = {"attn": config.resolve(preset, attention_only=True), "mlp": config.resol
 base = compressors.CompressorConfig(d_hidden=nb.d_hidden, steps=nb.steps, batch_size=nb.batch_size,
                                     lr=nb.lr, lambda_mmd=nb.lambda_mmd, beta=nb.beta, kernel=nb.kernel,
                                     sae_expansion=nb.sae_expansion)
-d_model = cfgs["mlp"].model.d_model
+loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
+n_ctx = cfgs["mlp"].model.n_ctx if loaded is None else min(cfgs["mlp"].model.n_ctx, loaded[0].cfg.n_ctx)
+d_model = cfgs["mlp"].model.d_model if loaded is None else loaded[0].cfg.d_model
 latent_sizes = list(nb.sizes or compression.latent_sizes(d_model))
 base
+
+# %%
+if loaded is not None:  # one model holds every hook; the preset's layers are depths in notebook 01's models
+    try:
+        pretrained.require(loaded[0], "Compressing an MLP's output", mlp=True)
+        no_mlp = ""
+    except pretrained.ArchitectureError as e:  # only the attention hooks are compressed
+        no_mlp = f" Its MLP hooks are left out: {e}."
+    depth = 1.0 if hooks_list is not None else (loaded[0].cfg.n_layers - 1) / max(1, cfgs["mlp"].model.n_layers - 1)
+    here = [(kind, k, round(layer * depth)) for kind, k, layer in (*nb.hooks, nb.latent_hook)
+            if not (no_mlp and k.startswith("mlp"))]
+    latent_ok = not (no_mlp and nb.latent_hook[1].startswith("mlp"))
+    nb = nb.replace(model_seeds=nb.model_seeds[:1], hooks=tuple(here[:-1] if latent_ok else here),
+                    latent_hook=here[-1])
+    display(Markdown(
+        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 01's two: every hook "
+        f"is compressed in it ({', '.join(f'{k} {layer}' for _, k, layer in nb.hooks)}), on the same held-out "
+        f"articles in its own tokenizer (windows of {n_ctx} tokens), and the same architecture freshly initialised "
+        "is the init control. Skipped, because it needs training runs of our own: the base models' other training "
+        f"seeds (section 5).{no_mlp} Its findings go to a ledger of its own "
+        f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
+    display(session.model_card(loaded[0]))
 
 # %% [markdown]
 # ## 1. The base models and the activations
@@ -76,13 +104,19 @@ base
 # (model fingerprint, hook, data slice), so a rerun, or a later report, reads them back.
 
 # %%
-tokens = data.load_token_data(cfgs["mlp"].data)
-fit_tokens, eval_tokens = tokens.val[: nb.n_fit], tokens.val[-nb.n_eval:]
-assert nb.n_fit + nb.n_eval <= len(tokens.val), "fit and eval windows must not overlap"
-base_models = {(kind, s): get_or_train(cfgs[kind].replace(seed=s), device=device, progress=False)[0]
-               for kind in ("attn", "mlp") for s in nb.model_seeds}
-hooked = {key: model.to_hooked(m.eval()) for key, m in base_models.items()}
-model_label = {"attn": "attn-only", "mlp": "MLP model"}
+if loaded is None:
+    val = data.load_token_data(cfgs["mlp"].data).val
+    base_models = {(kind, s): get_or_train(cfgs[kind].replace(seed=s), device=device, progress=False)[0]
+                   for kind in ("attn", "mlp") for s in nb.model_seeds}
+    hooked = {key: model.to_hooked(m.eval()) for key, m in base_models.items()}
+    model_label = {"attn": "attn-only", "mlp": "MLP model"}
+else:  # the same held-out articles in windows of the loaded model's tokenizer; one model for both kinds of hook
+    tok = loaded[1]
+    val = data.lm_windows(tok.encode_batch(data.load_articles("dbpedia14_test")["text"].tolist()), n_ctx, tok.eos_id)
+    hooked = {(kind, nb.model_seeds[0]): loaded[0] for kind in ("attn", "mlp")}
+    model_label = {kind: loaded[0].cfg.model_name for kind in ("attn", "mlp")}
+fit_tokens, eval_tokens = val[: nb.n_fit], val[-nb.n_eval:]
+assert nb.n_fit + nb.n_eval <= len(val), "fit and eval windows must not overlap"
 hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb.hooks]
 panel = {(kind, h): f"{model_label[kind]}: {hooks.hook_label(h)}" for kind, h in hook_names}
 pd.DataFrame({"panel": list(panel.values()), "hook": [h for _, h in hook_names],
@@ -192,9 +226,10 @@ lhook = hooks.name(lk, llayer)
 lname = panel[(lkind, lhook)]
 curve = main[(main.hook == lname) & (main.method == "InfoVAE")].groupby("d_latent").frac_recovered_zero.mean()
 k_best = int(curve[curve >= 0.9].index.min()) if (curve >= 0.9).any() else int(curve.index.max())
-tok = data.get_tokenizer(cfgs[lkind].data)
-topic_tokens, topic_labels, topic_names = prompts.topic_openings(tok, cfgs[lkind].model.n_ctx, nb.n_per_topic)
-init_hooked = model.to_hooked(train.init_model(cfgs[lkind]).eval())
+tok = data.get_tokenizer(cfgs[lkind].data) if loaded is None else loaded[1]
+topic_tokens, topic_labels, topic_names = prompts.topic_openings(tok, n_ctx, nb.n_per_topic)
+init_hooked = (model.to_hooked(train.init_model(cfgs[lkind]).eval()) if loaded is None
+               else pretrained.load_model(model_path, device, init=True))
 nets = {"trained": hooked[(lkind, nb.model_seeds[0])], "at initialisation": init_hooked}
 fit_key = {name: units.cache_activations(h, fit_tokens, lhook, "fit") for name, h in nets.items()}
 topic_acts = {name: units.cache_activations(h, topic_tokens, lhook, "topics")[0] for name, h in nets.items()}
@@ -312,9 +347,10 @@ values = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
 j, prompt = top_latents[0], starts[0]
 probs = compression.traverse(nets["trained"], prompt, lhook, vae, j, values)
 top_ids = list(dict.fromkeys(probs.topk(3, dim=-1).indices.flatten().tolist()))
-fig = plots.traversal_heatmap(probs[:, top_ids].T.numpy(), [tok.decode([t]) for t in top_ids], values,
-                                 f"Fig. 5: traversing InfoVAE latent {j} at {lname} (prompt: …"
-                                 f"{tok.decode(prompt[-6:])!r})")
+with mpl.rc_context({"text.parse_math": False}):  # token texts ('$', ...) are not mathtext
+    fig = plots.traversal_heatmap(probs[:, top_ids].T.numpy(), [tok.decode([t]) for t in top_ids], values,
+                                  f"Fig. 5: traversing InfoVAE latent {j} at {lname} (prompt: …"
+                                  f"{tok.decode(prompt[-6:])!r})")
 display(Markdown(f"Latent effects (mean total-variation distance of the next-token distribution, ±2 vs 0, over "
                  f"{len(starts)} prompts): " + ", ".join(f"latent {i}: {e:.3f}" for i, e in effects.head(5).items())
                  + f". For latent {j} on this prompt the most likely next token is "
@@ -332,7 +368,7 @@ display(Markdown(f"Latent effects (mean total-variation distance of the next-tok
 # %%
 kw = prompts.keywords(tok, "dbpedia", n_per_topic=10)  # none with the tiny smoke vocabulary
 kp = prompts.keyword_prompts(tok, kw, "dbpedia", n_per_topic=nb.n_keyword_prompts,
-                             max_len=cfgs[lkind].model.n_ctx) if len(kw) else None
+                             max_len=n_ctx) if len(kw) else None
 lacts = fit_key["trained"][0].flatten(0, 1)
 def keyword_scores(fn=None) -> dict:
     return compression.splice_keyword_scores(nets["trained"], kp, lhook, fn)
@@ -386,6 +422,9 @@ for hook in first.hook.unique() if len(nb.model_seeds) > 1 else []:
     findings.record(f"InfoVAE recovers more loss than PCA at equal latents, across training seeds, {hook}", gap,
                     unit="fraction of loss", control="seeds", control_value=sd2, figure="Fig. 1",
                     comparison="noise", verdict=findings.verdict_exceeds_noise(gap, sd2))
+if loaded is not None:
+    display(Markdown("Across training seeds: skipped for a model given by path. It comes with one set of weights; "
+                     "the other seeds are training runs of our own models."))
 
 # %% [markdown]
 # ## 6. A larger model
@@ -396,7 +435,7 @@ for hook in first.hook.unique() if len(nb.model_seeds) > 1 else []:
 
 # %%
 try:
-    big = pretrained.load_pretrained(model_name, device=device)
+    big = pretrained.load_model(model_name, device)
     big_hook = hooks.name("mlp_out", big.cfg.n_layers // 2)
     texts = data.load_articles("dbpedia14_test")["text"].tolist()
     windows = prompts.lm_windows_for(big, texts[:4000], n_ctx=min(64, big.cfg.n_ctx))
@@ -405,11 +444,13 @@ try:
     big_label = f"{model_name}: {hooks.hook_label(big_hook)}"
     big_note = f"Loaded **{model_name}** from local weights ({big.cfg.n_layers} layers, d_model {big.cfg.d_model})."
 except FileNotFoundError:
-    big, big_hook = hooked[("mlp", nb.model_seeds[0])], hooks.name("mlp_out", cfgs["mlp"].model.n_layers - 1)
+    big = hooked[("mlp", nb.model_seeds[0])]
+    big_hook = hooks.name("mlp_out" if not big.cfg.attn_only else "attn_out", big.cfg.n_layers - 1)
     big_fit, big_eval, big_sizes = fit_tokens, eval_tokens, latent_sizes
-    big_label = panel.get(("mlp", big_hook), f"MLP model: {hooks.hook_label(big_hook)}")
+    big_label = panel.get(("mlp", big_hook), f"{model_label['mlp']}: {hooks.hook_label(big_hook)}")
     big_note = (f"No local weights for **{model_name}** (this project never downloads them), so this section uses "
-                f"our largest trained model, the 2-layer model with MLPs (d_model {d_model}).")
+                + (f"our largest trained model, the 2-layer model with MLPs (d_model {d_model})." if loaded is None
+                   else f"the model under study, {big.cfg.model_name} (d_model {d_model})."))
 display(Markdown(big_note))
 
 # %%

@@ -27,7 +27,8 @@
 # (three training seeds each), and check whether two training seeds find the same neurons.
 #
 # **Reads:** `models/` (notebook 1's MLP model and its benchmark run as the early model; seeds 1 and 2 of
-# both, trained here if absent), `data/`. **Writes:** `models/` (the extra seeds if absent),
+# both, trained here if absent) or the model given by `model_path`, `data/`. **Writes:** `models/` (the extra
+# seeds if absent),
 # `impairment/` (one tidy table per sweep: a row per prompt × condition), `findings/`.
 # **Runtime:** smoke ≈ 1 min; cpu ≈ 1.5 min on 2 cores with the models trained (5 min if the seed-2 model and
 # the three early models must be trained); gpu ≈ 20 min.
@@ -40,7 +41,7 @@ from IPython.display import Markdown, display
 
 from lib.analysis import findings, impairment, plotting, prompts, session, stats, units
 from lib.analysis.stats import bootstrap_ci
-from lib.core import config, data, model, runs, train
+from lib.core import config, data, model, pretrained, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_impairment import kernel as impair, params as report_params, plots
 
@@ -51,13 +52,33 @@ frac = None  # units per layer in a cluster, as a fraction (None takes the prese
 n_prompts = None  # keyword prompts per topic
 n_random = None  # random clusters per test (the control of hypothesis B)
 noise_seeds = None  # noise draws per intensity
+model_path = None  # a local model (folder or Hugging Face cache name); None: our own model of the preset
 
 # %%
-device = session.start("03_neuron_impairment", preset).device
+sess = session.start("03_neuron_impairment", preset, model_path=model_path)
+device = sess.device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             noise_seeds=noise_seeds)
+loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
+n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
+bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
 cfg
+
+# %%
+if loaded is not None:
+    display(Markdown(
+        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the same "
+        f"shipped texts, keywords and prompts in its own tokenizer, windows of {n_ctx} tokens, and the same "
+        "architecture freshly initialised as the init control. Skipped, because they need training runs of our own: the second training "
+        "seed (Controls) and the early models of section 7. Its findings go to a ledger of its own "
+        f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
+    display(session.model_card(loaded[0]))
+    try:
+        pretrained.require(loaded[0], "Impairing MLP neurons (this whole report)", mlp=True)
+    except pretrained.ArchitectureError as e:
+        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        session.skip_rest(str(e))
 
 # %% [markdown]
 # ## 1. Keywords and held-out prompts
@@ -83,9 +104,8 @@ cfg
 # `python -m lib.prompts keywords --topic-set dbpedia --preset cpu`.
 
 # %%
-tok = data.get_tokenizer(cfg.data)
-kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
-                                    seed=seed)
+tok = data.get_tokenizer(cfg.data) if loaded is None else loaded[1]
+kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, n_ctx, bos=bos, seed=seed)
 pr_all = prompts.concat(list(by_set.values()), tok.eos_id)
 with pd.option_context("display.max_colwidth", None):  # every keyword, not a truncated list
     display(kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
@@ -98,7 +118,7 @@ display(Markdown(
     f"{len(pr_all):,} prompts ({frame.topic.value_counts().min()}–{frame.topic.value_counts().max()} per topic; "
     f"on average {frame.prompt_length.mean():.1f} tokens before a keyword of {frame.word_length.mean():.1f} tokens), "
     f"all from held-out articles ({', '.join(sorted(frame.source.unique()))}). Examples:\n\n"
-    + "\n".join(f"- {pr_all.topics[i]}: `{tok.decode(pr_all.prompt(i)).replace(data.EOS, '')!r}` → "
+    + "\n".join(f"- {pr_all.topics[i]}: `{tok.decode(pr_all.prompt(i)).replace(tok.eos, '')!r}` → "
                 f"`{tok.decode(pr_all.word(i))!r}`" for i in ex)))
 
 # %% [markdown]
@@ -121,10 +141,13 @@ display(Markdown(
 
 # %%
 final_cfgs = {s: cfg.replace(seed=s) for s in nb.tolerance_seeds}
-m0, _, _ = get_or_train(cfg, device=device)
-m1, _, _ = get_or_train(cfg.replace(seed=seed + 1), device=device)
-hooked = {"trained": model.to_hooked(m0), "seed 1": model.to_hooked(m1),
-          "init": model.to_hooked(train.init_model(cfg, device).eval())}
+if loaded is None:
+    m0, _, _ = get_or_train(cfg, device=device)
+    m1, _, _ = get_or_train(cfg.replace(seed=seed + 1), device=device)
+    hooked = {"trained": model.to_hooked(m0), "seed 1": model.to_hooked(m1),
+              "init": model.to_hooked(train.init_model(cfg, device).eval())}
+else:  # a model given by path has no second training seed of ours
+    hooked = {"trained": loaded[0], "init": pretrained.load_model(model_path, device, init=True, seed=seed)}
 unigram = prompts.unigram_logprobs(tok, data.corpus_texts(cfg.data))
 clean = {name: prompts.evaluate(h, pr_all) for name, h in hooked.items()}
 margins = prompts.probe_margins(clean["trained"], pr_all, unigram, n_boot=nb.n_boot, seed=seed)
@@ -166,7 +189,7 @@ display(Markdown(
 # normalised residual stream entering the MLP (`ln2.hook_normalized`), selected the same way.
 
 # %%
-windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in prompts.TOPIC_SETS}
+windows = {s: prompts.topic_windows(tok, s, "fit", n_ctx, nb.n_windows) for s in prompts.TOPIC_SETS}
 stats_ = {(name, s, loc): st for name, h in hooked.items() for s in prompts.TOPIC_SETS
           for loc, st in units.topic_stats(h, windows[s], ("mlp_post", "ln2")).items()}
 g = torch.Generator().manual_seed(seed)
@@ -207,6 +230,8 @@ sizes.pivot(index="test", columns="cluster", values="neurons per layer") if len(
 
 # %%
 key = dict(cfg=cfg.to_dict(), nb=nb.to_dict(), seed=seed)
+if loaded is not None:  # a model given by path: its own sweep tables
+    key["model"] = units.fingerprint(hooked["trained"])
 grid = impairment.dose_grid(["found"], nb.noise_intensities, nb.scale_intensities, nb.noise_seeds)
 sweeps = pd.concat([
     impairment.damage_sweep(hooked[name], pr.subset(TESTS[test][2]), {"found": found[(name, test, m)]}, grid,
@@ -351,51 +376,56 @@ display(Markdown(
 # interval excludes 0.
 
 # %%
-rel_rows, auc_rows = [], []
-ath = pr_all.subset(["Athlete"])
-for kind, s in [(k, s) for k in ("final", "early") for s in nb.tolerance_seeds]:
-    c_ = final_cfgs[s] if kind == "final" else final_cfgs[s].replace(**runs.bench_overrides(cfg, nb.early_steps))
-    h = model.to_hooked(get_or_train(c_, name="bench" if kind == "early" else "model", device=device)[0])
-    st = units.topic_stats(h, windows["dbpedia"], "mlp_post")
-    cl = {"Athlete": impairment.selective_cluster(st, "Athlete", nb.frac)}
-    conds = impairment.grid(cl, ["noise"], nb.tolerance_intensities, nb.noise_seeds)
-    df = impairment.sweep(h, ath, cl, conds, desc=f"tolerance, {kind} seed {s}")
-    df["prob"] = np.exp(-df["loss"])
-    per_prompt = df.groupby(["prompt", "intensity"]).prob.mean().unstack("intensity")
-    rel_rows.append(df.assign(model=kind, run=f"{kind} seed {s}"))
-    auc_rows.append({"model": kind, "seed": s, "matrix": per_prompt.to_numpy(float),
-                     "x": per_prompt.columns.to_numpy(float)})
-x_t = auc_rows[0]["x"]
+if loaded is None:
+    rel_rows, auc_rows = [], []
+    ath = pr_all.subset(["Athlete"])
+    for kind, s in [(k, s) for k in ("final", "early") for s in nb.tolerance_seeds]:
+        c_ = final_cfgs[s] if kind == "final" else final_cfgs[s].replace(**runs.bench_overrides(cfg, nb.early_steps))
+        h = model.to_hooked(get_or_train(c_, name="bench" if kind == "early" else "model", device=device)[0])
+        st = units.topic_stats(h, windows["dbpedia"], "mlp_post")
+        cl = {"Athlete": impairment.selective_cluster(st, "Athlete", nb.frac)}
+        conds = impairment.grid(cl, ["noise"], nb.tolerance_intensities, nb.noise_seeds)
+        df = impairment.sweep(h, ath, cl, conds, desc=f"tolerance, {kind} seed {s}")
+        df["prob"] = np.exp(-df["loss"])
+        per_prompt = df.groupby(["prompt", "intensity"]).prob.mean().unstack("intensity")
+        rel_rows.append(df.assign(model=kind, run=f"{kind} seed {s}"))
+        auc_rows.append({"model": kind, "seed": s, "matrix": per_prompt.to_numpy(float),
+                         "x": per_prompt.columns.to_numpy(float)})
+    x_t = auc_rows[0]["x"]
 
 
-def tolerances(idx: np.ndarray) -> np.ndarray:
-    """Each run's normalised AUC on the prompts idx (its clean value = its value at intensity 0)."""
-    return np.array([impair.normalised_auc(x_t, y, y[0]) for y in (r["matrix"][idx].mean(0) for r in auc_rows)])
+    def tolerances(idx: np.ndarray) -> np.ndarray:
+        """Each run's normalised AUC on the prompts idx (its clean value = its value at intensity 0)."""
+        return np.array([impair.normalised_auc(x_t, y, y[0]) for y in (r["matrix"][idx].mean(0) for r in auc_rows)])
 
 
-kinds_t = np.array([r["model"] for r in auc_rows])
-tol = tolerances(np.arange(len(ath)))
-gap_t = float(np.nanmean(tol[kinds_t == "final"]) - np.nanmean(tol[kinds_t == "early"]))
-boot = stats.bootstrap(lambda i: float(np.nanmean(tolerances(i.astype(int))[kinds_t == "final"])
-                                       - np.nanmean(tolerances(i.astype(int))[kinds_t == "early"])),
-                       np.arange(len(ath)), n_boot=nb.n_boot // 5, seed=seed)
-gap_ci = stats.percentile_ci(boot)
-seed_range = float(np.nanmax(tol[kinds_t == "final"]) - np.nanmin(tol[kinds_t == "final"]))
-rel = pd.concat(rel_rows, ignore_index=True)
-rel["relative probability"] = rel.prob / rel.run.map(rel[rel.intensity == 0].groupby("run").prob.mean())
-fig = plots.relative_tolerance(rel, "relative probability", "model", "run",
-                               {k: float(np.nanmean(tol[kinds_t == k])) for k in ("final", "early")},
-                               "Fig. 8: Athlete keyword probability, relative to each model's own clean probability, "
-                               "under noise on its own Athlete cluster", "noise intensity (neuron sd)",
-                               "keyword probability ÷ clean")
-findings.record("Tolerance of impairment (normalised area under relative Athlete keyword probability), final minus "
-                "early model, "
-                f"{len(nb.tolerance_seeds)} seeds each (control: range over the final models' seeds)", gap_t,
-                unit="normalised area", ci=gap_ci, control="seeds", control_value=seed_range, figure="Fig. 8",
-                comparison="noise",  # two-sided: the claim is a difference either way, so its own sign is the side
-                verdict=findings.verdict_exceeds_noise(gap_t, seed_range, gap_ci, higher_is_better=gap_t >= 0))
-pd.DataFrame({"model": kinds_t, "seed": [r["seed"] for r in auc_rows], "tolerance (normalised area)": tol,
-              "clean Athlete keyword probability": [r["matrix"][:, 0].mean() for r in auc_rows]}).round(4)
+    kinds_t = np.array([r["model"] for r in auc_rows])
+    tol = tolerances(np.arange(len(ath)))
+    gap_t = float(np.nanmean(tol[kinds_t == "final"]) - np.nanmean(tol[kinds_t == "early"]))
+    boot = stats.bootstrap(lambda i: float(np.nanmean(tolerances(i.astype(int))[kinds_t == "final"])
+                                           - np.nanmean(tolerances(i.astype(int))[kinds_t == "early"])),
+                           np.arange(len(ath)), n_boot=nb.n_boot // 5, seed=seed)
+    gap_ci = stats.percentile_ci(boot)
+    seed_range = float(np.nanmax(tol[kinds_t == "final"]) - np.nanmin(tol[kinds_t == "final"]))
+    rel = pd.concat(rel_rows, ignore_index=True)
+    rel["relative probability"] = rel.prob / rel.run.map(rel[rel.intensity == 0].groupby("run").prob.mean())
+    fig = plots.relative_tolerance(rel, "relative probability", "model", "run",
+                                   {k: float(np.nanmean(tol[kinds_t == k])) for k in ("final", "early")},
+                                   "Fig. 8: Athlete keyword probability, relative to each model's own clean "
+                                   "probability, under noise on its own Athlete cluster", "noise intensity (neuron sd)",
+                                   "keyword probability ÷ clean")
+    findings.record("Tolerance of impairment (normalised area under relative Athlete keyword probability), final minus "
+                    "early model, "
+                    f"{len(nb.tolerance_seeds)} seeds each (control: range over the final models' seeds)", gap_t,
+                    unit="normalised area", ci=gap_ci, control="seeds", control_value=seed_range, figure="Fig. 8",
+                    comparison="noise",  # two-sided: the claim is a difference either way, so its own sign is the side
+                    verdict=findings.verdict_exceeds_noise(gap_t, seed_range, gap_ci, higher_is_better=gap_t >= 0))
+    display(pd.DataFrame({"model": kinds_t, "seed": [r["seed"] for r in auc_rows], "tolerance (normalised area)": tol,
+                          "clean Athlete keyword probability": [r["matrix"][:, 0].mean() for r in auc_rows]}).round(4))
+else:
+    display(Markdown("Skipped for a model given by path: this section compares notebook 1's final model with its "
+                     "early model (its benchmark run) over three training seeds each, training runs of our own "
+                     "that a loaded model does not have."))
 
 # %% [markdown]
 # ## Controls
@@ -410,10 +440,11 @@ pd.DataFrame({"model": kinds_t, "seed": [r["seed"] for r in auc_rows], "toleranc
 
 # %%
 seed_rows, jac_null = [], {}
-match_tokens = torch.cat([w[: nb.n_match_windows] for s in prompts.TOPIC_SETS for w in windows[s].values()])
-acts = {name: units.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
-perms = [units.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
-for test in [t for t in ("test 1", "test 2") if t in TESTS]:
+if "seed 1" in hooked:
+    match_tokens = torch.cat([w[: nb.n_match_windows] for s in prompts.TOPIC_SETS for w in windows[s].values()])
+    acts = {name: units.unit_activations(hooked[name], match_tokens, "mlp_post") for name in ("trained", "seed 1")}
+    perms = [units.match_units(acts["trained"][layer], acts["seed 1"][layer]) for layer in range(cfg.model.n_layers)]
+for test in [t for t in ("test 1", "test 2") if t in TESTS and "seed 1" in hooked]:
     s, target, _, loc = TESTS[test]
     c0 = found[("trained", test, "selectivity")]
     c1 = impairment.selective_cluster(stats_[("seed 1", s, loc)], target, nb.frac)
@@ -423,6 +454,9 @@ for test in [t for t in ("test 1", "test 2") if t in TESTS]:
                       "random: mean": jac_null[test].mean(), "random: 95th pct": np.quantile(jac_null[test], 0.95),
                       "permutation p": stats.permutation_p(impair.jaccard(impair.map_cluster(c0, perms), c1),
                                                            jac_null[test])})
+if "seed 1" not in hooked:
+    display(Markdown("Seed control skipped for a model given by path: it compares the clusters of two training seeds "
+                     "of our own model, and a loaded model comes with one set of weights."))
 overlap = pd.DataFrame(seed_rows)
 if seed_rows:
     fig = plotting.null_histograms(
@@ -430,7 +464,7 @@ if seed_rows:
                                            "after matching neurons": (r["matched Jaccard"], None)}) for r in seed_rows},
         "Fig. 9: overlap of the seed-0 and seed-1 selectivity clusters vs random clusters", "Jaccard overlap",
         ylabel="random cluster pairs (count)")
-overlap.round(3)
+overlap.round(3) if seed_rows else None
 
 # %%
 for r in seed_rows:
@@ -439,7 +473,7 @@ for r in seed_rows:
                     unit="Jaccard", control="random", control_value=r["random: 95th pct"], p=r["permutation p"],
                     figure="Fig. 9", verdict=findings.verdict_from_p(r["matched Jaccard"], r["permutation p"],
                                                                      alpha=nb.alpha))
-display(findings.table(findings.load("03_neuron_impairment", preset)))
+display(findings.table(findings.load("03_neuron_impairment", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion

@@ -23,7 +23,8 @@
 # topic specifically?** Every claim sits next to its control: the same procedure at initialisation, a
 # second training seed, and random neurons of the same number.
 #
-# **Reads:** `models/` (notebook 1's MLP model and its seed-1 twin, trained here if absent), `data/`.
+# **Reads:** `models/` (notebook 1's MLP model and its seed-1 twin, trained here if absent) or the model given by
+# `model_path`, `data/`.
 # **Writes:** `models/` (if absent), `shapley/` (every Shapley run, keyed by its configuration), `findings/`.
 # **Runtime:** smoke ≈ 30 s; cpu ≈ 9 min on 2 busy cores (≈ 5 min of CPU time; + ≈ 11 min if the two base
 # models must be trained); gpu: not measured yet.
@@ -36,7 +37,7 @@ from IPython.display import Markdown, display
 
 from lib.analysis import findings, plotting, prompts, session, shapley, units
 from lib.analysis.stats import binomial_ci, binomial_tail_p, bootstrap_ci, permutation_p, spearman
-from lib.core import artifacts, config, data, model, train
+from lib.core import artifacts, config, data, model, pretrained, train
 from lib.core.runs import get_or_train
 from lib.reports.neuron_shapley import kernel as neuron_shapley, params as report_params, plots
 
@@ -46,12 +47,40 @@ seed = 0
 n_permutations = None  # TMC permutations of the trained model (None takes the preset value)
 k = None  # top-k neurons for specificity, seeds and TMAB
 n_random = None  # random orders / random k-sets (the controls)
+layers = None  # the MLP layers whose neurons are players (None takes the preset value)
+n_prompts = None  # game prompts per topic (the evaluation prompts are others)
+model_path = None  # a local model (folder or Hugging Face cache name); None: our own model of the preset
 
 # %%
-device = session.start("04_neuron_shapley", preset).device
+sess = session.start("04_neuron_shapley", preset, model_path=model_path)
+device = sess.device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
-nb = report_params.resolve(preset, n_permutations=n_permutations, k=k, n_random=n_random)
+nb = report_params.resolve(preset, n_permutations=n_permutations, k=k, n_random=n_random, layers=layers,
+                            n_prompts=n_prompts)
+loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
+n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
+bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
+if loaded is not None and layers is None and nb.layers is not None:  # the preset's, as depths in notebook 1's
+    depth = (loaded[0].cfg.n_layers - 1) / max(1, cfg.model.n_layers - 1)
+    nb = nb.replace(layers=tuple(sorted({round(layer * depth) for layer in nb.layers})))
 cfg
+
+# %%
+if loaded is not None:
+    display(Markdown(
+        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the same "
+        f"shipped texts, keywords and prompts in its own tokenizer, windows of {n_ctx} tokens, players in layer(s) "
+        f"{'all' if nb.layers is None else list(nb.layers)} (the preset's, read as depths in notebook 1's 2-layer "
+        "model), and the same architecture freshly initialised as the init control. Skipped, because it needs a "
+        "second training run of our own: the seed-1 model (its Shapley values and the seed control). Its findings "
+        f"go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings "
+        "page."))
+    display(session.model_card(loaded[0]))
+    try:
+        pretrained.require(loaded[0], "Neuron Shapley over MLP neurons (this whole report)", mlp=True)
+    except pretrained.ArchitectureError as e:
+        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        session.skip_rest(str(e))
 
 # %% [markdown]
 # ## 1. The game: keyword prompts per topic
@@ -69,10 +98,9 @@ cfg
 # neurons were chosen on. Only the 14 DBpedia topics are used: the model never trained on the comments.
 
 # %%
-tok = data.get_tokenizer(cfg.data)
+tok = data.get_tokenizer(cfg.data) if loaded is None else loaded[1]
 kw = nb.keywords.keywords(tok, "dbpedia")
-pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts + nb.n_eval_prompts, cfg.model.n_ctx,
-                         bos=cfg.data.task == "windows", seed=seed)
+pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts + nb.n_eval_prompts, n_ctx, bos=bos, seed=seed)
 rank = pr.frame().groupby("topic").cumcount().to_numpy()
 game_pr, eval_pr = pr.select(np.flatnonzero(rank < nb.n_prompts)), pr.select(np.flatnonzero(rank >= nb.n_prompts))
 topics = tuple(t for t in dict.fromkeys(game_pr.topics) if eval_pr.topics.count(t) >= 2)
@@ -94,15 +122,18 @@ display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(ev
 # (a test checks it against one plain forward per coalition; `bench/shapley_eval.py` times both).
 
 # %%
-hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
-          "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
-          "init": model.to_hooked(train.init_model(cfg, device).eval())}
+if loaded is None:
+    hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
+              "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
+              "init": model.to_hooked(train.init_model(cfg, device).eval())}
+else:  # a model given by path has no second training seed of ours
+    hooked = {"trained": loaded[0], "init": pretrained.load_model(model_path, device, init=True, seed=seed)}
 # report 3's probe gate: a topic's game is played only if the model predicts its keywords better than a unigram
 margins = prompts.model_probe_margins(hooked["trained"], tok, pr, data.corpus_texts(cfg.data), seed=seed)
 dropped = [t for t in topics if not margins.set_index("topic").usable.get(t, False)]
 topics = tuple(t for t in topics if t not in dropped) if nb.gate_probes else topics
 game_pr, eval_pr = game_pr.subset(topics), eval_pr.subset(topics)
-windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows, topics)
+windows = prompts.topic_windows(tok, "dbpedia", "fit", n_ctx, nb.n_windows, topics)
 stats = {name: units.topic_stats(h, windows, "mlp_post", progress=False) for name, h in hooked.items()}
 means = {name: st.pooled()[0] for name, st in stats.items()}  # each neuron's mean activation (for mean ablation)
 games, evals = ({name: shapley.neuron_game(h, p, nb.layers, ablation=nb.ablation, mean=means[name], topics=topics)
@@ -113,7 +144,7 @@ pd.DataFrame({f"{name}: {c}": ends[name][i].numpy() for name in hooked for i, c 
               enumerate(("clean loss", "all removed"))}, index=list(topics)).round(2)
 
 # %%
-e = ends["trained"]
+e, n_vocab = ends["trained"], hooked["trained"].cfg.d_vocab
 display(Markdown(
     (f"Topics whose keyword probe does not beat the unigram / uniform baseline, left out: {', '.join(dropped)}. "
      if dropped and nb.gate_probes else "Every topic's keyword probe beats the unigram / uniform baseline. "
@@ -121,7 +152,7 @@ display(Markdown(
     +
     f"{n} players (the MLP neurons of layer(s) {list(players.layers)}). On the evaluation prompts, removing all of "
     f"them raises the trained model's mean keyword loss from {e[0].mean():.2f} to {e[1].mean():.2f} nats "
-    f"(uniform guessing: ln {cfg.model.d_vocab} = {np.log(cfg.model.d_vocab):.2f}); at initialisation it moves "
+    f"(uniform guessing: ln {n_vocab} = {np.log(n_vocab):.2f}); at initialisation it moves "
     f"from {ends['init'][0].mean():.2f} to {ends['init'][1].mean():.2f}."))
 
 # %% [markdown]
@@ -140,6 +171,8 @@ display(Markdown(
 GAME = ("layers", "ablation", "n_prompts", "truncation_tol")  # what defines the game (+ the keyword knobs)
 key = dict(cfg=cfg.to_dict(), game={k: v for k, v in nb.to_dict().items() if k in GAME or k == "keywords"}, seed=seed,
            topics=topics, version=1)
+if loaded is not None:  # a model given by path: Shapley runs of its own
+    key["model"] = units.fingerprint(hooked["trained"])
 
 
 def tmc(name: str, n_perm: int) -> shapley.ShapleyResult:
@@ -149,8 +182,7 @@ def tmc(name: str, n_perm: int) -> shapley.ShapleyResult:
         desc=f"TMC, {name}"))
 
 
-res = {"trained": tmc("trained", nb.n_permutations), "seed 1": tmc("seed 1", nb.n_permutations_control),
-       "init": tmc("init", nb.n_permutations_control)}
+res = {name: tmc(name, nb.n_permutations if name == "trained" else nb.n_permutations_control) for name in hooked}
 phi = res["trained"].values  # (neuron, topic), nats of keyword loss
 long = pd.concat([pd.DataFrame({"Shapley value": r.values.flatten().numpy(), "model": name}) for name, r in res.items()
                   if name != "seed 1"])
@@ -449,26 +481,31 @@ findings.record(f"Keyword-loss rise on a topic's held-out prompts after removing
                 verdict=findings.verdict_from(float(rise["trained"].mean()), float(rise["init"].mean()), ci))
 
 # %%
-wins = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_match_windows, topics)
-tokens = torch.cat(list(wins.values()))
-acts = {name: units.unit_activations(hooked[name], tokens, "mlp_post") for name in ("trained", "seed 1")}
-perm = torch.cat([units.match_units(acts["trained"][layer], acts["seed 1"][layer]) + i * players.d_mlp
-                  for i, layer in enumerate(players.layers)])  # seed-0 player -> matched seed-1 player
-jac = np.array([shapley.set_jaccard(perm[res["trained"].top(nb.k, j)].tolist(), res["seed 1"].top(nb.k, j).tolist())
-                for j in range(len(topics))])
-rand_j = np.array([np.median([shapley.set_jaccard(torch.randperm(n, generator=g)[: nb.k].tolist(),
-                                                  torch.randperm(n, generator=g)[: nb.k].tolist())
-                              for _ in topics]) for _ in range(500)])
-jq = float(np.quantile(rand_j, 0.95))
-findings.record(f"Seeds: Jaccard overlap of a topic's top-{nb.k} Shapley neurons in two training seeds after "
-                "matching neurons (median over topics)", float(np.median(jac)), unit="Jaccard",
-                ci=bootstrap_ci(jac, np.median, nb.n_boot), control="random", control_value=jq,
-                verdict=findings.verdict_from(float(np.median(jac)), jq,
-                                                              bootstrap_ci(jac, np.median, nb.n_boot)))
+if "seed 1" in hooked:
+    wins = prompts.topic_windows(tok, "dbpedia", "fit", n_ctx, nb.n_match_windows, topics)
+    tokens = torch.cat(list(wins.values()))
+    acts = {name: units.unit_activations(hooked[name], tokens, "mlp_post") for name in ("trained", "seed 1")}
+    perm = torch.cat([units.match_units(acts["trained"][layer], acts["seed 1"][layer]) + i * players.d_mlp
+                      for i, layer in enumerate(players.layers)])  # seed-0 player -> matched seed-1 player
+    jac = np.array([shapley.set_jaccard(perm[res["trained"].top(nb.k, j)].tolist(),
+                                        res["seed 1"].top(nb.k, j).tolist()) for j in range(len(topics))])
+    rand_j = np.array([np.median([shapley.set_jaccard(torch.randperm(n, generator=g)[: nb.k].tolist(),
+                                                      torch.randperm(n, generator=g)[: nb.k].tolist())
+                                  for _ in topics]) for _ in range(500)])
+    jq = float(np.quantile(rand_j, 0.95))
+    findings.record(f"Seeds: Jaccard overlap of a topic's top-{nb.k} Shapley neurons in two training seeds after "
+                    "matching neurons (median over topics)", float(np.median(jac)), unit="Jaccard",
+                    ci=bootstrap_ci(jac, np.median, nb.n_boot), control="random", control_value=jq,
+                    verdict=findings.verdict_from(float(np.median(jac)), jq,
+                                                  bootstrap_ci(jac, np.median, nb.n_boot)))
+    seed_text = (f" Matched top-{nb.k} overlap across seeds: median Jaccard {np.median(jac):.2f} (random k-sets: 95th "
+                 f"percentile {jq:.2f}).")
+else:
+    seed_text = (" The seed control is skipped for a model given by path: it compares the top neurons of two training "
+                 "seeds of our own model, and a loaded model comes with one set of weights.")
 display(Markdown(f"Removing a topic's top-{nb.k} Shapley neurons raises its loss by {rise['trained'].mean():+.3f} nats "
-                 f"in the trained model and {rise['init'].mean():+.3f} at initialisation. Matched top-{nb.k} overlap "
-                 f"across seeds: median Jaccard {np.median(jac):.2f} (random k-sets: 95th percentile {jq:.2f})."))
-display(findings.table(findings.load("04_neuron_shapley", preset)))
+                 f"in the trained model and {rise['init'].mean():+.3f} at initialisation." + seed_text))
+display(findings.table(findings.load("04_neuron_shapley", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion

@@ -25,9 +25,9 @@
 # basis as the control, and whether impairing topic clusters of sparse units hits their topic specifically
 # (notebook 3's hypothesis B).
 #
-# **Reads:** `models/` (notebook 1's MLP model, trained if absent), `data/`. **Writes:** `sparse/` (every
-# trained sparse and dense layer with its duty cycles and training curve), `impairment/` (the specificity
-# sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 12 min on 2 cores (+ ≈ 6 min if notebook 1's model
+# **Reads:** `models/` (notebook 1's MLP model, trained if absent) or the model given by `model_path`, `data/`.
+# **Writes:** `sparse/` (every trained sparse and dense layer with its duty cycles and training curve),
+# `impairment/` (the specificity sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 12 min on 2 cores (+ ≈ 6 min if notebook 1's model
 # must be trained); gpu ≈ 30 min.
 
 # %%
@@ -37,9 +37,9 @@ import torch
 from IPython.display import Markdown, display
 
 from lib.analysis import findings, impairment, kwta, plotting, prompts, session, stats
-from lib.analysis.units import top_contexts, topic_stats
+from lib.analysis.units import fingerprint, top_contexts, topic_stats
 from lib.core import config, data, hooks, model
-from lib.core.pretrained import load_pretrained
+from lib.core.pretrained import ArchitectureError, load, load_model, require
 from lib.core.runs import get_or_train
 from lib.reports.sparse_layers import kernel as sparse, params as report_params, plots
 
@@ -50,12 +50,33 @@ pretrained = "gpt2"  # a TransformerLens GPT-2-architecture model (gpt2, gpt2-xl
 k_fracs = None  # winners as shares of the layer's units (None takes the preset value)
 steps = None  # training steps per sparse layer
 seeds = None  # training seeds of the sparse layers
+model_path = None  # a local model (folder or Hugging Face cache name); None: our own model of the preset
 
 # %%
-device = session.start("05_sparse_layers", preset).device
+sess = session.start("05_sparse_layers", preset, model_path=model_path)
+device = sess.device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, k_fracs=k_fracs, steps=steps, seeds=seeds)
+loaded = None if model_path is None else load(model_path, device)  # (HookedTransformer, its tokenizer)
+n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
+bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
 cfg
+
+# %%
+if loaded is not None:
+    display(Markdown(
+        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the surgeries "
+        f"are made in it, and every layer trains on the same shipped texts in its own tokenizer (windows of {n_ctx} "
+        "tokens, without notebook 1's planted repeats). Nothing is skipped: every control here (the dense retrained "
+        "layer, the new layer's training seeds, random rotations and random clusters) trains or draws only the new "
+        "layer. Its findings go to a ledger of its own "
+        f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
+    display(session.model_card(loaded[0]))
+    try:
+        require(loaded[0], "k-WTA surgery on an MLP and its units (this whole report)", mlp=True)
+    except ArchitectureError as e:
+        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        session.skip_rest(str(e))
 
 # %% [markdown]
 # ## 1. Surgery, and the loss it costs
@@ -74,11 +95,16 @@ cfg
 # windows; bands span the training seeds.
 
 # %%
-m0, _, base_dir = get_or_train(cfg, device=device)
-hooked = model.to_hooked(m0)
-tok = data.get_tokenizer(cfg.data)
-td = data.load_token_data(cfg.data)
-train_tok, val_tok = td.train[: nb.layer.n_train], td.val[: nb.n_eval]
+if loaded is None:
+    m0, _, base_dir = get_or_train(cfg, device=device)
+    hooked, tok, base = model.to_hooked(m0), data.get_tokenizer(cfg.data), base_dir.name
+    td = data.load_token_data(cfg.data)
+    train_tok, val_tok = td.train[: nb.layer.n_train], td.val[: nb.n_eval]
+else:  # the same training and held-out texts, in windows of the loaded model's tokenizer
+    (hooked, tok), base = loaded, f"{sess.ledger.model}-{fingerprint(loaded[0])}"
+    test_texts = data.load_articles("dbpedia14_test")["text"].tolist()
+    train_tok = data.lm_windows(tok.encode_batch(data.corpus_texts(cfg.data)), n_ctx, tok.eos_id)[: nb.layer.n_train]
+    val_tok = data.lm_windows(tok.encode_batch(test_texts), n_ctx, tok.eos_id)[: nb.n_eval]
 n_units, last = hooked.cfg.d_mlp, hooked.cfg.n_layers - 1
 ks = sorted({kwta.k_for(f, n_units) for f in nb.k_fracs})
 k_focus = kwta.k_for(nb.layer.k_frac, n_units)
@@ -97,7 +123,7 @@ runs |= {(f"{name}, dense", None, s): (c.replace(k=None, act_fn=hooked.cfg.act_f
          for name, c in SURGERY.items() for s in nb.seeds}
 runs |= {("(a) replace MLP, no boosting", k_focus, s): (SURGERY["(a) replace MLP"].replace(k=k_focus, boost_strength=0.0),
                                                         fits[s]) for s in nb.seeds}
-models, losses = sparse.train_grid(hooked, runs, train_tok, val_tok, base=base_dir.name)
+models, losses = sparse.train_grid(hooked, runs, train_tok, val_tok, base=base)
 losses[["variant", "k", "seed"]] = pd.DataFrame(losses.pop("run").tolist(), index=losses.index)
 losses["k_pct"] = 100 * losses.k / n_units
 orig_loss = kwta.lm_loss(hooked, val_tok)
@@ -213,7 +239,7 @@ display(Markdown(
 # the top activations come from a few windows).
 
 # %%
-windows = prompts.topic_windows(tok, "dbpedia", "fit", cfg.model.n_ctx, nb.n_windows)
+windows = prompts.topic_windows(tok, "dbpedia", "fit", n_ctx, nb.n_windows)
 topics = list(windows)
 win_tok = torch.cat(list(windows.values()))
 owner = torch.repeat_interleave(torch.arange(len(topics)), torch.tensor([w.numel() for w in windows.values()]))
@@ -356,20 +382,20 @@ pd.concat([top_contexts(focus_acts[:, u].view(win_tok.shape), win_tok, tok, nb.n
 # the original dense neurons, the dense retrained layer and the sparse layer (seed 0).
 
 # %%
-r3 = findings.load("03_neuron_impairment", preset)
+r3 = findings.load("03_neuron_impairment", preset, sess.ledger.model)
 r3 = r3[r3.name.str.startswith("B: ")]
 display(Markdown("Report 3's hypothesis-B verdicts at this preset: " + (
     "; ".join(f"{n[3:].split(' (control')[0]} → **{v}**" for n, v in zip(r3.name, r3.verdict.fillna(findings.NO_VERDICT)))
-    if len(r3) else "none recorded (report 3 has not run at this preset)") + "."))
+    if len(r3) else "none recorded (report 3 has not run at this preset"
+    + ("" if loaded is None else " on this model") + ")") + "."))
 
 # %%
 kw = nb.keywords.keywords(tok, "dbpedia")
 TOPICS = ("Athlete", "Artist", "Company")
-pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts, cfg.model.n_ctx, TOPICS, bos=cfg.data.task == "windows",
-                         seed=seed)
+pr = nb.keywords.prompts(tok, kw, "dbpedia", nb.n_prompts, n_ctx, TOPICS, bos=bos, seed=seed)
 LAYERS = {"original dense": hooked, "(a) dense retrained": models[("(a) replace MLP, dense", None, focus_seed)],
           "(a) sparse": models[("(a) replace MLP", k_focus, focus_seed)]}
-key = dict(base=base_dir.name, nb=nb.to_dict(), seed=seed)
+key = dict(base=base, nb=nb.to_dict(), seed=seed)
 spec, null = {}, {}
 for name, m in LAYERS.items():
     st = topic_stats(m, {t: windows[t] for t in topics}, "mlp_post", progress=False)
@@ -408,7 +434,7 @@ pd.DataFrame([{"units": n, "intensities": r, "specificity (nats)": v, "95% CI": 
 
 # %%
 try:
-    big = load_pretrained(pretrained, device=device)
+    big = load_model(pretrained, device)
 except FileNotFoundError:
     big = None
     display(Markdown(f"No local weights for **{pretrained}** (this project never downloads them), so this section is "
@@ -434,7 +460,7 @@ if big is not None:
 # ledger below collects them.
 
 # %%
-display(findings.table(findings.load("05_sparse_layers", preset)))
+display(findings.table(findings.load("05_sparse_layers", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion

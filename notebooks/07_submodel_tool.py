@@ -27,17 +27,18 @@
 # line (`python -m lib.submodels explain --prompt "..." --ablate Athlete`) validates the same way and refuses to
 # ablate a sub-model that failed unless `--allow-unvalidated` is given.
 #
-# **Reads:** `models/` (notebook 1's MLP model; trained here if absent), `sparse/` (report 5's focus layer, fit
-# here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
+# **Reads:** `models/` (notebook 1's MLP model; trained here if absent) or the model given by `model_path`,
+# `sparse/` (report 5's focus layer, fit here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
 # **Runtime:** smoke < 1 min; cpu ≈ 5 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
 
 # %%
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, kwta, plotting, prompts, session, stats
-from lib.core import config, data, model, train
+from lib.analysis import findings, kwta, plotting, prompts, session, stats, units
+from lib.core import config, data, model, pretrained, train
 from lib.core.runs import get_or_train
 from lib.reports.submodel_tool import kernel as submodels, params as report_params, plots
 
@@ -48,13 +49,34 @@ frac = None  # units per hook in a sub-model, as a fraction of its width (None t
 n_prompts = None  # held-out keyword prompts per topic (half validate, half define the Shapley game)
 n_random = None  # size-matched random sub-models per validation (the control)
 methods = None  # which methods to run (None: the preset's)
+model_path = None  # a local model (folder or Hugging Face cache name); None: our own model of the preset
 
 # %%
-device = session.start("07_submodel_tool", preset).device
+sess = session.start("07_submodel_tool", preset, model_path=model_path)
+device = sess.device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
 nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_random,
                             methods=methods)
+loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
+n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
+bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
 cfg
+
+# %%
+if loaded is not None:
+    display(Markdown(
+        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the same "
+        f"shipped texts, keywords and prompts in its own tokenizer, windows of {n_ctx} tokens, and the same "
+        "architecture freshly initialised as the init control (the sparse method's k-WTA layer is fit inside each, "
+        "on the training texts in its tokenizer). Nothing is skipped: no control here needs a training run of our "
+        f"own. Its findings go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to "
+        "the book's findings page."))
+    display(session.model_card(loaded[0]))
+    try:
+        pretrained.require(loaded[0], "Sub-models of MLP units (this whole report)", mlp=True)
+    except pretrained.ArchitectureError as e:
+        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        session.skip_rest(str(e))
 
 # %% [markdown]
 # ## 1. Concepts, their text and their predictions
@@ -67,15 +89,14 @@ cfg
 # prompts of every topic validate; the other half define the game whose Shapley values rank neurons.
 
 # %%
-tok = data.get_tokenizer(cfg.data)
-kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=cfg.data.task == "windows",
-                                    seed=seed)
+tok = data.get_tokenizer(cfg.data) if loaded is None else loaded[1]
+kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, n_ctx, bos=bos, seed=seed)
 SETS = prompts.TOPIC_SETS
 game, val = submodels.split_halves(by_set)  # alternate articles: the two halves share none
-windows = {s: prompts.topic_windows(tok, s, "fit", cfg.model.n_ctx, nb.n_windows) for s in SETS}
+windows = {s: prompts.topic_windows(tok, s, "fit", n_ctx, nb.n_windows) for s in SETS}
 display(Markdown(
     f"{sum(len(w) for w in windows.values())} concepts; per concept {nb.n_windows} fit windows of "
-    f"{cfg.model.n_ctx} tokens; validation prompts per topic: {len(val['dbpedia']) // len(windows['dbpedia'])}"
+    f"{n_ctx} tokens; validation prompts per topic: {len(val['dbpedia']) // len(windows['dbpedia'])}"
     f"–{len(val['dbpedia']) // len(windows['dbpedia']) + 1} (DBpedia), {len(val['comments'])} in all for the "
     "comments."))
 
@@ -102,9 +123,14 @@ display(Markdown(
 # damage is small, so the findings use kept.
 
 # %%
-m0, _, base_dir = get_or_train(cfg, device=device)
-hooked = model.to_hooked(m0)
-h_init = model.to_hooked(train.init_model(cfg, device).eval())
+if loaded is None:
+    m0, _, base_dir = get_or_train(cfg, device=device)
+    hooked = model.to_hooked(m0)
+    h_init = model.to_hooked(train.init_model(cfg, device).eval())
+    bases = (base_dir.name, f"{base_dir.name}-init")  # what the sparse method's k-WTA layers are keyed by
+else:
+    hooked, h_init = loaded[0], pretrained.load_model(model_path, device, init=True, seed=seed)
+    bases = tuple(f"{sess.ledger.model}-{units.fingerprint(h)}" for h in (hooked, h_init))
 run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
 # a concept is validated only on a probe that measures knowledge: the model must beat a unigram baseline on it
 val_all = prompts.concat(list(val.values()), tok.eos_id)
@@ -161,13 +187,16 @@ display(Markdown(
 
 # %%
 latent = lambda d: dict(k=nb.latent_k, latent_cfg=dict(d_latent=d, steps=nb.latent_steps, seed=seed))
-train_tokens = data.load_token_data(cfg.data).train
+if loaded is None:
+    train_tokens = data.load_token_data(cfg.data).train
+else:  # the training texts in windows of the loaded model's tokenizer
+    train_tokens = data.lm_windows(tok.encode_batch(data.corpus_texts(cfg.data)), n_ctx, tok.eos_id)[: nb.layer.n_train]
 OTHER = {"shapley": lambda: find("shapley", n_permutations=nb.n_permutations),
          "sae": lambda: find("sae", **latent(nb.sae_d_latent)),
          "infovae": lambda: find("infovae", **latent(nb.infovae_d_latent)),
          # the init control's k-WTA layer is fit inside the initialised model, the same way
-         "sparse": lambda: find("sparse", kwta.focus_layer(hooked, base_dir.name, nb.layer, train_tokens),
-                                kwta.focus_layer(h_init, f"{base_dir.name}-init", nb.layer, train_tokens))}
+         "sparse": lambda: find("sparse", kwta.focus_layer(hooked, bases[0], nb.layer, train_tokens),
+                                kwta.focus_layer(h_init, bases[1], nb.layer, train_tokens))}
 for method in [m for m in nb.methods if m in OTHER]:
     found[method] = OTHER[method]()
 table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
@@ -222,7 +251,7 @@ results = {(t, i): submodels.explain(hooked, submodels.validation_case(val, t, i
 def show(t: str, i: int, fig_no: int):
     toks, target = submodels.validation_case(val, t, i)
     ex = results[(t, i)]
-    text = tok.decode(toks).replace(data.EOS, "")
+    text = tok.decode(toks).replace(tok.eos, "")
     tr = ex.tracked.set_index(["ablated", "token_id"]).prob
     display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.decode(list(target))!r}`. Most active "
                      f"sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. Clean top-1 "
@@ -231,9 +260,10 @@ def show(t: str, i: int, fig_no: int):
                          f"{n} **{ex.validation.loc[n, 'status']}** ({ex.validation.loc[n, 'why']})"
                          for n in (t, shown[t]))))
     display(ex.table())
-    return plots.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
-                                       "activity per position and the prediction with sub-models ablated",
-                                       first=(t, shown[t]))
+    with mpl.rc_context({"text.parse_math": False}):  # token texts ('$', ...) are not mathtext
+        return plots.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
+                                        "activity per position and the prediction with sub-models ablated",
+                                        first=(t, shown[t]))
 
 
 fig = show("Athlete", 0, 2)
@@ -381,7 +411,7 @@ display(Markdown(
     + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
     + "\n- Validation uses one ablation (zero, intensity 1) and keyword loss only; sub-models are fixed-size "
       "(`frac` of a layer), found per concept set, and never combined across methods."))
-display(findings.table(findings.load("07_submodel_tool", preset)))
+display(findings.table(findings.load("07_submodel_tool", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion

@@ -1,5 +1,6 @@
 """Notebook checks: pairs in sync and stripped; a smoke run of every report, then the findings
-notebook, the findings ledger and a smoke build of the book.
+notebook, the findings ledger and a smoke build of the book; then the reports that take a model
+(`model_path`) run on a tiny Hugging Face GPT-2.
 
 The smoke tests run in file order, and the reports in numeric order. Every run shares one
 session-scoped ARTIFACTS_DIR, so later reports reuse what earlier ones trained, as in
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jupytext
@@ -109,9 +111,10 @@ class Smoke:
                         PYDEVD_DISABLE_FILE_VALIDATION="1",
                         JUPYTER_PATH=os.pathsep.join([jupyter_path] + ([extra] if extra else [])))
 
-    def run(self, source: Path, cwd: Path) -> Path:
-        """Execute source (.py converted with jupytext, or .ipynb) with preset smoke; the executed path."""
-        name = source.stem
+    def run(self, source: Path, cwd: Path, parameters: dict | None = None, label: str | None = None) -> Path:
+        """Execute source (.py converted with jupytext, or .ipynb) with preset smoke and `parameters`; the executed
+        path. `label` names the run (default: the notebook's name)."""
+        name = label or source.stem
         if name in self.results:
             result = self.results[name]
             if isinstance(result, BaseException):
@@ -126,7 +129,8 @@ class Smoke:
         mpl = os.environ.pop("MPLBACKEND", None)  # a non-inline backend drops the figures
         try:
             with self.env():
-                pm.execute_notebook(str(src), str(out), parameters={"preset": PRESET}, kernel_name="python3",
+                pm.execute_notebook(str(src), str(out), parameters={"preset": PRESET, **(parameters or {})},
+                                    kernel_name="python3",
                                     language="python", cwd=str(cwd), execution_timeout=CELL_TIMEOUT,
                                     progress_bar=False)
         except BaseException as err:
@@ -256,3 +260,57 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
     for src in images:
         if not src.startswith("data:"):
             assert (first.parent / src).resolve().exists(), f"{first.name}: image {src} is missing"
+
+
+# ---------------------------------------------------------------- (f) the reports on a model given by path
+
+# report -> parameters that keep its smoke run on the tiny GPT-2 short: its 50,257-token vocabulary makes every keyword
+# evaluation ~30x dearer than the smoke model's 300 tokens (each run measured < 60 s on 2 cores)
+MODEL_PATH_RUNS = {
+    "02_compression_infovae": {"seeds": [0]},
+    "03_neuron_impairment": {"n_prompts": 4, "noise_seeds": [0, 1]},
+    "04_neuron_shapley": {"layers": [1], "n_permutations": 2, "n_prompts": 2},
+    "05_sparse_layers": {"seeds": [0]},
+    "07_submodel_tool": {"n_prompts": 2, "n_random": 2},
+}
+MODEL_PATH_REPORTS = [py for py in REPORTS if py.stem in MODEL_PATH_RUNS]
+TINY = "tiny-gpt2"  # the folder's name: what a model_path run is called in its outputs and its ledger
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Hugging Face GPT-2 saved with save_pretrained. Seed 1: the init control (the architecture
+    initialised with seed 0) is then other weights than the model itself."""
+    from tests.helpers import save_tiny_hf
+
+    folder = tmp_path_factory.mktemp("model_path") / TINY
+    save_tiny_hf("gpt2", folder, seed=1)
+    return folder
+
+
+def _output_text(path: Path) -> str:
+    """Every text and Markdown output of an executed notebook, joined."""
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     + str(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_model_path_reports_cover_the_reports_that_take_a_model() -> None:
+    """Every report named in MODEL_PATH_RUNS exists (a renamed notebook would silently drop out of the test)."""
+    assert sorted(py.stem for py in MODEL_PATH_REPORTS) == sorted(MODEL_PATH_RUNS), "a report is gone"
+
+
+@pytest.mark.parametrize("py", MODEL_PATH_REPORTS, ids=_ids(MODEL_PATH_REPORTS))
+def test_smoke_model_path(smoke: Smoke, tiny_gpt2: Path, py: Path) -> None:
+    """The report runs cleanly at preset smoke on a model given by path, names it, and keeps its findings apart from
+    our own models' (under findings/models/<name>/, which the book's findings page does not read)."""
+    started = time.time()
+    out = smoke.run(py, NOTEBOOK_DIR, {"model_path": str(tiny_gpt2), **MODEL_PATH_RUNS[py.stem]},
+                    label=f"{py.stem}-model_path")
+    assert not _errors(out), f"{py.name} on {TINY} produced errors: {_errors(out)}"
+    assert TINY in _output_text(out), f"{py.name} does not show the loaded model's name {TINY!r}"
+    with smoke.env():
+        own, apart = findings.ledger_path(py.stem, PRESET), findings.ledger_path(py.stem, PRESET, TINY)
+        assert apart.exists(), f"no findings ledger at {apart}"
+        assert not own.exists() or own.stat().st_mtime < started, f"the run on {TINY} wrote our model's ledger {own}"

@@ -16,6 +16,9 @@ from lib.core import artifacts
 from lib.core.config import PRESET_NAMES
 
 KIND = "findings"  # artifacts.root() / KIND / f"{notebook}-{preset}.json"
+# A run on a model given by path (a notebook's `model_path`) keeps its ledger apart, under MODELS / <model>, where
+# load_all (and so the book's findings page, built from our own models' runs) does not look.
+MODELS = "models"
 CONTROL_KINDS = ("init", "seeds", "random")
 NONE_PREFIX = "none: "
 VERDICTS = ("supported", "not supported", "inconclusive")
@@ -141,9 +144,11 @@ def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = Non
 # ---------------------------------------------------------------- the ledger
 
 
-def ledger_path(notebook: str, preset: str) -> Path:
-    """`root/findings/<notebook>-<preset>.json` (not created)."""
-    return artifacts.root() / KIND / f"{notebook}-{preset}.json"
+def ledger_path(notebook: str, preset: str, model: str | None = None) -> Path:
+    """`root/findings/<notebook>-<preset>.json`, or for a run on another `model`
+    `root/findings/models/<model>/<notebook>-<preset>.json` (not created)."""
+    folder = artifacts.root() / KIND if model is None else artifacts.root() / KIND / MODELS / model
+    return folder / f"{notebook}-{preset}.json"
 
 
 def _notebook_name(notebook: str | Path) -> str:
@@ -153,23 +158,25 @@ def _notebook_name(notebook: str | Path) -> str:
 
 @dataclass
 class Ledger:
-    """The findings of one notebook run (notebook, preset), in order, saved atomically after every change."""
+    """The findings of one notebook run (notebook, preset; model: None for our own model, else the name of the
+    model the run was given), in order, saved atomically after every change."""
 
     notebook: str
     preset: str
     records: list[dict] = field(default_factory=list)
+    model: str | None = None
 
     @property
     def path(self) -> Path:
         """Where this ledger lives on disk."""
-        return ledger_path(self.notebook, self.preset)
+        return ledger_path(self.notebook, self.preset, self.model)
 
     @classmethod
-    def load(cls, notebook: str, preset: str) -> "Ledger":
-        """The ledger on disk for (notebook, preset), or an empty one if there is none."""
-        path = ledger_path(notebook, preset)
+    def load(cls, notebook: str, preset: str, model: str | None = None) -> "Ledger":
+        """The ledger on disk for (notebook, preset, model), or an empty one if there is none."""
+        path = ledger_path(notebook, preset, model)
         records = artifacts.read_json(path)["findings"] if path.exists() else []
-        return cls(notebook, preset, records)
+        return cls(notebook, preset, records, model)
 
     def add(self, rec: dict) -> dict:
         """Insert a record (replacing one of the same name, in its place), save, and return it."""
@@ -187,16 +194,18 @@ class Ledger:
 
     def save(self) -> Path:
         """Atomically write the ledger as JSON."""
-        return artifacts.write_json(self.path, {"notebook": self.notebook, "preset": self.preset,
-                                                "findings": self.records})
+        head = {"notebook": self.notebook, "preset": self.preset} | ({} if self.model is None else {"model": self.model})
+        return artifacts.write_json(self.path, {**head, "findings": self.records})
 
 
-def start(notebook: str, preset: str) -> Ledger:
-    """Make (notebook, preset) the current ledger and replace any earlier one on disk with an empty ledger."""
+def start(notebook: str, preset: str, model: str | None = None) -> Ledger:
+    """Make (notebook, preset) the current ledger and replace any earlier one on disk with an empty ledger; with
+    `model` (the name of a model the run was given instead of ours), the ledger kept apart for that model."""
     global _current
     if preset not in PRESET_NAMES:
         _fail("preset", preset, f"one of {PRESET_NAMES}")
-    _current = Ledger(_file_name("notebook", notebook), preset)
+    _current = Ledger(_file_name("notebook", notebook), preset,
+                      model=None if model is None else _file_name("model", model))
     _current.save()
     return _current
 
@@ -217,7 +226,7 @@ def record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, co
                       verdict=verdict, figure=figure, comparison=comparison, p=p)
     ledger = current()
     if notebook is not None and notebook != ledger.notebook:
-        ledger = Ledger.load(_file_name("notebook", notebook), ledger.preset)
+        ledger = Ledger.load(_file_name("notebook", notebook), ledger.preset, ledger.model)
     return ledger.add(rec)
 
 
@@ -234,13 +243,15 @@ def _frame(records: Sequence[dict]) -> pd.DataFrame:
     return df.sort_values(["notebook", "preset", "order"], kind="stable").reset_index(drop=True)
 
 
-def load(notebook: str, preset: str) -> pd.DataFrame:
-    """One notebook's findings for a preset (empty with COLUMNS if it has no ledger)."""
-    return _frame(Ledger.load(_file_name("notebook", _notebook_name(notebook)), preset).records)
+def load(notebook: str, preset: str, model: str | None = None) -> pd.DataFrame:
+    """One notebook's findings for a preset (empty with COLUMNS if it has no ledger); with `model`, those of its run
+    on that model (see `start`)."""
+    return _frame(Ledger.load(_file_name("notebook", _notebook_name(notebook)), preset, model).records)
 
 
 def load_all(preset: str | None = None) -> pd.DataFrame:
-    """Every notebook's findings under root/findings (one preset, or all), in notebook order."""
+    """Every notebook's findings under root/findings (one preset, or all), in notebook order; not the runs on
+    models given by path (root/findings/models/)."""
     records = []
     for path in sorted((artifacts.root() / KIND).glob("*.json")):
         try:
@@ -423,8 +434,12 @@ class Conclusion:
 
 
 def conclusion(notebook: str | None = None, preset: str | None = None) -> Conclusion:
-    """The findings of `notebook` (default: the current ledger's) as sentences plus a table, for `## Conclusion`."""
+    """The findings of `notebook` (default: the current ledger's, on its model) as sentences plus a table, for
+    `## Conclusion`."""
+    model = None
     if notebook is None or preset is None:
         ledger = current()
+        model = ledger.model if notebook in (None, ledger.notebook) else None
         notebook, preset = notebook or ledger.notebook, preset or ledger.preset
-    return Conclusion(load(notebook, preset), f"{notebook} (preset {preset!r})")
+    title = f"{notebook} (preset {preset!r}" + ("" if model is None else f", model {model!r}") + ")"
+    return Conclusion(load(notebook, preset, model), title)

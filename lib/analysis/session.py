@@ -1,4 +1,6 @@
-"""The notebook preamble in one call: device, findings ledger, plot style, quiet TransformerLens warnings."""
+"""The notebook preamble in one call: device, findings ledger, plot style, quiet TransformerLens warnings; and what a
+report run on a model given by path (its `model_path` parameter) needs: the name its ledger is kept under, a
+one-row description of the model, and a clean stop where the model lacks what the report studies."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import ast
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
+import pandas as pd
 import torch
 
 from lib.analysis import findings, plotting
+from lib.core import pretrained
 
 
 @dataclass(frozen=True)
@@ -69,13 +74,55 @@ def check_device(preset: str, cuda: bool) -> None:
             f"Use preset 'cpu' (or 'smoke'), or set {GPU_ON_CPU}=1 to run it here anyway.")
 
 
-def start(notebook: str, preset: str, device: str | None = None) -> Session:
+def start(notebook: str, preset: str, device: str | None = None,
+          model_path: str | os.PathLike | None = None) -> Session:
     """Start a report: check papermill's parameters against the notebook's, a fresh findings ledger for (notebook,
     preset), the book's plot style, TransformerLens 3.9's HookedTransformer deprecation notice silenced, and the
-    device (CUDA when available, unless given)."""
+    device (CUDA when available, unless given). With `model_path` (the report runs on that model instead of ours)
+    the ledger is kept apart under the model's name (`model_label`), out of the book's findings page."""
     check_parameters()
     check_device(preset, torch.cuda.is_available() or str(device).startswith("cuda"))
     warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
     plotting.set_style()
-    ledger = findings.start(notebook, preset)
+    ledger = findings.start(notebook, preset, model=None if model_path is None else model_label(model_path))
     return Session(notebook, preset, device or ("cuda" if torch.cuda.is_available() else "cpu"), ledger)
+
+
+# ------------------------------------------------------------------------------------- a model given by path
+
+
+def model_label(model_path: str | os.PathLike) -> str:
+    """The name a run on a model given by path keeps its findings under: the folder's name, or a Hugging Face cache
+    name with '/' as '--' ('EleutherAI/pythia-70m' -> 'EleutherAI--pythia-70m')."""
+    p = Path(model_path).expanduser()
+    name = p.resolve().name if p.is_dir() else str(model_path).strip("/").replace("/", "--")
+    return name.lstrip(".") or "model"
+
+
+def model_card(model) -> pd.DataFrame:
+    """One row describing a HookedTransformer: its name, its architecture (`pretrained.architecture`) and sizes."""
+    c = model.cfg
+    return pd.DataFrame([{"model": c.model_name, **pretrained.architecture(model).row(), "layers": c.n_layers,
+                          "d_model": c.d_model, "heads": c.n_heads, "d_mlp": c.d_mlp, "n_ctx": c.n_ctx,
+                          "vocabulary": c.d_vocab}])
+
+
+class _NoOp(ast.NodeTransformer):
+    """Turns a cell into an empty one (see `skip_rest`)."""
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        return ast.Module(body=[], type_ignores=[])
+
+
+def skip_rest(reason: str) -> None:
+    """Stop a report cleanly where it cannot run (e.g. a loaded model lacks what it studies): every later cell of
+    this kernel runs as an empty cell, so papermill finishes without an error and the notebook shows only the
+    reason, which the caller displays first. Outside a kernel there are no later cells: RuntimeError(reason)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = None
+    shell = get_ipython() if get_ipython is not None else None
+    if shell is None:
+        raise RuntimeError(reason)
+    shell.ast_transformers.append(_NoOp())
