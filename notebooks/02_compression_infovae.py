@@ -86,13 +86,13 @@ if loaded is not None:  # one model holds every hook; the preset's layers are de
     nb = nb.replace(model_seeds=nb.model_seeds[:1], hooks=tuple(here[:-1] if latent_ok else here),
                     latent_hook=here[-1])
     display(Markdown(
-        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 01's two: every hook "
+        f"**The model under study is {sess.ledger.model}** (`{model_path}`), not notebook 01's two: every hook "
         f"is compressed in it ({', '.join(f'{k} {layer}' for _, k, layer in nb.hooks)}), on the same held-out "
         f"articles in its own tokenizer (windows of {n_ctx} tokens), and the same architecture freshly initialised "
         "is the init control. Skipped, because it needs training runs of our own: the base models' other training "
         f"seeds (section 5).{no_mlp} Its findings go to a ledger of its own "
         f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
-    display(session.model_card(loaded[0]))
+    display(session.model_card(loaded[0], sess.ledger.model))
 
 # %% [markdown]
 # ## 1. The base models and the activations
@@ -114,7 +114,7 @@ else:  # the same held-out articles in windows of the loaded model's tokenizer; 
     tok = loaded[1]
     val = data.lm_windows(tok.encode_batch(data.load_articles("dbpedia14_test")["text"].tolist()), n_ctx, tok.eos_id)
     hooked = {(kind, nb.model_seeds[0]): loaded[0] for kind in ("attn", "mlp")}
-    model_label = {kind: loaded[0].cfg.model_name for kind in ("attn", "mlp")}
+    model_label = {kind: sess.ledger.model for kind in ("attn", "mlp")}
 fit_tokens, eval_tokens = val[: nb.n_fit], val[-nb.n_eval:]
 assert nb.n_fit + nb.n_eval <= len(val), "fit and eval windows must not overlap"
 hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb.hooks]
@@ -450,7 +450,7 @@ except FileNotFoundError:
     big_label = panel.get(("mlp", big_hook), f"{model_label['mlp']}: {hooks.hook_label(big_hook)}")
     big_note = (f"No local weights for **{model_name}** (this project never downloads them), so this section uses "
                 + (f"our largest trained model, the 2-layer model with MLPs (d_model {d_model})." if loaded is None
-                   else f"the model under study, {big.cfg.model_name} (d_model {d_model})."))
+                   else f"the model under study, {sess.ledger.model} (d_model {d_model})."))
 display(Markdown(big_note))
 
 # %%

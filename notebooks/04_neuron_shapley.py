@@ -68,18 +68,18 @@ cfg
 # %%
 if loaded is not None:
     display(Markdown(
-        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the same "
+        f"**The model under study is {sess.ledger.model}** (`{model_path}`), not notebook 1's: the same "
         f"shipped texts, keywords and prompts in its own tokenizer, windows of {n_ctx} tokens, players in layer(s) "
         f"{'all' if nb.layers is None else list(nb.layers)} (the preset's, read as depths in notebook 1's 2-layer "
         "model), and the same architecture freshly initialised as the init control. Skipped, because it needs a "
         "second training run of our own: the seed-1 model (its Shapley values and the seed control). Its findings "
         f"go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings "
         "page."))
-    display(session.model_card(loaded[0]))
+    display(session.model_card(loaded[0], sess.ledger.model))
     try:
         pretrained.require(loaded[0], "Neuron Shapley over MLP neurons (this whole report)", mlp=True)
     except pretrained.ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
         session.skip_rest(str(e))
 
 # %% [markdown]

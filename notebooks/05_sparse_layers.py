@@ -27,8 +27,8 @@
 #
 # **Reads:** `models/` (notebook 1's MLP model, trained if absent) or the model given by `model_path`, `data/`.
 # **Writes:** `sparse/` (every trained sparse and dense layer with its duty cycles and training curve),
-# `impairment/` (the specificity sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 12 min on 2 cores (+ ≈ 6 min if notebook 1's model
-# must be trained); gpu ≈ 30 min.
+# `impairment/` (the specificity sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 12 min on 2 cores
+# (+ ≈ 6 min if notebook 1's model must be trained); gpu ≈ 30 min.
 
 # %%
 import numpy as np
@@ -65,17 +65,17 @@ cfg
 # %%
 if loaded is not None:
     display(Markdown(
-        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the surgeries "
+        f"**The model under study is {sess.ledger.model}** (`{model_path}`), not notebook 1's: the surgeries "
         f"are made in it, and every layer trains on the same shipped texts in its own tokenizer (windows of {n_ctx} "
         "tokens, without notebook 1's planted repeats). Nothing is skipped: every control here (the dense retrained "
         "layer, the new layer's training seeds, random rotations and random clusters) trains or draws only the new "
         "layer. Its findings go to a ledger of its own "
         f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
-    display(session.model_card(loaded[0]))
+    display(session.model_card(loaded[0], sess.ledger.model))
     try:
         require(loaded[0], "k-WTA surgery on an MLP and its units (this whole report)", mlp=True)
     except ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
         session.skip_rest(str(e))
 
 # %% [markdown]
@@ -113,13 +113,16 @@ boost = dict(boost_strength=nb.layer.boost_strength, boost_strength_factor=nb.la
 SURGERY = {"(a) replace MLP": kwta.SparseConfig("replace_mlp", **boost),
            "(b) residual layer": kwta.SparseConfig("residual", **boost)}
 fits = {s: kwta.FitConfig(nb.layer.objective, nb.layer.steps, nb.layer.batch_size, nb.layer.lr, seed=s) for s in nb.seeds}
+dense_act = hooked.cfg.act_fn if hooked.cfg.act_fn in kwta.ACTS else "gelu"  # the dense control's nonlinearity
 display(Markdown(f"Sparse layers of {n_units} units; k ∈ {ks} winners per token; {len(nb.seeds)} training seeds; "
                  f"{nb.layer.steps} steps of {nb.layer.batch_size} windows ({nb.layer.objective} objective) on "
-                 f"{len(train_tok):,} training windows; held-out loss on {len(val_tok):,} windows."))
+                 f"{len(train_tok):,} training windows; held-out loss on {len(val_tok):,} windows."
+                 + ("" if dense_act == hooked.cfg.act_fn else f" The dense control uses GELU: the model's "
+                    f"{hooked.cfg.act_fn} is not one of the sparse layer's nonlinearities {kwta.ACTS}.")))
 
 # %%
 runs = {(name, k, s): (c.replace(k=k), fits[s]) for name, c in SURGERY.items() for k in ks for s in nb.seeds}
-runs |= {(f"{name}, dense", None, s): (c.replace(k=None, act_fn=hooked.cfg.act_fn), fits[s])
+runs |= {(f"{name}, dense", None, s): (c.replace(k=None, act_fn=dense_act), fits[s])
          for name, c in SURGERY.items() for s in nb.seeds}
 runs |= {("(a) replace MLP, no boosting", k_focus, s): (SURGERY["(a) replace MLP"].replace(k=k_focus, boost_strength=0.0),
                                                         fits[s]) for s in nb.seeds}
@@ -438,7 +441,8 @@ try:
 except FileNotFoundError:
     big = None
     display(Markdown(f"No local weights for **{pretrained}** (this project never downloads them), so this section is "
-                     "skipped and the surgeries above on our own model stand in for it."))
+                     f"skipped and the surgeries above on {'our own model' if loaded is None else sess.ledger.model} "
+                     "stand in for it."))
 if big is not None:
     n_ctx, n_big = min(64, big.cfg.n_ctx), nb.pretrained_windows
     big_tr = prompts.lm_windows_for(big, data.load_articles("dbpedia14_train")["text"].tolist()[: 4 * n_big], n_ctx, n_big)

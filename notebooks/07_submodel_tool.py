@@ -65,17 +65,17 @@ cfg
 # %%
 if loaded is not None:
     display(Markdown(
-        f"**The model under study is {loaded[0].cfg.model_name}** (`{model_path}`), not notebook 1's: the same "
+        f"**The model under study is {sess.ledger.model}** (`{model_path}`), not notebook 1's: the same "
         f"shipped texts, keywords and prompts in its own tokenizer, windows of {n_ctx} tokens, and the same "
         "architecture freshly initialised as the init control (the sparse method's k-WTA layer is fit inside each, "
         "on the training texts in its tokenizer). Nothing is skipped: no control here needs a training run of our "
         f"own. Its findings go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to "
         "the book's findings page."))
-    display(session.model_card(loaded[0]))
+    display(session.model_card(loaded[0], sess.ledger.model))
     try:
         pretrained.require(loaded[0], "Sub-models of MLP units (this whole report)", mlp=True)
     except pretrained.ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {loaded[0].cfg.model_name}:** {e}. The rest is skipped."))
+        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
         session.skip_rest(str(e))
 
 # %% [markdown]

@@ -194,8 +194,9 @@ class Ledger:
 
     def save(self) -> Path:
         """Atomically write the ledger as JSON."""
-        head = {"notebook": self.notebook, "preset": self.preset} | ({} if self.model is None else {"model": self.model})
-        return artifacts.write_json(self.path, {**head, "findings": self.records})
+        model = {} if self.model is None else {"model": self.model}
+        return artifacts.write_json(self.path, {"notebook": self.notebook, "preset": self.preset, **model,
+                                                "findings": self.records})
 
 
 def start(notebook: str, preset: str, model: str | None = None) -> Ledger:

@@ -99,12 +99,13 @@ def model_label(model_path: str | os.PathLike) -> str:
     return name.lstrip(".") or "model"
 
 
-def model_card(model) -> pd.DataFrame:
-    """One row describing a HookedTransformer: its name, its architecture (`pretrained.architecture`) and sizes."""
+def model_card(model, name: str | None = None) -> pd.DataFrame:
+    """One row describing a HookedTransformer: its name (default: TransformerLens's model_name), its architecture
+    (`pretrained.architecture`) and sizes."""
     c = model.cfg
-    return pd.DataFrame([{"model": c.model_name, **pretrained.architecture(model).row(), "layers": c.n_layers,
-                          "d_model": c.d_model, "heads": c.n_heads, "d_mlp": c.d_mlp, "n_ctx": c.n_ctx,
-                          "vocabulary": c.d_vocab}])
+    return pd.DataFrame([{"model": name or c.model_name, **pretrained.architecture(model).row(), "layers": c.n_layers,
+                          "d_model": c.d_model, "heads": c.n_heads, "d_mlp": None if c.attn_only else c.d_mlp,
+                          "n_ctx": c.n_ctx, "vocabulary": c.d_vocab}])
 
 
 class _NoOp(ast.NodeTransformer):
