@@ -19,6 +19,8 @@ from matplotlib.ticker import MaxNLocator
 COLUMN_PX = 690  # the book's text column, in CSS pixels (images wider than this are shown scaled down to it)
 MIN_DISPLAY_PT = 9.0  # the smallest text a reader should have to read, at display size
 FIGURE_CHECK = "LIB_FIGURE_CHECK"  # 'error': a too-small figure text raises; 'log:PATH': one JSON line per figure
+WIDTH_IN = 6.2  # a figure's width for the column: COLUMN_PX at 110 dpi is 6.27 in, so the book shows it unscaled
+SMALL = 8.5  # the smallest font size a figure uses (legends, annotations, dense ticks): 9.7 pt at display size
 
 
 def set_style() -> None:
@@ -47,6 +49,39 @@ def readability(fig: Figure, column_px: int = COLUMN_PX) -> dict:
     min_pt = t.get_fontsize() * dpi / 72 * scale * 72 / 96  # image px of the text, shown at `scale`, in CSS pt
     return {"width_in": round(width_in, 2), "scale": round(scale, 3), "min_pt": round(min_pt, 2),
             "text": t.get_text()[:40], "title": _title(fig)}
+
+
+def wrap(text: str, width_in: float = WIDTH_IN, fontsize: float = 11.0) -> str:
+    """`text` broken into lines that fit `width_in` inches at `fontsize` (bold; about 0.6 em a character), so that a
+    long caption-like title does not widen the figure past the column."""
+    import textwrap
+
+    return textwrap.fill(text, max(20, int(width_in * 72 / (0.6 * fontsize))), break_on_hyphens=False)
+
+
+def suptitle(fig: Figure, text: str, fontsize: float = 11.0) -> None:
+    """The figure's caption-like title, wrapped to the figure's width."""
+    fig.suptitle(wrap(text, fig.get_figwidth(), fontsize), fontsize=fontsize, fontweight="bold")
+
+
+def set_title(ax, text: str, fontsize: float = 11.0) -> None:
+    """An axes title wrapped to the axes' width."""
+    width = ax.get_position().width * ax.figure.get_figwidth()
+    ax.set_title(wrap(text, max(width, 0.95 * ax.figure.get_figwidth()), fontsize), fontsize=fontsize)
+
+
+def legend_below(fig: Figure, handles, labels, ncol: int = 2, title: str | None = None, **kw):
+    """A figure legend centred under the axes (call fig.tight_layout(rect=...) leaving room, or use
+    finish_with_legend_below)."""
+    return fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, title=title,
+                      fontsize=SMALL, title_fontsize=SMALL + 0.5, frameon=False, **kw)
+
+
+def tight_with_legend_below(fig: Figure, legend) -> None:
+    """tight_layout leaving the bottom strip that `legend` (a figure legend at lower center) needs."""
+    fig.canvas.draw()
+    h = legend.get_window_extent().height / fig.dpi / fig.get_figheight()
+    fig.tight_layout(rect=(0, h + 0.01, 1, 1))
 
 
 def _title(fig: Figure) -> str:
