@@ -65,9 +65,9 @@ def suptitle(fig: Figure, text: str, fontsize: float = 11.0) -> None:
 
 
 def set_title(ax, text: str, fontsize: float = 11.0) -> None:
-    """An axes title wrapped to the axes' width."""
-    width = ax.get_position().width * ax.figure.get_figwidth()
-    ax.set_title(wrap(text, max(width, 0.95 * ax.figure.get_figwidth()), fontsize), fontsize=fontsize)
+    """The caption-like title of a one-axes figure: over the figure (centred on it, wrapped to its width), so that
+    long tick labels beside the axes cannot push it past the figure's edge."""
+    suptitle(ax.figure, text, fontsize)
 
 
 def legend_below(fig: Figure, handles, labels, ncol: int = 2, title: str | None = None, **kw):
@@ -78,9 +78,19 @@ def legend_below(fig: Figure, handles, labels, ncol: int = 2, title: str | None 
 
 
 def tight_with_legend_below(fig: Figure, legend) -> None:
-    """tight_layout leaving the bottom strip that `legend` (a figure legend at lower center) needs."""
+    """tight_layout leaving the bottom strip that `legend` (a figure legend at lower center) needs; fewer legend
+    columns while the legend is wider than the figure."""
     fig.canvas.draw()
+    ncols = legend._ncols
+    while ncols > 1 and legend.get_window_extent().width > 0.98 * fig.get_figwidth() * fig.dpi:
+        ncols -= 1
+        legend.set_ncols(ncols)
+        fig.canvas.draw()
     h = legend.get_window_extent().height / fig.dpi / fig.get_figheight()
+    label = fig._supxlabel
+    if label is not None and label.get_text():  # a shared x label sits between the axes and the legend
+        label.set(y=h + 0.005, va="bottom")
+        h += label.get_window_extent().height / fig.dpi / fig.get_figheight() + 0.005
     fig.tight_layout(rect=(0, h + 0.01, 1, 1))
 
 

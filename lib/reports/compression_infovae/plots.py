@@ -10,6 +10,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, tight_with_legend_below
+
 
 def sweep_curves(
     df: pd.DataFrame, metrics: Mapping[str, str], title: str, hlines: Mapping[str, Mapping[str, float]] | None = None,
@@ -22,7 +24,10 @@ def sweep_curves(
     {label: column} to read a per-hook value from df (e.g. the clean loss); columns in `logy` get a log y axis.
     """
     hooks = list(dict.fromkeys(df["hook"]))
-    fig, axes = plt.subplots(len(metrics), len(hooks), figsize=(4.3 * len(hooks) + 1.0, 3.5 * len(metrics) + 0.4),
+    # for the column: hooks across and metrics down when at most two hooks, else hooks down and metrics across
+    across = len(hooks) <= 2
+    rows, cols = (len(metrics), len(hooks)) if across else (len(hooks), len(metrics))
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, (2.5 if cols > 1 else 2.8) * rows + 1.2),
                              squeeze=False, sharex=True)
     methods = list(dict.fromkeys(df["method"]))
     colors = iter(sns.color_palette("colorblind", len(methods)))
@@ -30,7 +35,8 @@ def sweep_curves(
     sizes = sorted(df[x].unique())
     for i, (col, ylabel) in enumerate(metrics.items()):
         for j, hook in enumerate(hooks):
-            ax, sub = axes[i, j], df[df["hook"] == hook]
+            r, c = (i, j) if across else (j, i)
+            ax, sub = axes[r, c], df[df["hook"] == hook]
             sns.lineplot(sub, x=x, y=col, hue="method", palette=palette, errorbar=("pi", 100), marker="o",
                          markersize=5, ax=ax, legend=i == 0 and j == len(hooks) - 1)
             for k, (label, value) in enumerate(((hlines or {}).get(col) or {}).items()):
@@ -41,8 +47,9 @@ def sweep_curves(
             ax.minorticks_off()
             if col in logy:
                 ax.set_yscale("log")
-            ax.set(xlabel=xlabel if i == len(metrics) - 1 else "", ylabel=ylabel if j == 0 else "",
-                   title=hook if i == 0 else "")
+            ax.set(xlabel="", ylabel=ylabel if (c == 0 if across else r == rows // 2) else "")
+            if (r == 0) if across else True:
+                ax.set_title(hook, fontsize=10)
     handles, labels = [], []
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -51,9 +58,9 @@ def sweep_curves(
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.supxlabel(xlabel, fontsize=10)
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=4))
     return fig
 
 
@@ -63,28 +70,31 @@ def latent_scatter(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], names: S
 
     Axes span the 0.5-99.5 percentiles of the points, so a few outliers do not squeeze the cloud.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.2, 4.4), squeeze=False)
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 3.2 * rows + 2.2), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     colors = sns.color_palette("tab20", len(names))
-    for ax, (panel, (xy, labels)) in zip(axes[0], panels.items()):
+    for ax, (panel, (xy, labels)) in zip(axes.flat, panels.items()):
         xy, labels = np.asarray(xy), np.asarray(labels)
         order = np.random.default_rng(0).permutation(len(xy))  # shuffled draw order: no topic paints over the rest
         ax.scatter(xy[order, 0], xy[order, 1], s=5, alpha=0.5, c=[colors[c] for c in labels[order]], linewidths=0)
         lo, hi = np.percentile(xy, [0.5, 99.5], axis=0)
         pad = 0.05 * (hi - lo)
-        ax.set(title=panel, xlabel=xlabel, ylabel=ylabel, xlim=(lo[0] - pad[0], hi[0] + pad[0]),
+        ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(lo[0] - pad[0], hi[0] + pad[0]),
                ylim=(lo[1] - pad[1], hi[1] + pad[1]))
+        ax.set_title(panel, fontsize=10)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colors[c], label=n) for c, n in enumerate(names)]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="topic",
-               frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, handles, list(names), ncol=4, title="topic"))
     return fig
 
 
 def probe_bars(df: pd.DataFrame, title: str, chance: float | None = None, x: str = "features",
                y: str = "accuracy", hue: str | None = "model") -> Figure:
     """Horizontal bars of probe accuracy with 95% CI whiskers (columns ci_low, ci_high) and a chance line."""
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(df) + 1.6))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.42 * len(df) + 2.2))
     order = list(dict.fromkeys(df[x]))
     groups = list(dict.fromkeys(df[hue])) if hue else [None]
     palette = sns.color_palette("colorblind", len(groups))
@@ -98,20 +108,21 @@ def probe_bars(df: pd.DataFrame, title: str, chance: float | None = None, x: str
         ax.axvline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.3f})")
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
-    ax.set(xlabel="topic accuracy per token (fraction; 95% bootstrap CI over held-out articles)", ylabel="",
-           title=title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
+    ax.set(xlabel="topic accuracy per token (fraction)\n95% bootstrap CI over held-out articles", ylabel="")
+    set_title(ax, title)
+    handles, labels = ax.get_legend_handles_labels()
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=3))
     return fig
 
 
 def traversal_heatmap(probs: np.ndarray, tokens: Sequence[str], values: Sequence[float], title: str) -> Figure:
     """Next-token probability [token, traversal value] as an annotated heatmap."""
     probs = np.asarray(probs)
-    fig, ax = plt.subplots(figsize=(0.75 * len(values) + 3.0, 0.36 * len(tokens) + 1.8))
-    sns.heatmap(probs, ax=ax, cmap="magma_r", annot=True, fmt=".2f", annot_kws={"fontsize": 7},
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.36 * len(tokens) + 2.0))
+    sns.heatmap(probs, ax=ax, cmap="magma_r", annot=True, fmt=".2f", annot_kws={"fontsize": SMALL},
                 xticklabels=[f"{v:+.1f}" for v in values], yticklabels=[repr(t) for t in tokens],
                 cbar_kws={"label": "next-token probability"})
-    ax.set(xlabel="value of the traversed latent (prior standard deviations)", ylabel="next token", title=title)
+    ax.set(xlabel="value of the traversed latent (prior standard deviations)", ylabel="next token")
+    set_title(ax, title)
     fig.tight_layout()
     return fig
