@@ -160,22 +160,24 @@ def symlog_if_wide(ax, x: np.ndarray) -> None:
                 ticks.append(v)
         ticks = np.concatenate([[0.0], ticks])
         ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{v:g}" for v in ticks], fontsize=8)
+        ax.set_xticklabels([f"{v:g}" for v in ticks], fontsize=SMALL)
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xlim(-0.15 * pos.min(), pos.max() * 1.15)  # symlog's autoscale pads far into the negative side
 
 
 def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[float, tuple[float, float] | None]]]],
                     title: str, xlabel: str, quantile: float = 0.95,
-                    ylabel: str = "random clusters (count)", ncols: int = 3) -> Figure:
+                    ylabel: str = "random clusters (count)", ncols: int = 2) -> Figure:
     """Per panel: histogram of a random-control distribution with its `quantile` dashed, and observed values as
-    vertical lines, their 95% CIs as horizontal bars near the top; at most `ncols` panels per row."""
+    vertical lines, their 95% CIs as horizontal bars near the top; at most `ncols` panels per row; one legend
+    below the panels (the observed values' labels that differ between panels each appear once)."""
     cols = min(ncols, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 1.2, 3.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN if cols > 1 else 4.6, 3.0 * rows + 1.6), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     colors = sns.color_palette("colorblind", 8)[1:]
+    names = list(dict.fromkeys(label for _, observed in panels.values() for label in observed))
     for ax, (name, (null, observed)) in zip(axes.flat, panels.items()):
         null = np.asarray(null, float)
         null = null[np.isfinite(null)]
@@ -186,16 +188,26 @@ def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[fl
             ax.axvline(np.quantile(null, quantile), color="0.15", ls=(0, (4, 2)), lw=1.4, zorder=6,
                        label=f"random: {quantile:.0%} quantile")
         top = ax.get_ylim()[1]
-        for i, (color, (label, (value, ci))) in enumerate(zip(colors, observed.items())):
+        for i, (label, (value, ci)) in enumerate(observed.items()):
+            color = colors[names.index(label) % len(colors)]  # one colour per observed label across panels
             ax.axvline(value, color=color, lw=2.2, label=label)
             if ci is not None and np.all(np.isfinite(ci)):
                 ax.errorbar([value], [top * (1.04 + 0.07 * i)], xerr=[[value - ci[0]], [ci[1] - value]], color=color,
                             capsize=4, lw=1.6, marker="o", ms=4)
         ax.set_ylim(top=top * (1.12 + 0.07 * len(observed)))
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
-        ax.legend(fontsize=7, loc="center right")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # values like -0.00025 need room
+        ax.tick_params(axis="x", labelsize=SMALL)
+        ax.set(xlabel=xlabel, ylabel=ylabel if ax in axes[:, 0] else "")
+        ax.set_title(wrap(name, ax.get_position().width * fig.get_figwidth() * 1.1, 10), fontsize=10)
+    handles, labels = [], []
+    for ax in axes.flat[:len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=2))
     return fig
 
 
@@ -204,7 +216,7 @@ def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
     keywords (95% CI);
     filled = usable (the interval's low end above 0), hollow = not used."""
     m = margins.sort_values("margin").reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(m) + 1.4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.32 * len(m) + 2.0))
     y = np.arange(len(m))
     for usable, color, face in ((True, "C0", "C0"), (False, "C3", "white")):
         part = m[m["usable"] == usable]
@@ -214,8 +226,9 @@ def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
                         label="usable" if usable else "not used")
     ax.axvline(0, color="0.3", ls=":", lw=1.1)
     ax.set_yticks(y, m["topic"])
-    ax.set(xlabel="keyword log-likelihood gain over the unigram / uniform baseline (nats per keyword)", title=title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="keyword log-likelihood gain over the\nunigram / uniform baseline (nats per keyword)")
+    set_title(ax, title)
+    ax.legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     return fig
 
