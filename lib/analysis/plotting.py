@@ -239,14 +239,15 @@ def probe_margins(margins: pd.DataFrame, title: str) -> Figure:
 def matrix_heatmap(mat: pd.DataFrame, title: str, xlabel: str, ylabel: str, cbar: str, center: float | None = 0.0,
                    annot: bool = False, fmt: str = ".2f", mark_diagonal: bool = False) -> Figure:
     """A labelled heatmap of a table (rows x columns), diverging around `center`; optional diagonal outline."""
-    fig, ax = plt.subplots(figsize=(0.42 * mat.shape[1] + 3.2, 0.34 * mat.shape[0] + 1.8))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.3 * mat.shape[0] + 2.4))
     sns.heatmap(mat, ax=ax, cmap="RdBu_r" if center is not None else "viridis", center=center, annot=annot, fmt=fmt,
-                annot_kws={"fontsize": 6}, cbar_kws={"label": cbar}, linewidths=0.3, linecolor="0.9")
+                annot_kws={"fontsize": SMALL}, cbar_kws={"label": cbar}, linewidths=0.3, linecolor="0.9")
     if mark_diagonal:
         for i in range(min(mat.shape)):
             ax.add_patch(plt.Rectangle((i, i), 1, 1, fill=False, edgecolor="0.1", lw=1.5))
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.tick_params(labelsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title)
+    ax.tick_params(labelsize=SMALL)
     fig.tight_layout()
     return fig
 

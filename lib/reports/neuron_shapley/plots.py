@@ -10,18 +10,20 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lib.analysis.plotting import symlog_if_wide
+from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, symlog_if_wide, \
+    tight_with_legend_below
 
 
 def value_histograms(df: pd.DataFrame, x: str, hue: str, title: str, xlabel: str, bins: int = 60) -> Figure:
     """Distribution of values (e.g. Shapley values, one row per neuron x topic), one step histogram per `hue`
     group on a log count axis (the tails are what matter)."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.9))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.9))
     edges = np.linspace(df[x].min(), df[x].max() + 1e-12, bins + 1)
     sns.histplot(df, x=x, hue=hue, bins=edges, element="step", fill=False, ax=ax, stat="count", common_norm=False)
     ax.set_yscale("log")
     ax.axvline(0, color="0.4", ls=":", lw=1)
-    ax.set(xlabel=xlabel, ylabel="neurons × topics (count, log scale)", title=title)
+    ax.set(xlabel=xlabel, ylabel="neurons × topics\n(count, log scale)")
+    set_title(ax, title)
     fig.tight_layout()
     return fig
 
@@ -30,15 +32,18 @@ def removal_curves(df: pd.DataFrame, x: str, metrics: Mapping[str, str], hue: st
                    hue_order: Sequence[str] | None = None) -> Figure:
     """Metric versus number of units removed, one line per ordering (95% bootstrap bands over the rows at each x:
     topics x prompts, and seeds for random orderings), one panel per metric, symlog x."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.0 * len(metrics) + 1.4, 4.0), squeeze=False)
-    for ax, (metric, label) in zip(axes[0], metrics.items()):
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(WIDTH_IN, 2.9 * len(metrics) + 1.6), squeeze=False,
+                             sharex=True)  # one panel per row: the symlog ticks need the column's width
+    for ax, (metric, label) in zip(axes[:, 0], metrics.items()):
         sns.lineplot(df, x=x, y=metric, hue=hue, hue_order=hue_order, ax=ax, errorbar=("ci", 95), n_boot=200, seed=0,
-                     marker="o", markersize=4, legend=ax is axes[0][-1])
+                     marker="o", markersize=4, legend=ax is axes[0][0])
         symlog_if_wide(ax, df[x].to_numpy())
-        ax.set(xlabel=xlabel, ylabel=label)
-    axes[0][-1].legend(title=hue, fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        ax.set(xlabel="", ylabel=label)
+    axes[-1][0].set(xlabel=xlabel)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][0].get_legend().remove()
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=3, title=hue))
     return fig
 
 
@@ -47,7 +52,7 @@ def convergence_curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, x
     """A convergence trace per estimator (e.g. top-k overlap with a reference versus evaluations, log x); earlier
     estimators are drawn wider and underneath, so traces that coincide stay visible; `marks` puts a triangle at the
     evaluations where each estimator stopped."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.0))
     order = list(dict.fromkeys(df[hue]))
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     for i, name in enumerate(order):
@@ -59,7 +64,8 @@ def convergence_curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, x
             ax.plot([at], [1.0], marker="v", ms=10, color=palette[name], ls="none", zorder=10)
     ax.legend(title=hue, loc="lower right")
     ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.02, 1.08))
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(-0.02, 1.08))
+    set_title(ax, title)
     fig.tight_layout()
     return fig
 
@@ -67,12 +73,17 @@ def convergence_curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, x
 def agreement_scatter(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str,
                       title: str) -> Figure:
     """Per panel, one dot per unit: a cheap score against the reference score (ranks as percentiles)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels) + 0.6, 4.2), squeeze=False)
-    for ax, (name, (a, b)) in zip(axes[0], panels.items()):
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 3.1 * rows + 1.0), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, (a, b)) in zip(axes.flat, panels.items()):
         ra, rb = pd.Series(a).rank(pct=True).to_numpy() * 100, pd.Series(b).rank(pct=True).to_numpy() * 100
         ax.scatter(ra, rb, s=6, alpha=0.5, lw=0)
-        ax.set(xlabel=xlabel, ylabel=ylabel if ax is axes[0][0] else "", title=name, xlim=(0, 100), ylim=(0, 100),
+        ax.set(xlabel=xlabel, ylabel=ylabel if ax in axes[:, 0] else "", xlim=(0, 100), ylim=(0, 100),
                aspect="equal")
-    fig.suptitle(title, fontsize=11)
+        ax.set_title(name, fontsize=10)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig
