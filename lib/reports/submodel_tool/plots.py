@@ -10,6 +10,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, tight_with_legend_below
+
 
 def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None = None) -> Figure:
     """Per concept (rows) and method (colours): the validation gap of the found sub-model (dot; filled if it is
@@ -18,7 +20,7 @@ def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None =
     order = list(order or dict.fromkeys(table.concept))
     methods = list(dict.fromkeys(table.method))
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    fig, ax = plt.subplots(figsize=(8.0, 0.32 * len(order) * max(1, len(methods) / 2) + 1.6))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.32 * len(order) * max(1, len(methods) / 2) + 2.4))
     step = 0.8 / max(len(methods), 1)
     for j, m in enumerate(methods):
         part = table[table.method == m].set_index("concept").reindex(order)
@@ -34,10 +36,10 @@ def submodel_gaps(table: pd.DataFrame, title: str, order: Sequence[str] | None =
     ax.axvline(0, color="0.3", ls=":", lw=1)
     ax.set_yticks(np.arange(len(order)), order)
     ax.invert_yaxis()
-    ax.set(xlabel="own-concept minus other-concept keyword-loss rise when ablated (nats)", ylabel="concept",
-           title=title)
-    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left", title="method (hollow: not validated)")
-    fig.tight_layout()
+    ax.set(xlabel="own-concept minus other-concept keyword-loss rise\nwhen ablated (nats)", ylabel="concept")
+    set_title(ax, title)
+    handles, labels = ax.get_legend_handles_labels()
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=3, title="method (hollow: not validated)"))
     return fig
 
 
@@ -48,16 +50,19 @@ def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, 
     under each ablation (`tracked`)."""
     rest = [n for n in active.iloc[:, -1].sort_values(ascending=False).index if n not in first]
     top = active.loc[(list(first) + rest)[: max(n_submodels, len(first))]]
-    fig, axes = plt.subplots(1, 2, figsize=(14.0, max(0.45 * len(top) + 2.6, 0.5 * tracked.token.nunique() + 2.2)),
-                             gridspec_kw={"width_ratios": [max(2.0, 0.35 * top.shape[1]), 1.6]})
+    # for the column: the heatmap over the full width, the probabilities below it
+    heights = [0.35 * len(top) + 1.9, 0.32 * tracked.token.nunique() * max(1, tracked.ablated.nunique() / 3) + 0.9]
+    fig, axes = plt.subplots(2, 1, figsize=(WIDTH_IN, sum(heights) + 1.8), gridspec_kw={"height_ratios": heights})
     sns.heatmap(top, ax=axes[0], cmap="RdBu_r", center=0, cbar_kws={"label": "activity (mean z-score)"},
                 linewidths=0.3, linecolor="0.9")
     axes[0].set(xlabel="position: token", ylabel="sub-model")
-    axes[0].tick_params(axis="x", labelsize=7, rotation=90)
+    axes[0].tick_params(axis="x", labelsize=SMALL, rotation=90)
+    axes[0].tick_params(axis="y", labelsize=SMALL)
     df = tracked.assign(token=tracked.token.map(repr))
     sns.barplot(df, y="token", x="prob", hue="ablated", ax=axes[1], orient="h")
     axes[1].set(xlabel="next-token probability", ylabel="clean top tokens")
-    axes[1].legend(fontsize=7, title="ablated", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[1].get_legend().remove()
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, handles, labels, ncol=3, title="ablated"))
     return fig
