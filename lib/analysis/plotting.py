@@ -71,21 +71,21 @@ def set_title(ax, text: str, fontsize: float = 11.0) -> None:
 
 
 def legend_below(fig: Figure, handles, labels, ncol: int = 2, title: str | None = None, **kw):
-    """A figure legend centred under the axes (call fig.tight_layout(rect=...) leaving room, or use
-    finish_with_legend_below)."""
-    return fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, title=title,
-                      fontsize=SMALL, title_fontsize=SMALL + 0.5, frameon=False, **kw)
+    """A figure legend centred under the axes, in at most `ncol` columns and fewer while it would be wider than the
+    figure (lay the figure out with tight_with_legend_below)."""
+    while True:
+        legend = fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, title=title,
+                            fontsize=SMALL, title_fontsize=SMALL + 0.5, frameon=False, **kw)
+        fig.canvas.draw()
+        if ncol == 1 or legend.get_window_extent().width <= 0.98 * fig.get_figwidth() * fig.dpi:
+            return legend
+        legend.remove()
+        ncol -= 1
 
 
 def tight_with_legend_below(fig: Figure, legend) -> None:
-    """tight_layout leaving the bottom strip that `legend` (a figure legend at lower center) needs; fewer legend
-    columns while the legend is wider than the figure."""
+    """tight_layout leaving the bottom strip that `legend` (a figure legend at lower center) needs."""
     fig.canvas.draw()
-    ncols = legend._ncols
-    while ncols > 1 and legend.get_window_extent().width > 0.98 * fig.get_figwidth() * fig.dpi:
-        ncols -= 1
-        legend.set_ncols(ncols)
-        fig.canvas.draw()
     h = legend.get_window_extent().height / fig.dpi / fig.get_figheight()
     label = fig._supxlabel
     if label is not None and label.get_text():  # a shared x label sits between the axes and the legend
