@@ -104,11 +104,13 @@ class Smoke:
         self.results: dict[str, Path | BaseException] = {}
 
     def env(self):
-        """The environment of a smoke run (also set while reading the findings ledger)."""
+        """The environment of a smoke run (also set while reading the findings ledger); every figure a report renders
+        is checked for readability at the book's column width (lib.analysis.plotting.check_readable)."""
         jupyter_path = str(Path(sys.prefix) / "share" / "jupyter")  # this venv's python3 kernel first
         extra = os.environ.get("JUPYTER_PATH")
         return _environ(ARTIFACTS_DIR=str(self.artifacts), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                         PYDEVD_DISABLE_FILE_VALIDATION="1",
+                        LIB_FIGURE_CHECK="error",  # a figure whose text the book would show below 9 pt fails the run
                         JUPYTER_PATH=os.pathsep.join([jupyter_path] + ([extra] if extra else [])))
 
     def run(self, source: Path, cwd: Path, parameters: dict | None = None, label: str | None = None) -> Path:
