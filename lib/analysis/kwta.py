@@ -23,12 +23,13 @@ from lib.core.checks import check, is_int
 from lib.core.params import Params
 
 EVAL_BOOST = ("duty", "none")  # eval mode: boost with the learned duty cycles, or plain top-k
-ACTS = ("none", "relu", "gelu", "gelu_new")  # applied before k-WTA ("none": k-WTA is the nonlinearity, as Numenta)
+ACTS = ("none", "relu", "gelu", "gelu_new", "silu")  # applied before k-WTA ("none": k-WTA is the nonlinearity, as Numenta)
 SURGERIES = ("replace_mlp", "residual")
 INITS = ("random", "copy")
 OBJECTIVES = ("distill", "lm", "both")
 KIND = "sparse"  # artifacts.root() / KIND / <name>-<hash>/
-_ACT = {"none": lambda x: x, "relu": F.relu, "gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
+_ACT = {"none": lambda x: x, "relu": F.relu, "gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+        "silu": F.silu}  # silu: Llama-family MLPs
 
 
 # ------------------------------------------------------------------------------------------------ k-WTA

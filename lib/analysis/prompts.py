@@ -487,9 +487,27 @@ def tail_logits(model, prompts: KeywordPrompts, fwd_hooks: HookList = (),
     for i in range(0, len(prompts), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(prompts)))
         part = prompts.select(idx)
-        logits = model.run_with_hooks(part.tokens.to(device), fwd_hooks=list(fwd_hooks))
-        out.append(tail(logits, part.lengths, width).cpu())
+        out.append(_tail_forward(model, part.tokens.to(device), part.lengths, width, fwd_hooks).cpu())
     return torch.cat(out) if out else torch.empty(0, width, model.cfg.d_vocab)
+
+
+def _tail_forward(model, tokens: Int[Tensor, "n pos"], lengths: Int[Tensor, " n"], width: int,
+                  fwd_hooks: HookList) -> Float[Tensor, "n width vocab"]:
+    """Logits at each row's last `width` real positions: the blocks run over every position, the final norm and the
+    unembedding only at those (position-wise, so the same logits; a 50k-token unembedding at every position costs
+    tens of times the rest of a small model). A model whose final norm or unembedding is hooked, that caps its
+    logits, or that is not a HookedTransformer takes the full forward."""
+    names = [h for h, _ in fwd_hooks if isinstance(h, str)]
+    plain = (hasattr(model, "ln_final") and hasattr(model, "unembed") and hasattr(model, "hooks")
+             and all(isinstance(h, str) and not h.startswith(("ln_final", "unembed")) for h, _ in fwd_hooks)
+             and not (getattr(model.cfg, "output_logits_soft_cap", 0) or 0) > 0)
+    if not plain or len(names) != len(fwd_hooks):
+        return tail(model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)), lengths, width)
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        h = tail(model(tokens, stop_at_layer=model.cfg.n_layers), lengths, width)
+        if model.cfg.normalization_type is not None:
+            h = model.ln_final(h)
+        return model.unembed(h)
 
 
 def _check_hooks(model, fwd_hooks: HookList, method: str) -> None:
@@ -509,8 +527,8 @@ def evaluate(model, prompts: KeywordPrompts, fwd_hooks: HookList = (), batch_siz
     for i in range(0, len(prompts), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(prompts)))
         part = prompts.select(idx)
-        logits = model.run_with_hooks(part.tokens.to(model.cfg.device), fwd_hooks=list(fwd_hooks))
-        parts.append(keyword_scores(tail(logits, part.lengths, part.width), part.targets))
+        logits = _tail_forward(model, part.tokens.to(model.cfg.device), part.lengths, part.width, fwd_hooks)
+        parts.append(keyword_scores(logits, part.targets))
     s = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in ("loss", "top1", "top5")}
     return pd.DataFrame({"prompt": np.arange(len(prompts)), "topic": prompts.topics,
                          **{k: v.numpy() for k, v in s.items()}})

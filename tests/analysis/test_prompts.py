@@ -220,3 +220,22 @@ def test_evaluate_refuses_a_hook_that_never_fires():
         prompts.evaluate(m, pr, [("blocks.0.hook_mlp_out", lambda x, hook: 0 * x)])
     with pytest.raises(ValueError, match="no such hook point"):
         prompts.tail_logits(m, pr, [("blocks.0.hook_nothing", lambda x, hook: x)])
+
+
+@pytest.mark.parametrize("hooked_final", [False, True])
+def test_tail_logits_equal_the_full_forward(hooked_final):
+    """Only the scored positions are unembedded; the logits equal a full forward's at those positions (and a hook on
+    the final norm takes the full forward, so it still sees every position)."""
+    from tests.helpers import random_prompts, small_mlp_hooked
+
+    m = small_mlp_hooked().double()
+    pr = random_prompts(6, 5, m.cfg.d_vocab)
+    seen = []
+    hook = ("ln_final.hook_normalized", lambda x, hook: seen.append(x.shape) or x) if hooked_final else \
+        ("blocks.0.mlp.hook_post", lambda x, hook: 0.5 * x)
+    got = prompts.tail_logits(m, pr, [hook])
+    with torch.no_grad():
+        full = prompts.tail(m.run_with_hooks(pr.tokens, fwd_hooks=[hook]), pr.lengths, pr.width)
+    assert torch.allclose(got, full, rtol=0, atol=1e-10 * full.abs().max().item())
+    if hooked_final:
+        assert seen[0][1] == pr.tokens.shape[1]  # the hook saw every position
