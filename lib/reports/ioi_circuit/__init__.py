@@ -1,0 +1,1 @@
+"""Report 8: watching an indirect-object-identification circuit form in our own small models."""
