@@ -16,6 +16,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lib.analysis.stats import bootstrap_ci
+from lib.analysis.units import require_hook
 from lib.core import config, data
 from lib.core.checks import check, is_int
 from lib.core.data import comments_heldout, lm_windows, load_articles
@@ -513,8 +514,6 @@ def _tail_forward(model, tokens: Int[Tensor, "n pos"], lengths: Int[Tensor, " n"
 def _check_hooks(model, fwd_hooks: HookList, method: str) -> None:
     """Every named hook exists and fires on this model (else an error naming it): a hook that never fires would
     leave the run unimpaired and read as 'no damage'."""
-    from lib.analysis.units import require_hook
-
     for name in {h for h, _ in fwd_hooks if isinstance(h, str)}:
         require_hook(model, name, method)
 

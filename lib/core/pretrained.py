@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 
 from lib.core import artifacts
-from lib.core.data import Tokenizer, gpt2_tokenizer
-from lib.core.model import quiet_hooked
+from lib.core.data import Tokenizer, get_tokenizer, gpt2_tokenizer
+from lib.core.model import quiet_hooked, to_hooked
+from lib.core.runs import load_model as load_ours
+from lib.core.train import init_model
 
 # the causal-LM architectures (config.json "architectures") TransformerLens 3.9's HookedTransformer converts
 HF_ARCHITECTURES = (
@@ -153,9 +155,6 @@ def load_tokenizer(spec: str | os.PathLike, revision: str | None = None) -> Toke
     tokenizer files gets the shipped GPT-2 vocabulary; any other model must bring its own."""
     folder = resolve(spec, revision)
     if _is_ours(folder):
-        from lib.core.data import get_tokenizer
-        from lib.core.runs import load_model as load_ours
-
         return get_tokenizer(load_ours(folder)[1].data)
     if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json", "tokenizer.model")):
         c = _hf_config(folder)
@@ -191,14 +190,8 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu", *, r
     """
     folder = resolve(spec, revision)
     if _is_ours(folder):
-        from lib.core.data import get_tokenizer
-        from lib.core.model import to_hooked
-        from lib.core.runs import load_model as load_ours
-
         model, cfg = load_ours(folder, device=device)
         if init:
-            from lib.core.train import init_model
-
             model = init_model(cfg).to(device).eval()
         hooked = to_hooked(model, tokenizer=hf_tokenizer(get_tokenizer(cfg.data)))
         return hooked if dtype == torch.float32 else hooked.to(dtype)

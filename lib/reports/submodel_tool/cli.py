@@ -47,6 +47,7 @@ from lib.reports.submodel_tool.kernel import (
     with_init_control,
     with_probe_gate,
 )
+from lib.reports.submodel_tool.page import write_page
 
 CLI_METHODS = ("selectivity", "sae", "infovae")  # 'shapley' needs keyword prompts, 'sparse' a k-WTA model
 
@@ -241,8 +242,6 @@ def main(argv: Sequence[str] | None = None, *, model=None, tokenizer=None,
     print(ex.predictions.drop(columns="token_id").to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     wall = time.perf_counter() - t0
     if args.report is not None:
-        from lib.reports.submodel_tool.page import write_page
-
         write_page(args.report, ex, subs, setup.about, args, argv, wall)
         print(f"\nWrote {args.report} ({wall:.0f} s)")
     return ex

@@ -14,16 +14,13 @@ import subprocess
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lib.analysis import plotting  # noqa: E402
-from lib.core import artifacts  # noqa: E402
-from lib.reports.submodel_tool import plots  # noqa: E402
-from lib.reports.submodel_tool.kernel import Explanation, SubModel, scores_table, validation_table  # noqa: E402
+from lib.analysis import plotting
+from lib.core import artifacts
+from lib.reports.submodel_tool import plots
+from lib.reports.submodel_tool.kernel import Explanation, SubModel, scores_table, validation_table
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;

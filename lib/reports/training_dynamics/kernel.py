@@ -167,7 +167,7 @@ def copy_target_mask(spans: Int[Tensor, "n 3"], n_ctx: int) -> Bool[Tensor, "n p
     return (spans[:, :1] >= 0) & (target > s + length) & (target < s + 2 * length)
 
 
-def _curve_row(hooked, probes: Probes, step: int, early: int, late: int, width: int) -> tuple[dict, list[dict]]:
+def curve_row(hooked, probes: Probes, step: int, early: int, late: int, width: int) -> tuple[dict, list[dict]]:
     """One checkpoint's scalar metrics and its per-head scores (tidy rows)."""
     scores = metrics.head_scores(hooked, probes.repeated)
     pats = metrics.attention_patterns(hooked, probes.planted)
@@ -194,7 +194,7 @@ def checkpoint_curves(paths: Sequence[Path], probes: Probes, early: int, late: i
     rows, heads, hooked = [], [], None
     for path in tqdm(paths, desc="checkpoints", disable=not progress, leave=False):
         hooked, step = load_hooked(path, hooked, device)
-        row, head_rows = _curve_row(hooked, probes, step, early, late, width)
+        row, head_rows = curve_row(hooked, probes, step, early, late, width)
         rows.append(row)
         heads += head_rows
     return pd.DataFrame(rows), pd.DataFrame(heads)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lib.analysis import metrics
 from lib.core import data, pretrained
 from lib.core.checks import check
-from lib.reports.training_dynamics.kernel import Probes, _curve_row, copy_target_mask
+from lib.reports.training_dynamics.kernel import Probes, copy_target_mask, curve_row
 
 
 def suite_steps(spec: str | os.PathLike) -> list[tuple[int, str]]:
@@ -84,7 +84,7 @@ def suite_curves(spec: str | os.PathLike, probes: Probes, early: int, late: int,
     dev = {k: getattr(probes, k).to(device) for k in ("repeated", "held_out", "planted", "copy_mask")}
     for step, model in tqdm(suite_checkpoints(spec, todo, device), total=len(todo), desc="revisions",
                             disable=not progress, leave=False):
-        row, head_rows = _curve_row(model, Probes(**dev), step, early, late, width)
+        row, head_rows = curve_row(model, Probes(**dev), step, early, late, width)
         rows.append(row)
         heads += head_rows
     names = dict((s, r) for s, r in suite_steps(spec))
