@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
 from lib.analysis.impairment import ENDPOINTS
-from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, symlog_if_wide, \
-    tight_with_legend_below
+from lib.analysis.plotting import (
+    SMALL,
+    WIDTH_IN,
+    legend_below,
+    set_title,
+    suptitle,
+    symlog_if_wide,
+    tight_with_legend_below,
+)
 
 
 def dose_response(df: pd.DataFrame, metrics: Mapping[str, str], kinds: Mapping[str, str], title: str,

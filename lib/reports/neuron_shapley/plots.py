@@ -10,8 +10,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, symlog_if_wide, \
-    tight_with_legend_below
+from lib.analysis.plotting import (
+    WIDTH_IN,
+    legend_below,
+    set_title,
+    suptitle,
+    symlog_if_wide,
+    tight_with_legend_below,
+)
 
 
 def value_histograms(df: pd.DataFrame, x: str, hue: str, title: str, xlabel: str, bins: int = 60) -> Figure:

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, tight_with_legend_below
+from lib.analysis.plotting import WIDTH_IN, legend_below, set_title, suptitle, tight_with_legend_below
 
 REF_STYLES = [(0, (1, 1.5)), (0, (6, 2)), (0, (6, 2, 1.5, 2)), (0, (2.5, 1.5))]  # dotted, dashed, dash-dot, short
 
