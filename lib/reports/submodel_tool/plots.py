@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lib.analysis.plotting import SMALL, WIDTH_IN, legend_below, set_title, suptitle, tight_with_legend_below
 
@@ -61,6 +62,8 @@ def explanation_figure(active: pd.DataFrame, tracked: pd.DataFrame, title: str, 
     df = tracked.assign(token=tracked.token.map(repr))
     sns.barplot(df, y="token", x="prob", hue="ablated", ax=axes[1], orient="h")
     axes[1].set(xlabel="next-token probability", ylabel="clean top tokens")
+    axes[1].xaxis.set_major_locator(MaxNLocator(nbins=5))  # small probabilities: long tick labels, so few of them
+    axes[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     handles, labels = axes[1].get_legend_handles_labels()
     axes[1].get_legend().remove()
     suptitle(fig, title)
