@@ -222,6 +222,23 @@ def _img_sources(html: str) -> list[str]:
     return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", html)
 
 
+_REMOTE = re.compile(r"""<(?:script|img|iframe)\b[^>]*\bsrc=["']((?:https?:)?//[^"']+)|"""
+                     r"""<link\b[^>]*\bhref=["']((?:https?:)?//[^"']+)""", re.I)
+
+
+def _remote_refs(text: str) -> list[str]:
+    """Scripts, images, frames and stylesheets a page loads from another host, except MathJax (math rendering)."""
+    refs = [a or b for a, b in _REMOTE.findall(text)]
+    return [r for r in refs if "mathjax" not in r.lower()]
+
+
+def test_remote_refs_finds_cdn_loads_but_not_mathjax() -> None:
+    page = ('<script src="https://unpkg.com/x.js"></script><script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/'
+            'es5/tex-mml-chtml.js"></script><link rel="stylesheet" href="//fonts.example.org/a.css">'
+            '<img src="_images/a.png"><a href="https://example.org">a link is not a load</a>')
+    assert _remote_refs(page) == ["https://unpkg.com/x.js", "//fonts.example.org/a.css"]
+
+
 def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
     """jupyter-book builds a copy of book/ with the smoke-executed notebooks: a page each, figures, no CDN."""
     if not REPORTS:
@@ -256,6 +273,8 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
         text = page.read_text()
         assert "unpkg.com/circuitsvis" not in text, (
             f"{page.name} loads circuitsvis from a CDN: display HTML(obj.local_src) so the book renders offline")
+    remote = {str(page.relative_to(html)): refs for page in html.rglob("*.html") if (refs := _remote_refs(page.read_text()))}
+    assert not remote, f"pages that fetch from the network (only MathJax may): {remote}"
     first = html / "executed" / f"{REPORTS[0].stem}.html"
     images = [s for s in _img_sources(first.read_text()) if s.startswith("data:image") or "_images/" in s]
     assert images, f"{first.name} has no embedded figure (<img> with a data: URI or an _images/ file)"
