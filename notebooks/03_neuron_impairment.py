@@ -74,12 +74,7 @@ if loaded is not None:
         "own: the second training seed (Controls) and the early models of section 7. Its findings go to a ledger "
         "of its own "
         f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
-    display(session.model_card(loaded[0], sess.ledger.model))
-    try:
-        pretrained.require(loaded[0], "Impairing MLP neurons (this whole report)", mlp=True)
-    except pretrained.ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
-        session.skip_rest(str(e))
+    session.card_or_skip(loaded[0], sess.ledger.model, "Impairing MLP neurons (this whole report)", mlp=True)
 
 # %% [markdown]
 # ## 1. Keywords and held-out prompts

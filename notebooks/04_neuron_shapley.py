@@ -75,12 +75,7 @@ if loaded is not None:
         "second training run of our own: the seed-1 model (its Shapley values and the seed control). Its findings "
         f"go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings "
         "page."))
-    display(session.model_card(loaded[0], sess.ledger.model))
-    try:
-        pretrained.require(loaded[0], "Neuron Shapley over MLP neurons (this whole report)", mlp=True)
-    except pretrained.ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
-        session.skip_rest(str(e))
+    session.card_or_skip(loaded[0], sess.ledger.model, "Neuron Shapley over MLP neurons (this whole report)", mlp=True)
 
 # %% [markdown]
 # ## 1. The game: keyword prompts per topic

@@ -39,7 +39,7 @@ from IPython.display import Markdown, display
 from lib.analysis import findings, impairment, kwta, plotting, prompts, session, stats
 from lib.analysis.units import fingerprint, top_contexts, topic_stats
 from lib.core import config, data, hooks, model
-from lib.core.pretrained import ArchitectureError, load, load_model, require
+from lib.core.pretrained import load, load_model
 from lib.core.runs import get_or_train
 from lib.reports.sparse_layers import kernel as sparse, params as report_params, plots
 
@@ -71,12 +71,7 @@ if loaded is not None:
         "layer, the new layer's training seeds, random rotations and random clusters) trains or draws only the new "
         "layer. Its findings go to a ledger of its own "
         f"(`findings/{findings.MODELS}/{sess.ledger.model}/`), not to the book's findings page."))
-    display(session.model_card(loaded[0], sess.ledger.model))
-    try:
-        require(loaded[0], "k-WTA surgery on an MLP and its units (this whole report)", mlp=True)
-    except ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
-        session.skip_rest(str(e))
+    session.card_or_skip(loaded[0], sess.ledger.model, "k-WTA surgery on an MLP and its units (this whole report)", mlp=True)
 
 # %% [markdown]
 # ## 1. Surgery, and the loss it costs

@@ -71,12 +71,7 @@ if loaded is not None:
         "on the training texts in its tokenizer). Nothing is skipped: no control here needs a training run of our "
         f"own. Its findings go to a ledger of its own (`findings/{findings.MODELS}/{sess.ledger.model}/`), not to "
         "the book's findings page."))
-    display(session.model_card(loaded[0], sess.ledger.model))
-    try:
-        pretrained.require(loaded[0], "Sub-models of MLP units (this whole report)", mlp=True)
-    except pretrained.ArchitectureError as e:
-        display(Markdown(f"**This report cannot run on {sess.ledger.model}:** {e}. The rest is skipped."))
-        session.skip_rest(str(e))
+    session.card_or_skip(loaded[0], sess.ledger.model, "Sub-models of MLP units (this whole report)", mlp=True)
 
 # %% [markdown]
 # ## 1. Concepts, their text and their predictions

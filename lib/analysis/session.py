@@ -115,6 +115,19 @@ class _NoOp(ast.NodeTransformer):
         return ast.Module(body=[], type_ignores=[])
 
 
+def card_or_skip(model, name: str, method: str, **needs) -> None:
+    """A loaded model's card, then `pretrained.require(model, method, **needs)`; where it lacks what the report
+    studies, the reason is shown and the rest of the report skipped (`skip_rest`)."""
+    from IPython.display import Markdown, display
+
+    display(model_card(model, name))
+    try:
+        pretrained.require(model, method, **needs)
+    except pretrained.ArchitectureError as e:
+        display(Markdown(f"**This report cannot run on {name}:** {e}. The rest is skipped."))
+        skip_rest(str(e))
+
+
 def skip_rest(reason: str) -> None:
     """Stop a report cleanly where it cannot run (e.g. a loaded model lacks what it studies): every later cell of
     this kernel runs as an empty cell, so papermill finishes without an error and the notebook shows only the

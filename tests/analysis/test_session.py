@@ -44,3 +44,13 @@ def test_the_gpu_preset_is_refused_without_cuda_unless_forced(monkeypatch):
     session.check_device("cpu", cuda=False)
     monkeypatch.setenv(session.GPU_ON_CPU, "1")
     session.check_device("gpu", cuda=False)
+
+
+def test_card_or_skip_shows_the_card_and_skips_only_what_cannot_run(capsys):
+    from lib.analysis import session
+    from tests.helpers import attn_model, small_mlp_hooked
+
+    session.card_or_skip(small_mlp_hooked(), "mlp-model", "Impairing MLP neurons", mlp=True)
+    assert "mlp-model" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="Impairing MLP neurons needs MLP layers"):  # outside a kernel: no later cells
+        session.card_or_skip(attn_model(), "attn-model", "Impairing MLP neurons", mlp=True)
