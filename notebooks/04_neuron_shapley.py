@@ -232,7 +232,8 @@ at_lo = single[single.tolerance == lo_tol]
 findings.record(f"Truncation (tolerance {lo_tol}) leaves every single-topic top-{nb.k} unchanged: share of topics "
                 "whose top-k is unchanged", float(at_lo.top_k_unchanged.mean()), unit="fraction",
                 control="none: a check of an approximation against the same walks computed exactly",
-                verdict="supported" if (at_lo.top_k_unchanged == 1).all() else "not supported")
+                verdict="supported" if (at_lo.top_k_unchanged == 1).all() else "not supported",
+                rule="supported only if every topic's top-k is unchanged")
 display(Markdown(
     f"Along untruncated walks, {np.mean(below['all topics']):.0%} of the coalitions (mean over topics; range "
     f"{below['all topics'].min():.0%}–{below['all topics'].max():.0%}) are worth less than removing every neuron: "

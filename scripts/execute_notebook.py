@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ import papermill as pm
 import yaml
 
 STAMP_TAG = "execution-info"  # the markdown cell that says what produced a page's numbers
+# A figure's text/plain output names its title (lib.analysis.plotting.figure_repr): "<Figure 'Fig. 3b: ...' 620x400>"
+FIGURE_TITLE = re.compile(r"^<Figure '(?:Fig\.|Figure)\s*(\d+[a-z]?)[:.]")
+ANCHOR_CLASS = "figure-anchor"
+SHOW_INPUT = "show-input"  # a cell whose code the book shows open; every other code cell's input is collapsed
+HIDDEN = ("hide-input", "remove-input", "remove-cell", "hide-cell", "remove-output", SHOW_INPUT)
 
 
 def kernel_env() -> None:
@@ -59,6 +65,42 @@ def execute(src: Path, dest: Path, parameters: dict, cwd: Path, timeout: int | N
     return stamp(dest, commit(Path(__file__).resolve().parent.parent))
 
 
+def anchor_figures(nb: nbformat.NotebookNode) -> list[str]:
+    """Before each figure output titled 'Fig. N: ...' put an empty HTML element with id 'fig-N' (the first figure of
+    each number), so that the findings page can link to it; earlier anchors are replaced. Returns the ids."""
+    seen: list[str] = []
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        outs = []
+        for out in c.get("outputs", []):
+            if ANCHOR_CLASS in str(out.get("data", {}).get("text/html", "")):
+                continue
+            text = out.get("data", {}).get("text/plain", "")
+            m = FIGURE_TITLE.match("".join(text) if isinstance(text, list) else text)
+            if m and "image/png" in out.get("data", {}) and f"fig-{m.group(1)}" not in seen:
+                seen.append(f"fig-{m.group(1)}")
+                outs.append(nbformat.v4.new_output("display_data", data={
+                    "text/html": f'<span id="{seen[-1]}" class="{ANCHOR_CLASS}"></span>'}))
+            outs.append(out)
+        c.outputs = outs
+    return seen
+
+
+def collapse_code(nb: nbformat.NotebookNode) -> None:
+    """The book shows results, not plumbing: papermill's injected-parameters cell is removed, and every other code
+    cell's input is collapsed behind a "show" toggle (Jupyter Book's `hide-input`) unless the cell already carries
+    a visibility tag or `show-input`."""
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        tags = c.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        elif not any(t in tags for t in HIDDEN):
+            tags.append("hide-input")
+
+
 def commit(repo: Path) -> str:
     """The checked-out commit (short hash), '+ uncommitted changes' when the tree differs from it; 'unknown'
     outside git."""
@@ -92,13 +134,16 @@ def stamp_text(nb: nbformat.NotebookNode, sha: str) -> str:
 
 
 def stamp(dest: Path, sha: str) -> Path:
-    """Put (or replace) the execution-info cell right after the notebook's title cell."""
+    """Put (or replace) the execution-info cell right after the notebook's title cell, anchor the figures
+    (`anchor_figures`) and collapse the code (`collapse_code`)."""
     nb = nbformat.read(dest, as_version=4)
     nb.cells = [c for c in nb.cells if STAMP_TAG not in c.get("metadata", {}).get("tags", [])]
     cell = nbformat.v4.new_markdown_cell(stamp_text(nb, sha), metadata={"tags": [STAMP_TAG]})
     first = nb.cells[0] if nb.cells else None
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ") else 0
     nb.cells.insert(at, cell)
+    anchor_figures(nb)
+    collapse_code(nb)
     tmp = dest.with_name(dest.name + ".tmp")
     nbformat.write(nb, tmp)
     os.replace(tmp, dest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
 import numbers
@@ -28,11 +29,25 @@ VERDICTS = ("supported", "not supported", "inconclusive")
 COMPARISONS = ("baseline", "noise")
 NO_VERDICT = "no verdict"
 COLUMNS = ("notebook", "preset", "order", "name", "value", "unit", "ci_low", "ci_high",
-           "control", "control_value", "comparison", "p", "verdict", "figure")
+           "control", "control_value", "comparison", "p", "verdict", "rule", "figure")
 ALLOWED_CONTROLS = "one of 'init', 'seeds', 'random', or 'none: <why>' with a non-empty reason"
 _FINITE = "a finite real number (int, float, or a numpy/torch scalar); not a bool, NaN or inf"
 
 _current: "Ledger | None" = None  # the running notebook's ledger, set by start()
+
+
+class Verdict(str):
+    """A verdict ('supported', ...) that also carries its decision rule, the test that gave it, in words (`rule`).
+    The verdict_* functions return one; `record` stores the rule beside the verdict."""
+
+    rule: str
+
+    def __new__(cls, verdict: str, rule: str) -> "Verdict":
+        if verdict not in VERDICTS:
+            _fail("verdict", verdict, f"one of {VERDICTS}")
+        obj = super().__new__(cls, verdict)
+        obj.rule = rule
+        return obj
 
 
 # ---------------------------------------------------------------- validation
@@ -117,10 +132,12 @@ def _file_name(label: str, x: Any) -> str:
 
 def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
                 control_value: Any = None, verdict: str | None = None, figure: str | None = None,
-                comparison: str = "baseline", p: Any = None) -> dict:
+                comparison: str = "baseline", p: Any = None, rule: str | None = None) -> dict:
     """One validated finding as a plain dict (no notebook, preset or order yet). comparison="noise": the value is a
     difference and control_value its noise scale (>= 0). p: the p-value of the comparison with the control, when one
-    was computed (e.g. a permutation test against random clusters)."""
+    was computed (e.g. a permutation test against random clusters). rule: the decision rule that gave the verdict,
+    in words; a `Verdict` from verdict_from / verdict_from_p / verdict_exceeds_noise brings its own, a verdict typed
+    as a plain string must come with one."""
     if not isinstance(name, str) or not name.strip():
         _fail("name", name, "a non-empty string naming the finding")
     value = _finite("value", value, name)
@@ -128,6 +145,12 @@ def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = Non
     control, control_value = _control(control, control_value, name)
     if verdict is not None and verdict not in VERDICTS:
         _fail("verdict", verdict, f"None or one of {VERDICTS} (compute it, e.g. with verdict_from)", name)
+    rule = _optional_text("rule", rule if rule is not None else getattr(verdict, "rule", None), name)
+    if verdict is not None and rule is None:
+        _fail("rule", rule, "the decision rule behind the verdict, in words (verdict_from and its siblings give one)",
+              name)
+    if verdict is None and rule is not None:
+        _fail("verdict", verdict, "a verdict for the decision rule given", name)
     if comparison not in COMPARISONS:
         _fail("comparison", comparison, f"one of {COMPARISONS}", name)
     if comparison == "noise" and (control_value is None or control_value < 0):
@@ -137,8 +160,8 @@ def make_record(name: str, value: Any, *, unit: str | None = None, ci: Any = Non
         if not 0.0 < p <= 1.0:
             _fail("p", p, "None or a p-value in (0, 1]", name)
     return dict(name=name, value=value, unit=_optional_text("unit", unit, name), ci_low=ci_low, ci_high=ci_high,
-                control=control, control_value=control_value, comparison=comparison, p=p, verdict=verdict,
-                figure=_optional_text("figure", figure, name))
+                control=control, control_value=control_value, comparison=comparison, p=p,
+                verdict=None if verdict is None else str(verdict), rule=rule, figure=_optional_text("figure", figure, name))
 
 
 # ---------------------------------------------------------------- the ledger
@@ -165,6 +188,8 @@ class Ledger:
     preset: str
     records: list[dict] = field(default_factory=list)
     model: str | None = None
+    headline: str | None = None  # the report's answer to its question in 2-3 sentences, rendered from its values
+    provenance: dict = field(default_factory=dict)  # commit and time the run started (see `start`)
 
     @property
     def path(self) -> Path:
@@ -175,8 +200,8 @@ class Ledger:
     def load(cls, notebook: str, preset: str, model: str | None = None) -> "Ledger":
         """The ledger on disk for (notebook, preset, model), or an empty one if there is none."""
         path = ledger_path(notebook, preset, model)
-        records = artifacts.read_json(path)["findings"] if path.exists() else []
-        return cls(notebook, preset, records, model)
+        obj = artifacts.read_json(path) if path.exists() else {}
+        return cls(notebook, preset, obj.get("findings", []), model, obj.get("headline"), obj.get("provenance", {}))
 
     def add(self, rec: dict) -> dict:
         """Insert a record (replacing one of the same name, in its place), save, and return it."""
@@ -196,6 +221,7 @@ class Ledger:
         """Atomically write the ledger as JSON."""
         model = {} if self.model is None else {"model": self.model}
         return artifacts.write_json(self.path, {"notebook": self.notebook, "preset": self.preset, **model,
+                                                "headline": self.headline, "provenance": self.provenance,
                                                 "findings": self.records})
 
 
@@ -206,7 +232,9 @@ def start(notebook: str, preset: str, model: str | None = None) -> Ledger:
     if preset not in PRESET_NAMES:
         _fail("preset", preset, f"one of {PRESET_NAMES}")
     _current = Ledger(_file_name("notebook", notebook), preset,
-                      model=None if model is None else _file_name("model", model))
+                      model=None if model is None else _file_name("model", model),
+                      provenance={"commit": artifacts.git_commit(),
+                                  "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     _current.save()
     return _current
 
@@ -221,14 +249,35 @@ def current() -> Ledger:
 
 def record(name: str, value: Any, *, unit: str | None = None, ci: Any = None, control: str | None = None,
            control_value: Any = None, verdict: str | None = None, figure: str | None = None,
-           comparison: str = "baseline", p: Any = None, notebook: str | None = None) -> dict:
+           comparison: str = "baseline", p: Any = None, notebook: str | None = None, rule: str | None = None) -> dict:
     """Append one finding (ci: a 95% interval) to the current ledger, or to `notebook`'s ledger for its preset."""
     rec = make_record(name, value, unit=unit, ci=ci, control=control, control_value=control_value,
-                      verdict=verdict, figure=figure, comparison=comparison, p=p)
+                      verdict=verdict, figure=figure, comparison=comparison, p=p, rule=rule)
     ledger = current()
     if notebook is not None and notebook != ledger.notebook:
         ledger = Ledger.load(_file_name("notebook", notebook), ledger.preset, ledger.model)
     return ledger.add(rec)
+
+
+def set_headline(text: str) -> str:
+    """The report's answer to its question, 2-3 sentences of Markdown built from its computed values (never typed-in
+    numbers), saved with the current ledger; `conclusion()` and the findings page show it above the table."""
+    if not isinstance(text, str) or not text.strip():
+        _fail("headline", text, "a non-empty Markdown string")
+    ledger = current()
+    ledger.headline = text.strip()
+    ledger.save()
+    return ledger.headline
+
+
+def headline(notebook: str, preset: str, model: str | None = None) -> str | None:
+    """The headline saved by `notebook`'s run on `preset` (None if it set none)."""
+    return Ledger.load(_file_name("notebook", _notebook_name(notebook)), preset, model).headline
+
+
+def provenance(notebook: str, preset: str, model: str | None = None) -> dict:
+    """{'commit': ..., 'started': ...} of the run that wrote `notebook`'s ledger ({} for a ledger without it)."""
+    return Ledger.load(_file_name("notebook", _notebook_name(notebook)), preset, model).provenance
 
 
 # ---------------------------------------------------------------- loading
@@ -241,6 +290,7 @@ def _frame(records: Sequence[dict]) -> pd.DataFrame:
         df[col] = df[col].astype(float)
     df["order"] = df["order"].astype(int)
     df["comparison"] = df["comparison"].fillna("baseline")  # ledgers written before the field existed
+    df["rule"] = df["rule"].astype(object).where(df["rule"].notna(), None)
     return df.sort_values(["notebook", "preset", "order"], kind="stable").reset_index(drop=True)
 
 
@@ -294,12 +344,16 @@ def verdict_from(value: Any, control_value: Any, ci: Any = None, *, higher_is_be
         _fail("margin", margin, "a finite number >= 0")
     sign = 1.0 if higher_is_better else -1.0
     gain = sign * (v - c)
+    side = "above" if higher_is_better else "below"
+    past = f"{side} the control" + (f" by more than {margin:g}" if margin > 0 else "")
+    rule = (f"supported if {past}" + (" with the 95% CI clear of the control" if ci is not None else "")
+            + "; not supported if " + ("the CI does not reach past the control" if ci is not None else f"not {side} it"))
     if ci is None:
-        return "supported" if gain > margin else ("not supported" if gain <= 0 else "inconclusive")
+        return Verdict("supported" if gain > margin else ("not supported" if gain <= 0 else "inconclusive"), rule)
     worst, best = sorted((sign * (low - c), sign * (high - c)))  # gain at each end of the CI
     if gain > margin and worst > 0:
-        return "supported"
-    return "not supported" if best <= 0 else "inconclusive"
+        return Verdict("supported", rule)
+    return Verdict("not supported" if best <= 0 else "inconclusive", rule)
 
 
 def verdict_exceeds_noise(diff: Any, noise: Any, ci: Any = None, *, higher_is_better: bool = True) -> str:
@@ -313,10 +367,13 @@ def verdict_exceeds_noise(diff: Any, noise: Any, ci: Any = None, *, higher_is_be
         _fail("noise", noise, "a noise scale >= 0")
     low, high = _ci(ci)
     sign = 1.0 if higher_is_better else -1.0
+    direction = "> 0" if higher_is_better else "< 0"
+    rule = (f"supported if the difference is {direction} and larger than the noise"
+            + (", with the 95% CI excluding 0" if ci is not None else "") + f"; not supported if it is not {direction}")
     if sign * d <= 0:
-        return "not supported"
+        return Verdict("not supported", rule)
     clear = ci is None or min(sign * low, sign * high) > 0
-    return "supported" if sign * d > n and clear else "inconclusive"
+    return Verdict("supported" if sign * d > n and clear else "inconclusive", rule)
 
 
 # ---------------------------------------------------------------- display
@@ -346,12 +403,15 @@ def verdict_from_p(value: Any, p: Any, ci: Any = None, *, alpha: float = 0.05, h
         _fail("p", p, "a p-value in (0, 1]")
     if not 0.0 < _finite("alpha", alpha) < 1.0:
         _fail("alpha", alpha, "a level in (0, 1)")
+    direction = "> 0" if higher_is_better else "< 0"
+    rule = (f"supported if p ≤ {alpha:g} (fixed before looking) and the value is {direction}"
+            + (" with its 95% CI excluding 0" if ci is not None else "") + f"; not supported if p > {alpha:g}")
     if pv > alpha:
-        return "not supported"
+        return Verdict("not supported", rule)
     sign = 1.0 if higher_is_better else -1.0
     low, high = _ci(ci)
     clear = sign * v > 0 and (ci is None or min(sign * low, sign * high) > 0)
-    return "supported" if clear else "inconclusive"
+    return Verdict("supported" if clear else "inconclusive", rule)
 
 
 def _is_noise(rec: dict) -> bool:
@@ -371,16 +431,53 @@ def _p_text(rec: dict, sep: str) -> str:
     return "" if _missing(rec.get("p")) else f"{sep}p = {fmt(rec['p'])}"
 
 
+TABLE_COLUMNS = ("finding", "value [95% CI]", "control", "verdict", "decision rule", "figure")
+
+
+def _value_text(rec: dict) -> str:
+    unit = "" if _missing(rec["unit"]) else f" {rec['unit']}"
+    ci = "" if _missing(rec["ci_low"]) else f" [{fmt(rec['ci_low'])}, {fmt(rec['ci_high'])}]"
+    return fmt(rec["value"]) + ci + unit
+
+
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    """Display-ready findings: one row per finding with value [95% CI], unit, control = its value, verdict, figure."""
+    """Display-ready findings: one row per finding with its value [95% CI] and unit, control = its value (and p),
+    verdict, the decision rule that gave the verdict, and the figure behind it."""
+    rows = [{"finding": rec["name"], "value [95% CI]": _value_text(rec), "control": _control_text(rec),
+             "verdict": NO_VERDICT if _missing(rec["verdict"]) else rec["verdict"],
+             "decision rule": "" if _missing(rec.get("rule")) else rec["rule"],
+             "figure": "" if _missing(rec["figure"]) else rec["figure"]} for rec in df.to_dict("records")]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def figure_anchor(figure: str) -> str | None:
+    """The HTML id the book gives a figure titled 'Fig. 3b: ...' ('fig-3b'), from a ledger's figure field ('Fig. 3b',
+    'Fig. 4-5' -> the first one); None if the field names no figure number."""
+    m = re.search(r"Fig\.?\s*(\d+[a-z]?)", figure or "")
+    return None if m is None else f"fig-{m.group(1)}"
+
+
+VERDICT_CLASS = {"supported": "supported", "not supported": "not-supported", "inconclusive": "inconclusive",
+                 NO_VERDICT: "no-verdict"}
+
+
+def table_html(df: pd.DataFrame, page: str | None = None) -> str:
+    """The findings as an HTML table for the book: the verdict with its decision rule under it in small type, and
+    with `page` (the report's HTML page, e.g. '03_neuron_impairment.html') each figure linked to its anchor there."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in ("finding", "value [95% CI]", "control", "verdict", "figure"))
     rows = []
-    for rec in df.to_dict("records"):
-        ci = "" if _missing(rec["ci_low"]) else f" [{fmt(rec['ci_low'])}, {fmt(rec['ci_high'])}]"
-        rows.append({"finding": rec["name"], "value [95% CI]": fmt(rec["value"]) + ci,
-                     "unit": "" if _missing(rec["unit"]) else rec["unit"], "control": _control_text(rec),
-                     "verdict": NO_VERDICT if _missing(rec["verdict"]) else rec["verdict"],
-                     "figure": "" if _missing(rec["figure"]) else rec["figure"]})
-    return pd.DataFrame(rows, columns=["finding", "value [95% CI]", "unit", "control", "verdict", "figure"])
+    for rec, shown in zip(df.to_dict("records"), table(df).to_dict("records")):
+        verdict = shown["verdict"]
+        rule = f'<br><small>{esc(shown["decision rule"])}</small>' if shown["decision rule"] else ""
+        fig = esc(shown["figure"])
+        anchor = figure_anchor(shown["figure"])
+        if page is not None and fig:
+            fig = f'<a href="{esc(page)}{"#" + anchor if anchor else ""}">{fig}</a>'
+        cells = [esc(shown["finding"]), esc(shown["value [95% CI]"]), esc(shown["control"]),
+                 f'<strong class="verdict {VERDICT_CLASS[verdict]}">{esc(verdict)}</strong>{rule}', fig]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<table class="findings"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def summary(df: pd.DataFrame) -> dict[str, int]:
@@ -404,10 +501,12 @@ def sentence(rec: dict) -> str:
 
 @dataclass(repr=False)
 class Conclusion:
-    """A notebook's findings rendered as one sentence per finding plus a table (HTML and Markdown reprs)."""
+    """A notebook's findings: its headline (the answer to its question, set by `set_headline`) above one table of
+    every finding with its control, verdict and decision rule (HTML and Markdown reprs; text: one sentence each)."""
 
     df: pd.DataFrame
     title: str
+    headline: str | None = None
 
     def sentences(self) -> list[str]:
         """One Markdown sentence per finding."""
@@ -419,23 +518,31 @@ class Conclusion:
         shown = table(self.df).astype(str).map(lambda s: s.replace("|", "\\|"))
         header = list(shown.columns)
         lines = ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *shown.values.tolist()]]
-        return "\n".join([*(f"- {s}" for s in self.sentences()), "", *lines])
+        return "\n".join([*([self.headline, ""] if self.headline else []), *lines])
 
     def _repr_html_(self) -> str:
         if self.df.empty:
             return f"<p>No findings recorded for {html.escape(self.title)}.</p>"
-        items = [re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(s)) for s in self.sentences()]
-        bullets = "<ul>" + "".join(f"<li>{s}</li>" for s in items) + "</ul>"
-        return bullets + table(self.df).to_html(index=False, border=0)
+        lead = "" if not self.headline else f"<p>{_inline_html(self.headline)}</p>"
+        return lead + table_html(self.df, page="")
 
     def __str__(self) -> str:
-        return "\n".join(self.sentences()) or f"No findings recorded for {self.title}."
+        return "\n".join(([self.headline] if self.headline else []) + self.sentences()) or \
+            f"No findings recorded for {self.title}."
 
     __repr__ = __str__  # the text/plain fallback in a notebook
 
 
+def _inline_html(markdown: str) -> str:
+    """A headline's inline Markdown (**bold**, *italic*, `code`) as escaped HTML."""
+    out = html.escape(markdown)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
 def conclusion(notebook: str | None = None, preset: str | None = None) -> Conclusion:
-    """The findings of `notebook` (default: the current ledger's, on its model) as sentences plus a table, for
+    """The findings of `notebook` (default: the current ledger's, on its model) as its headline plus one table, for
     `## Conclusion`."""
     model = None
     if notebook is None or preset is None:
@@ -443,4 +550,4 @@ def conclusion(notebook: str | None = None, preset: str | None = None) -> Conclu
         model = ledger.model if notebook in (None, ledger.notebook) else None
         notebook, preset = notebook or ledger.notebook, preset or ledger.preset
     title = f"{notebook} (preset {preset!r}" + ("" if model is None else f", model {model!r}") + ")"
-    return Conclusion(load(notebook, preset, model), title)
+    return Conclusion(load(notebook, preset, model), title, headline(notebook, preset, model))

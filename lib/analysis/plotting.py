@@ -24,10 +24,20 @@ SMALL = 8.5  # the smallest font size a figure uses (legends, annotations, dense
 
 
 def set_style() -> None:
-    """The book's seaborn theme (call once per notebook); also installs the figure readability check."""
+    """The book's seaborn theme (call once per notebook); also installs the figure readability check and the figure
+    repr that names its title (`figure_repr`)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold", "figure.autolayout": False})
     _install_check()
+    Figure.__repr__ = figure_repr
+
+
+def figure_repr(fig: Figure) -> str:
+    """'<Figure 'Fig. 3: ...' 620x400>': a figure's text/plain output names its title, so that the book build can put
+    an anchor (`#fig-3`) before the figure for the findings page to link to (scripts/execute_notebook.py)."""
+    w, h = (fig.get_size_inches() * fig.dpi).round().astype(int)
+    title = " ".join(_title(fig).split())
+    return f"<Figure {title!r} {w}x{h}>" if title else f"<Figure {w}x{h}>"
 
 
 def readability(fig: Figure, column_px: int = COLUMN_PX) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lib.analysis import findings, plotting
+from lib.analysis import findings, plotting, tables
 from lib.core import pretrained
 
 
@@ -77,13 +77,14 @@ def check_device(preset: str, cuda: bool) -> None:
 def start(notebook: str, preset: str, device: str | None = None,
           model_path: str | os.PathLike | None = None) -> Session:
     """Start a report: check papermill's parameters against the notebook's, a fresh findings ledger for (notebook,
-    preset), the book's plot style, TransformerLens 3.9's HookedTransformer deprecation notice silenced, and the
+    preset), the book's plot style and table display options, TransformerLens 3.9's HookedTransformer deprecation notice silenced, and the
     device (CUDA when available, unless given). With `model_path` (the report runs on that model instead of ours)
     the ledger is kept apart under the model's name (`model_label`), out of the book's findings page."""
     check_parameters()
     check_device(preset, torch.cuda.is_available() or str(device).startswith("cuda"))
     warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
     plotting.set_style()
+    tables.set_display_options()
     ledger = findings.start(notebook, preset, model=None if model_path is None else model_label(model_path))
     return Session(notebook, preset, device or ("cuda" if torch.cuda.is_available() else "cpu"), ledger)
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -37,6 +38,20 @@ def damaged(path: Path, what: str) -> ArtifactError:
     """An ArtifactError naming the file or folder, what is wrong and how to rebuild it."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     return ArtifactError(f"{path}: {what}; {rebuild_hint(folder)}")
+
+
+def git_commit() -> str:
+    """The repository's checked-out commit (short hash), with ' + uncommitted changes' when tracked files differ from
+    it; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + (" + uncommitted changes" if sha and dirty else "")
 
 
 def root() -> Path:

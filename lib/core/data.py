@@ -221,9 +221,38 @@ class Tokenizer:
             raise ValueError(f"token id i={i} is out of range: 0 <= i < vocab_size={self.vocab_size}")
         return self.hf.decode([i], skip_special_tokens=False)
 
+    def display(self, ids) -> str:
+        """Text of ids for a reader: as `decode`, except that bytes which are not whole UTF-8 characters (a token
+        holding part of a character, in a byte-level BPE) show as escapes like '\\xe2\\x80' instead of U+FFFD."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        text = self.hf.decode(ids, skip_special_tokens=False)
+        if "\ufffd" not in text:
+            return text
+        raw = bytearray()
+        for i in ids:
+            piece = self.hf.id_to_token(int(i))
+            if piece is not None and all(c in _UNICODE_TO_BYTE for c in piece):
+                raw += bytes(_UNICODE_TO_BYTE[c] for c in piece)
+            else:  # a special token, or a tokenizer that is not byte-level: its own text
+                raw += self.hf.decode([int(i)], skip_special_tokens=False).encode("utf-8")
+        return raw.decode("utf-8", errors="backslashreplace")
+
     def save(self, dest: Path) -> Path:
         """Atomically write tokenizer.json."""
         return artifacts.write_text(dest, self.hf.to_str())
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte in a byte-level BPE vocabulary."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in chars:
+            chars[b], extra = chr(256 + extra), extra + 1
+    return chars
+
+
+_UNICODE_TO_BYTE = {c: b for b, c in _bytes_to_unicode().items()}
 
 
 def _byte_level(hf: HFTokenizer) -> HFTokenizer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -208,7 +209,10 @@ def test_table_summary_and_conclusion_agree_with_records():
     _record_two()
     df = findings.load("01_build_transformer", "smoke")
     shown = findings.table(df)
-    assert list(shown["value [95% CI]"]) == ["0.420 [0.400, 0.450]", "3.10"]
+    assert list(shown["value [95% CI]"]) == ["0.420 [0.400, 0.450] score", "3.10"]
+    assert list(shown["decision rule"]) == [
+        "supported if above the control with the 95% CI clear of the control; not supported if the CI does not "
+        "reach past the control", ""]
     assert list(shown["control"]) == ["init = 0.0100", "none: no baseline exists for a training curve"]
     assert list(shown["verdict"]) == ["supported", "no verdict"]
     assert findings.summary(df) == {"supported": 1, "not supported": 0, "inconclusive": 0, "no verdict": 1}
@@ -216,7 +220,8 @@ def test_table_summary_and_conclusion_agree_with_records():
     assert text.sentences()[0] == ("**induction score**: 0.420 score (95% CI 0.400–0.450) vs init control "
                                    "0.0100 score → supported (see fig-induction)")
     assert "no control (no baseline exists for a training curve)" in text.sentences()[1]
-    assert "<strong>induction score</strong>" in text._repr_html_() and "<table" in text._repr_html_()
+    assert "<td>induction score</td>" in text._repr_html_() and "<table" in text._repr_html_()
+    assert "<small>supported if above the control" in text._repr_html_()
     assert "| induction score |" in text._repr_markdown_()
 
 
@@ -285,3 +290,61 @@ def test_p_values_are_stored_validated_and_shown():
     assert "vs random control 0.100 nats (p = 0.0400) → supported" in findings.conclusion().sentences()[0]
     with pytest.raises(ValueError, match="p=0"):
         findings.make_record("x", 1.0, control="random", control_value=0.1, p=0.0)
+
+
+def test_each_verdict_function_states_its_rule_and_record_keeps_it():
+    v = findings.verdict_from(0.3, 0.5, (0.2, 0.4), higher_is_better=False, margin=0.05)
+    assert v == "supported" and isinstance(v, str)
+    assert v.rule.startswith("supported if below the control by more than 0.05 with the 95% CI clear")
+    p = findings.verdict_from_p(0.2, 0.03, alpha=0.01)
+    assert p == "not supported" and "p ≤ 0.01" in p.rule and "p > 0.01" in p.rule
+    n = findings.verdict_exceeds_noise(0.5, 0.1, (0.3, 0.7))
+    assert n == "supported" and n.rule.startswith("supported if the difference is > 0 and larger than the noise")
+    findings.start("01_build_transformer", "smoke")
+    findings.record("gain", 0.3, control="init", control_value=0.5, verdict=v)
+    findings.record("checked", 1.0, control="none: exact check", verdict="supported", rule="every topic unchanged")
+    df = findings.load("01_build_transformer", "smoke")
+    assert df.rule.tolist() == [v.rule, "every topic unchanged"] and df.verdict.tolist() == ["supported"] * 2
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(verdict="supported"), "rule=None"),  # a typed-in verdict without the rule that gave it
+    (dict(rule="p < 0.05"), "verdict=None"),  # a rule without a verdict
+])
+def test_verdict_and_rule_come_together(kw, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        findings.make_record("x", 1.0, control="init", control_value=0.0, **kw)
+
+
+def test_headline_and_provenance_are_kept_with_the_ledger():
+    findings.start("01_build_transformer", "smoke")
+    prov = findings.provenance("01_build_transformer", "smoke")
+    assert set(prov) == {"commit", "started"} and prov["started"].endswith("UTC")
+    assert findings.headline("01_build_transformer", "smoke") is None
+    _record_two()
+    findings.set_headline("The induction score is **0.42**, against *0.01* at `init`.")
+    assert findings.headline("01_build_transformer", "smoke").startswith("The induction score")
+    out = findings.conclusion()._repr_html_()
+    assert out.startswith("<p>The induction score is <strong>0.42</strong>, against <em>0.01</em> at <code>init"
+                          "</code>.</p><table")
+    assert findings.conclusion()._repr_markdown_().startswith("The induction score")
+    findings.start("01_build_transformer", "smoke")  # a rerun starts without the old headline
+    assert findings.headline("01_build_transformer", "smoke") is None
+    with pytest.raises(ValueError, match="headline"):
+        findings.set_headline("  ")
+
+
+@pytest.mark.parametrize("figure, anchor", [("Fig. 3", "fig-3"), ("Fig. 3b", "fig-3b"), ("Fig. 4-5", "fig-4"),
+                                            ("Figs. 2", None), ("", None), (None, None)])
+def test_figure_anchor(figure, anchor):
+    assert findings.figure_anchor(figure) == anchor
+
+
+def test_table_html_links_each_figure_to_its_anchor_and_escapes():
+    findings.start("01_build_transformer", "smoke")
+    findings.record("a <b> claim", 1.0, control="init", control_value=0.0, figure="Fig. 2",
+                    verdict=findings.verdict_from(1.0, 0.0))
+    findings.record("no figure", 1.0, control="init", control_value=0.0)
+    out = findings.table_html(findings.load("01_build_transformer", "smoke"), page="01_build_transformer.html")
+    assert '<a href="01_build_transformer.html#fig-2">Fig. 2</a>' in out and "a &lt;b&gt; claim" in out
+    assert out.count("<tr>") == 3 and 'class="verdict no-verdict"' in out

@@ -10,7 +10,6 @@ import datetime as dt
 import html
 import io
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -64,14 +63,6 @@ def _table(df: pd.DataFrame, text_cols: Sequence[str] = (), row_class: Sequence[
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def page(ex: Explanation, subs: Mapping[str, SubModel], about: Mapping[str, object], args: argparse.Namespace,
          argv: Sequence[str] | None, wall_s: float) -> str:
     """The page's HTML."""
@@ -83,7 +74,7 @@ def page(ex: Explanation, subs: Mapping[str, SubModel], about: Mapping[str, obje
             "impairment": f"{args.kind} at intensity {args.intensity:g}",
             "random sub-models per validation": args.n_random,
             "command": "python -m lib.submodels " + " ".join(shlex.quote(a) for a in (argv or [])),
-            "commit": _commit(), "written": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "commit": artifacts.git_commit(), "written": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "wall time": f"{wall_s:.0f} s"}
     meta_rows = "".join(f"<tr><th class='text'>{html.escape(str(k))}</th><td class='text mono'>"
                         f"{html.escape(str(v))}</td></tr>" for k, v in meta.items())
