@@ -197,15 +197,15 @@ def cache_activations(hooked, tokens: Int[Tensor, "n pos"], hook: str, label: st
 def top_contexts(values: Float[Tensor, "n pos"], tokens: Int[Tensor, "n pos"], tok, n_top: int = 5, before: int = 8,
                  sign: int = 1, topics: Sequence[str] | None = None) -> pd.DataFrame:
     """The n_top (window, position) pairs where `values` is highest (sign=-1: lowest): rank, value, the text of the
-    `before` tokens up to it with the token itself in [brackets], and the window's topic when `topics` (one per
-    window) is given."""
+    `before` tokens up to it with the token itself in [brackets] (as `tok.display` shows them: a partial UTF-8
+    character as byte escapes, not U+FFFD), and the window's topic when `topics` (one per window) is given."""
     check(values.shape == tokens.shape, "values.shape", tuple(values.shape), f"equal to tokens.shape {tuple(tokens.shape)}")
     check(sign in (1, -1), "sign", sign, "1 (highest) or -1 (lowest)")
     flat, rows = values.flatten(), []
     for rank, idx in enumerate((sign * flat).topk(min(n_top, flat.numel())).indices.tolist()):
         w, p = divmod(idx, values.shape[1])
-        ctx = tok.decode(tokens[w, max(0, p - before) : p].tolist()).replace("\n", " ")
-        row = {"rank": rank + 1, "value": float(flat[idx]), "context": f"{ctx}[{tok.decode([int(tokens[w, p])])}]"}
+        ctx = tok.display(tokens[w, max(0, p - before) : p].tolist()).replace("\n", " ")
+        row = {"rank": rank + 1, "value": float(flat[idx]), "context": f"{ctx}[{tok.display([int(tokens[w, p])])}]"}
         if topics is not None:
             row["topic"] = topics[w]
         rows.append(row)

@@ -337,3 +337,22 @@ def test_a_missing_model_and_a_bad_report_name_are_refused_before_set_up(concept
     with pytest.raises(SystemExit):
         cli.main(_explain_own(tmp_path / "no-model", concept_dir, tmp_path / "x.txt"))
     assert "must end in .html" in capsys.readouterr().err
+
+
+def test_explain_shows_partial_utf8_tokens_as_bytes():
+    """A byte-level BPE token holding part of a character reads as its bytes ('\\xe2\\x80'), not U+FFFD, in every
+    token column of an explanation."""
+    tok = data.gpt2_tokenizer()
+    partial = tok.encode(" “quote”")[0]  # ' \xe2\x80': the first two bytes of '“'
+    assert "\ufffd" in tok.decode([partial])
+    cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_head=4, n_heads=2, d_mlp=8, d_vocab=tok.vocab_size,
+                                  act_fn="relu", normalization_type=None, seed=0)
+    m = HookedTransformer(cfg).eval()
+    with torch.no_grad():
+        m.unembed.b_U[partial] = 50.0  # the clean top-1 prediction
+    sm = submodels.SubModel("A", "selectivity", {HOOK: torch.tensor([0, 1])}, {HOOK: torch.zeros(8)},
+                            {HOOK: torch.ones(8)})
+    ex = submodels.explain(m, [tok.eos_id, partial], {"A": sm}, tokenizer=tok, ablate=["A"], top_k=2)
+    shown = [*ex.tokens, *ex.predictions.token, *ex.tracked.token, *ex.active().columns]
+    assert not any("\ufffd" in s for s in shown)
+    assert ex.predictions.token.iloc[0] == tok.display([partial]) and "\\xe2\\x80" in ex.predictions.token.iloc[0]

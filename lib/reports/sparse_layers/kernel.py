@@ -83,13 +83,14 @@ def duty_entropy(duty: Float[Tensor, " unit"]) -> float:
 
 def top_contexts(acts: Float[Tensor, " tokens"], tokens: Int[Tensor, "n pos"], tok, owner_topics: Sequence[str],
                  n: int = 5, before: int = 8) -> pd.DataFrame:
-    """The n tokens where a unit is largest: activation, topic, and the text up to that token ([token] marked)."""
+    """The n tokens where a unit is largest: activation, topic, and the text up to that token ([token] marked), as
+    `tok.display` shows it (a partial UTF-8 character as byte escapes)."""
     pos, rows = tokens.shape[1], []
     for flat in acts.topk(n).indices.tolist():
         i, j = divmod(flat, pos)
-        ctx = tok.decode(tokens[i, max(0, j - before) : j].tolist()).replace("\n", " ")
+        ctx = tok.display(tokens[i, max(0, j - before) : j].tolist()).replace("\n", " ")
         rows.append({"activation": float(acts[flat]), "topic": owner_topics[flat],
-                     "context": f"{ctx}[{tok.decode([int(tokens[i, j])])}]"})
+                     "context": f"{ctx}[{tok.display([int(tokens[i, j])])}]"})
     return pd.DataFrame(rows)
 
 

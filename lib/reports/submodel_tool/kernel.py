@@ -503,6 +503,13 @@ def _activity(model, tokens: Tensor, submodels: Mapping[str, SubModel], labels: 
     return pd.DataFrame(rows)
 
 
+def _token_text(tokenizer, i: int) -> str:
+    """One token as a reader sees it (`display`: a partial UTF-8 character as byte escapes, not U+FFFD); an id
+    outside the vocabulary is an error (`id_to_token` checks it)."""
+    tokenizer.id_to_token(i)
+    return tokenizer.display([i])
+
+
 @torch.no_grad()
 def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str, SubModel], *, tokenizer=None,
             ablate: Sequence[str | Sequence[str]] | None = None, intensity: float = 1.0, kind: str = "zero",
@@ -515,7 +522,7 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
     sub-model that is not 'validated' is an error naming it and its status."""
     tokens = _as_tokens(prompt, tokenizer, bos)
     _check_fits(model, tokens)
-    show = (lambda i: tokenizer.id_to_token(i)) if tokenizer is not None else str
+    show = (lambda i: _token_text(tokenizer, i)) if tokenizer is not None else str
     labels = [show(int(i)) for i in tokens]
     sets = _conditions(submodels, ablate)
     if not allow_unvalidated:
