@@ -18,13 +18,17 @@
 # (`seeds`), or against a random baseline of the same size (`random`). A claim with no possible
 # control says why (`none: <why>`). The verdicts are computed from the numbers when the notebook
 # runs, not typed in by hand. This page only reads the ledger, so it cannot disagree with the
-# reports. Each report's conclusion is rendered from the same records.
+# reports. Each report's conclusion is rendered from the same records. The line under this page's title says
+# when this page was built; each report's section says which run recorded its findings.
 #
 # **Reads:** `findings/` ledgers (one per report and preset). **Writes:** nothing. **Runtime:**
 # seconds. `make book` runs it after all the reports.
 
-# %%
-from IPython.display import Markdown, display
+# %% tags=["remove-cell"]
+import re
+from pathlib import Path
+
+from IPython.display import HTML, Markdown, display
 
 from lib.analysis import findings, plotting, session
 
@@ -39,6 +43,15 @@ preset = "cpu"
 # %%
 session.check_parameters()  # a -p name this page does not have is an error, not a silent default
 ledger = findings.load_all(preset)
+NOTEBOOKS = Path.cwd().parent / "notebooks"  # the kernel runs in book/
+
+
+def report_title(notebook: str) -> str:
+    """A report's title: the first '# ' heading of notebooks/<notebook>.py, else the notebook's name."""
+    src = NOTEBOOKS / f"{notebook}.py"
+    m = re.search(r"^# # (.+)$", src.read_text(), re.M) if src.exists() else None
+    return m.group(1).strip() if m else notebook
+
 counts = findings.summary(ledger)
 if ledger.empty:
     display(Markdown(f"No findings are recorded yet for preset `{preset}`: run the reports first (`make book`)."))
@@ -58,15 +71,23 @@ if not ledger.empty:
 # %% [markdown]
 # ## Findings by report
 #
-# One table per report, in report order. The value is followed by its 95% confidence interval
-# when the report measured one. The control column shows the kind of control and the metric
-# under it. Follow a report's link to see the figure behind each finding.
+# One section per report, in report order: the report's own answer to its question (its headline, rendered from
+# its numbers when it ran), then every finding it recorded. The value is followed by its 95% confidence interval
+# when the report measured one; the control column gives the kind of control and the metric under it (and the
+# p-value where the verdict comes from a test); under each verdict is the decision rule that gave it, fixed in the
+# code before the numbers were seen. The figure links go to the figure behind each finding.
 
 # %%
 for notebook, group in ledger.groupby("notebook", sort=True):
+    page = f"{notebook}.html"
     tally = ", ".join(f"{n} {verdict}" for verdict, n in findings.summary(group).items() if n)
-    display(Markdown(f"**[{notebook}]({notebook}.ipynb)**: {len(group)} findings ({tally})."))
-    display(findings.table(group).style.hide(axis="index"))
+    prov = findings.provenance(notebook, preset)
+    made = (f" Recorded by the run started {prov['started']} at commit `{prov['commit']}`, preset `{preset}`."
+            if prov else "")
+    lead = findings.headline(notebook, preset)
+    display(Markdown(f"### [{report_title(notebook)}]({page})\n\n"
+                     + (f"{lead}\n\n" if lead else "") + f"*{len(group)} findings ({tally}).{made}*"))
+    display(HTML(findings.table_html(group, page=page)))
 
 # %% [markdown]
 # ## Findings without a control
@@ -82,5 +103,5 @@ elif uncontrolled.empty:
     display(Markdown("Every finding is checked against a control."))
 else:
     display(Markdown("\n".join(
-        f"- **{rec['name']}** ({rec['notebook']}): {rec['control'][len(findings.NONE_PREFIX):]}"
-        for rec in uncontrolled.to_dict("records"))))
+        f"- **{rec['name']}** ([{report_title(rec['notebook'])}]({rec['notebook']}.html)): "
+        f"{rec['control'][len(findings.NONE_PREFIX):]}" for rec in uncontrolled.to_dict("records"))))

@@ -30,6 +30,9 @@ import pytest
 from lib.analysis import findings
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import execute_notebook  # noqa: E402  (the post-processing `make book` applies: stamp, figure anchors, collapsed code)
+
 NOTEBOOK_DIR = REPO / "notebooks"
 BOOK = REPO / "book"
 REPORTS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
@@ -232,6 +235,37 @@ def _remote_refs(text: str) -> list[str]:
     return [r for r in refs if "mathjax" not in r.lower()]
 
 
+_HREF = re.compile(r"""<a\b[^>]*\bhref=["']([^"']+)["']""", re.I)
+_ID = re.compile(r"""\bid=["']([^"']+)["']""")
+
+
+def _broken_links(page: Path, root: Path) -> list[str]:
+    """The page's links to another page of the built book (or an anchor) that do not resolve: the file is missing,
+    or it has no element with the link's #id. Links to other hosts, mailto: and javascript: are not checked."""
+    bad, ids = [], {}
+    for href in _HREF.findall(page.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", href, re.I) or href.startswith("//"):
+            continue
+        target, _, anchor = href.partition("#")
+        dest = (page.parent / target).resolve() if target else page
+        if target and not dest.is_file():
+            bad.append(href)
+        elif anchor and dest.suffix == ".html":
+            if dest not in ids:
+                ids[dest] = set(_ID.findall(dest.read_text()))
+            if anchor not in ids[dest]:
+                bad.append(href)
+    return bad
+
+
+def test_broken_links_finds_missing_pages_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "b.html").write_text('<span id="fig-1"></span>')
+    (tmp_path / "a.html").write_text('<a href="b.html#fig-1">ok</a><a href="b.html#fig-2">no anchor</a>'
+                                     '<a href="c.ipynb">no page</a><a href="#top">no id here</a><a id="top2"></a>'
+                                     '<a href="https://example.org/x">remote</a><a href="mailto:x@y">mail</a>')
+    assert _broken_links(tmp_path / "a.html", tmp_path) == ["b.html#fig-2", "c.ipynb", "#top"]
+
+
 def test_remote_refs_finds_cdn_loads_but_not_mathjax() -> None:
     page = ('<script src="https://unpkg.com/x.js"></script><script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/'
             'es5/tex-mml-chtml.js"></script><link rel="stylesheet" href="//fonts.example.org/a.css">'
@@ -254,7 +288,7 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
     (site / "data").symlink_to(REPO / "data")  # data.md offers ../data/PROVENANCE.md for download
     (book / "executed").mkdir()
     for out in executed:
-        shutil.copy(out, book / "executed" / out.name)
+        execute_notebook.stamp(Path(shutil.copy(out, book / "executed" / out.name)), "smoke-test")
     if not has_findings:
         (book / "executed" / "findings.md").write_text("# Findings\n\nThe findings notebook is not written yet.\n")
 
@@ -275,6 +309,18 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
             f"{page.name} loads circuitsvis from a CDN: display HTML(obj.local_src) so the book renders offline")
     remote = {str(page.relative_to(html)): refs for page in html.rglob("*.html") if (refs := _remote_refs(page.read_text()))}
     assert not remote, f"pages that fetch from the network (only MathJax may): {remote}"
+    broken = {str(page.relative_to(html)): bad for page in html.rglob("*.html")
+              if "_static" not in page.parts and (bad := _broken_links(page, html))}
+    assert not broken, f"internal links that do not resolve (file or #anchor missing): {broken}"
+    if has_findings:
+        ledger_page = (html / "executed" / "findings.html").read_text()
+        for py in REPORTS:
+            assert f'href="{py.stem}.html#fig-' in ledger_page or py.stem not in ledger_page, (
+                f"the findings page links no figure of {py.stem}")
+    for out in executed:
+        text = (html / "executed" / f"{out.stem}.html").read_text()
+        assert "Traceback (most recent call last)" not in text and not re.search(r"\b\w*Warning:", text), (
+            f"{out.stem}.html shows a traceback or a warning")
     first = html / "executed" / f"{REPORTS[0].stem}.html"
     images = [s for s in _img_sources(first.read_text()) if s.startswith("data:image") or "_images/" in s]
     assert images, f"{first.name} has no embedded figure (<img> with a data: URI or an _images/ file)"

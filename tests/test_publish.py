@@ -129,3 +129,45 @@ def test_commit_names_uncommitted_changes(tmp_path):
     (tmp_path / "f").write_text("b")
     assert execute_notebook.commit(tmp_path) == sha + " + uncommitted changes"
     assert execute_notebook.commit(tmp_path / "nowhere") == "unknown"
+
+
+def _figure_output(title: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": title})
+
+
+def test_figures_get_anchors_and_code_is_collapsed():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import x"), nbformat.v4.new_code_cell("p = 1"),
+                nbformat.v4.new_code_cell("fig"), nbformat.v4.new_code_cell("again"),
+                nbformat.v4.new_code_cell("shown")]
+    nb.cells[1].metadata["tags"] = ["injected-parameters"]
+    nb.cells[2].outputs = [_figure_output("<Figure 'Fig. 3b: loss vs k' 620x400>"),
+                           _figure_output("<Figure 'no number' 620x400>")]
+    nb.cells[3].outputs = [_figure_output("<Figure 'Fig. 3b: the same number again' 620x400>"),
+                           _figure_output("<Figure 'Fig. 4: next' 620x400>")]
+    nb.cells[4].metadata["tags"] = ["show-input"]
+    assert execute_notebook.anchor_figures(nb) == ["fig-3b", "fig-4"]
+    assert execute_notebook.anchor_figures(nb) == ["fig-3b", "fig-4"]  # a rerun replaces, never duplicates
+    first = nb.cells[2].outputs
+    assert len(first) == 3 and first[0].data["text/html"] == '<span id="fig-3b" class="figure-anchor"></span>'
+    assert len(nb.cells[3].outputs) == 3 and 'id="fig-4"' in nb.cells[3].outputs[1].data["text/html"]
+    execute_notebook.collapse_code(nb)
+    execute_notebook.collapse_code(nb)
+    assert [c.metadata.get("tags") for c in nb.cells] == [["hide-input"], ["injected-parameters", "remove-cell"],
+                                                          ["hide-input"], ["hide-input"], ["show-input"]]
+
+
+def test_figure_repr_names_the_title():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib.analysis import plotting
+
+    plotting.set_style()
+    fig, ax = plt.subplots(figsize=(4, 2))
+    ax.set_title("Fig. 2: a\nwrapped title")
+    assert execute_notebook.FIGURE_TITLE.match(repr(fig)).group(1) == "2"
+    assert repr(fig) == "<Figure 'Fig. 2: a wrapped title' 440x220>"
+    plt.close(fig)

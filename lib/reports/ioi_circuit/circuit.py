@@ -1,0 +1,250 @@
+"""The IOI circuit in a trained model: which heads matter (activation patching from the ABC run), through which
+path (path patching into the name movers' queries), what each head does (attention-based class scores), and
+whether the heads found are the circuit (faithfulness under mean ablation, against random head sets of the same
+size).
+
+Every function takes a TransformerLens HookedTransformer (`lib.core.model.to_hooked` of our model) and IOIPrompts.
+Heads are patched through `blocks.L.attn.hook_z` (a head's output before W_O), so a head is patched alone.
+Scores are normalised as in Wang et al. (2022): the patching metric is 1 on the clean run and 0 on the ABC run, so
+"effect" below is the fraction of the clean-minus-ABC logit difference that patching removes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import patching
+
+from lib.core.checks import check
+from lib.reports.ioi_circuit import data as D
+from lib.reports.ioi_circuit.kernel import logit_diff, patching_metric
+
+Head = tuple[int, int]  # (layer, head)
+CLASSES = ("name mover", "s-inhibition", "duplicate token", "induction", "previous token")
+
+
+def _z(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def _pattern(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def _end_ld(hm, tokens: Tensor, prompts: D.IOIPrompts, fwd_hooks=()) -> Float[Tensor, " n"]:
+    """Logit difference IO - S at each prompt's end, under `fwd_hooks`."""
+    logits = hm.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)).float()
+    end = logits[torch.arange(len(prompts)), prompts.end.to(logits.device)]
+    return logit_diff(end, prompts.io.to(end.device), prompts.s.to(end.device)).cpu()
+
+
+@torch.no_grad()
+def baselines(hm, prompts: D.IOIPrompts) -> tuple[float, float]:
+    """Mean logit difference IO - S on the clean and on the ABC prompts (the patching metric's 1 and 0)."""
+    return _end_ld(hm, prompts.tokens, prompts).mean().item(), _end_ld(hm, prompts.corrupted, prompts).mean().item()
+
+
+# ------------------------------------------------------------------------------------------ activation patching
+
+
+@torch.no_grad()
+def head_patching(hm, prompts: D.IOIPrompts) -> Float[Tensor, "layer head"]:
+    """Per head: the fraction of the clean-minus-ABC logit difference lost when that head's output (hook_z, every
+    position) in the clean run is replaced by its output on the ABC prompt (TransformerLens's
+    get_act_patch_attn_head_out_all_pos, run clean with the ABC cache patched in). 1: the head carries all of it."""
+    clean, abc = baselines(hm, prompts)
+    metric = patching_metric(prompts, clean, abc)
+    _, abc_cache = hm.run_with_cache(prompts.corrupted, names_filter=lambda n: n.endswith("attn.hook_z"))
+    kept = patching.get_act_patch_attn_head_out_all_pos(hm, prompts.tokens, abc_cache, metric)
+    return (1.0 - kept).cpu()
+
+
+@torch.no_grad()
+def path_patching(hm, prompts: D.IOIPrompts, senders: Sequence[Head], receivers: Sequence[Head] | None = None,
+                  receiver_input: str = "q") -> Float[Tensor, "layer head"]:
+    """Path patching (Wang et al. 2022, sec. 3.1) of each sender head, alone, from the ABC run into the clean run,
+    through `receivers`' `receiver_input` ('q', 'k' or 'v') at the prompt's end position -- or, with
+    receivers=None, straight into the logits (its direct effect). Every other head is frozen at its clean output
+    (MLPs too), so the sender acts only along the path. Returns [layer, head], NaN for heads not in `senders`; the
+    values are fractions of the clean-minus-ABC logit difference removed, as in `head_patching`."""
+    check(receiver_input in ("q", "k", "v"), "receiver_input", receiver_input, "'q', 'k' or 'v'")
+    cfg = hm.cfg
+    clean, abc = baselines(hm, prompts)
+    names = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out"))  # noqa: E731
+    _, c_cache = hm.run_with_cache(prompts.tokens, names_filter=names)
+    _, a_cache = hm.run_with_cache(prompts.corrupted, names_filter=names)
+    out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
+    rows = torch.arange(len(prompts))
+    ends = prompts.end
+    for layer, head in senders:
+        def freeze(z, hook, layer=layer, head=head):
+            z = c_cache[hook.name].clone()
+            if hook.layer() == layer:
+                z[:, :, head] = a_cache[hook.name][:, :, head]
+            return z
+
+        def freeze_mlp(x, hook):
+            return c_cache[hook.name]
+
+        frozen = [(_z(L), freeze) for L in range(cfg.n_layers)]
+        if not cfg.attn_only:
+            frozen += [(f"blocks.{L}.hook_mlp_out", freeze_mlp) for L in range(cfg.n_layers)]
+        if receivers is None:
+            # direct effect: every head frozen (the sender at its ABC output), the final LayerNorm recomputed
+            ld = _end_ld(hm, prompts.tokens, prompts, frozen).mean().item()
+        else:
+            later = [(rl, rh) for rl, rh in receivers if rl > layer]
+            if not later:
+                continue
+            site = {L: f"blocks.{L}.attn.hook_{receiver_input}" for L, _ in later}
+            store: dict[str, Tensor] = {}
+
+            def save(x, hook):
+                store[hook.name] = x.clone()
+
+            hm.run_with_hooks(prompts.tokens, fwd_hooks=frozen + [(n, save) for n in set(site.values())])
+
+            def patch(x, hook):
+                x = x.clone()
+                for L, H in later:
+                    if site[L] == hook.name:
+                        x[rows, ends, H] = store[hook.name][rows, ends, H]
+                return x
+
+            ld = _end_ld(hm, prompts.tokens, prompts, [(n, patch) for n in set(site.values())]).mean().item()
+        out[layer, head] = 1.0 - (ld - abc) / (clean - abc)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ what each head does
+
+
+@torch.no_grad()
+def attention_scores(hm, prompts: D.IOIPrompts) -> dict[str, Float[Tensor, "layer head"]]:
+    """Mean attention probability, per head, of the pattern that defines each class (on the clean prompts):
+    'end->IO' and 'end->S' (name movers attend from the end to the IO), 'S2->S1' (duplicate-token heads),
+    'S2->S1+1' (induction heads: the token after the first S) and 'S1+1->S1' (previous-token heads)."""
+    _, cache = hm.run_with_cache(prompts.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    rows = torch.arange(len(prompts))
+    p = prompts
+    pairs = {"end->IO": [(p.end, p.io_pos)], "end->S": [(p.end, p.s1_pos), (p.end, p.s2_pos)],  # either mention
+             "S2->S1": [(p.s2_pos, p.s1_pos)], "S2->S1+1": [(p.s2_pos, p.s1_pos + 1)],
+             "S1+1->S1": [(p.s1_pos + 1, p.s1_pos)]}
+    return {key: torch.stack([sum(cache[_pattern(L)][rows, :, dest, src].float() for dest, src in pos).mean(0).cpu()
+                              for L in range(hm.cfg.n_layers)]) for key, pos in pairs.items()}
+
+
+@dataclass(frozen=True)
+class HeadScores:
+    """Per head [layer, head]: `total` effect (activation patching), `direct` effect on the logits (path patching),
+    `via_movers` effect through the name movers' queries, the attention scores, and the class each head is given."""
+
+    total: Tensor
+    direct: Tensor
+    via_movers: Tensor
+    attention: dict[str, Tensor]
+    movers: tuple[Head, ...]
+
+    def table(self) -> pd.DataFrame:
+        """One row per head."""
+        L, H = self.total.shape
+        rows = []
+        for layer in range(L):
+            for head in range(H):
+                rows.append({"head": f"L{layer}H{head}", "layer": layer, "total effect": float(self.total[layer, head]),
+                             "direct effect": float(self.direct[layer, head]),
+                             "via name movers": float(self.via_movers[layer, head]),
+                             **{k: float(v[layer, head]) for k, v in self.attention.items()}})
+        return pd.DataFrame(rows)
+
+
+def top_heads(scores: Tensor, k: int, min_value: float = 0.0) -> tuple[Head, ...]:
+    """The k heads with the largest finite score above min_value, largest first."""
+    flat = torch.nan_to_num(scores.flatten(), nan=-np.inf)
+    order = torch.argsort(flat, descending=True)[:k]
+    H = scores.shape[1]
+    return tuple((int(i) // H, int(i) % H) for i in order if float(flat[i]) > min_value)
+
+
+def head_scores(hm, prompts: D.IOIPrompts, n_movers: int = 2) -> HeadScores:
+    """Every score of every head. The name movers are the `n_movers` heads with the largest positive direct effect
+    on the logit difference; `via_movers` path-patches every earlier head into their queries at the end."""
+    all_heads = [(L, H) for L in range(hm.cfg.n_layers) for H in range(hm.cfg.n_heads)]
+    direct = path_patching(hm, prompts, all_heads, None)
+    movers = top_heads(direct, n_movers)
+    via = path_patching(hm, prompts, all_heads, movers, "q") if movers else torch.full_like(direct, float("nan"))
+    return HeadScores(total=head_patching(hm, prompts), direct=direct, via_movers=via,
+                      attention=attention_scores(hm, prompts), movers=movers)
+
+
+def class_scores(hs: HeadScores) -> dict[str, float]:
+    """One number per head class, the best head's: name mover = the largest direct effect among heads that attend
+    from the end more to the IO than to S; s-inhibition = the largest effect through the name movers' queries;
+    duplicate token, induction, previous token = the largest mean attention along the class's pattern."""
+    att = hs.attention
+    prefer_io = att["end->IO"] > att["end->S"]
+    mover = torch.where(prefer_io, hs.direct, torch.full_like(hs.direct, float("nan")))
+    best = lambda t: float(torch.nan_to_num(t, nan=-np.inf).max()) if torch.isfinite(t).any() else float("nan")  # noqa: E731
+    return {"name mover": best(mover), "s-inhibition": best(hs.via_movers), "duplicate token": best(att["S2->S1"]),
+            "induction": best(att["S2->S1+1"]), "previous token": best(att["S1+1->S1"])}
+
+
+# ------------------------------------------------------------------------------------------ faithfulness
+
+
+@torch.no_grad()
+def template_means(hm, prompts: D.IOIPrompts) -> dict[str, Tensor]:
+    """Each head's output (hook_z) averaged over the ABC prompts of the same template, position by position (prompts
+    of one template share their layout): {hook name: [n, pos, head, d_head]}, prompt i's own template mean."""
+    _, cache = hm.run_with_cache(prompts.corrupted, names_filter=lambda n: n.endswith("attn.hook_z"))
+    out = {}
+    for name, z in cache.items():
+        mean = torch.empty_like(z)
+        for t in prompts.template.unique():
+            idx = (prompts.template == t).nonzero().flatten().to(z.device)
+            mean[idx] = z[idx].mean(0, keepdim=True)
+        out[name] = mean
+    return out
+
+
+@torch.no_grad()
+def ablated_logit_diff(hm, prompts: D.IOIPrompts, keep: Sequence[Head], means: dict[str, Tensor]) -> float:
+    """Mean logit difference IO - S when every head not in `keep` outputs its template mean (MLPs untouched)."""
+    kept = set(map(tuple, keep))
+
+    def ablate(z, hook):
+        L = hook.layer()
+        out = means[hook.name].clone()
+        for (kl, kh) in kept:
+            if kl == L:
+                out[:, :, kh] = z[:, :, kh]
+        return out
+
+    hooks = [(_z(L), ablate) for L in range(hm.cfg.n_layers)]
+    return _end_ld(hm, prompts.tokens, prompts, hooks).mean().item()
+
+
+def faithfulness(hm, prompts: D.IOIPrompts, circuit: Sequence[Head], n_random: int, seed: int = 0) -> dict:
+    """The logit difference kept by the circuit alone (every other head mean-ablated) as a fraction of the full
+    model's, against `n_random` random head sets of the same size (drawn uniformly without replacement): the
+    circuit's fraction, the random fractions, and the permutation p = (1 + #random >= circuit) / (1 + n_random)."""
+    check(n_random >= 1, "n_random", n_random, "a positive integer")
+    heads = [(L, H) for L in range(hm.cfg.n_layers) for H in range(hm.cfg.n_heads)]
+    check(1 <= len(circuit) <= len(heads), "circuit", circuit, f"1 to {len(heads)} heads")
+    means = template_means(hm, prompts)
+    full, _ = baselines(hm, prompts)
+    none = ablated_logit_diff(hm, prompts, [], means)
+    frac = ablated_logit_diff(hm, prompts, circuit, means) / full
+    g = torch.Generator().manual_seed(seed)
+    rand = np.array([ablated_logit_diff(hm, prompts, [heads[i] for i in torch.randperm(len(heads), generator=g)
+                                                      [: len(circuit)].tolist()], means) / full
+                     for _ in range(n_random)])
+    return {"full": full, "none": none / full, "circuit": frac, "random": rand,
+            "p": float((1 + np.sum(rand >= frac)) / (1 + n_random)), "size": len(circuit)}
+
