@@ -139,13 +139,35 @@ def test_faithfulness_of_all_heads_is_one_and_a_planted_head_beats_random_sets()
         hm.blocks[0].attn.W_O[1:] = 0.0  # (hm.W_O is a stacked copy)
     all_heads = [(0, h) for h in range(3)]
     res = C.faithfulness(hm, p, all_heads, n_random=5)
-    assert res["circuit"] == pytest.approx(1.0, abs=1e-5) and res["p"] == 1.0  # every random set is the whole model
-    one = C.faithfulness(hm, p, [(0, 0)], n_random=30, seed=1)
-    assert one["circuit"] == pytest.approx(1.0, abs=1e-5)  # the other heads write nothing, mean or not
-    drawn_other = ~np.isclose(one["random"], 1.0, atol=1e-5)
-    assert drawn_other.sum() >= 10  # random single heads are mostly a silent one
-    assert one["random"][drawn_other] == pytest.approx(one["none"], abs=1e-5)
-    assert one["p"] == pytest.approx((1 + (~drawn_other).sum()) / 31)
+    assert res["circuit"] == pytest.approx(1.0, abs=1e-5) and res["p"] == 1.0 and res["exact"]  # the only 3-set
+    assert len(res["random"]) == 0
+    one = C.faithfulness(hm, p, [(0, 0)], n_random=5)  # 3 single heads <= 5: all enumerated, p exact
+    assert one["exact"] and one["circuit"] == pytest.approx(1.0, abs=1e-5)  # the other heads write nothing
+    assert one["random"] == pytest.approx([one["none"]] * 2, abs=1e-5) and one["p"] == pytest.approx(1 / 3)
+    assert one["none"] < 0.9  # ablating head 0 does cost logit difference
+
+
+@torch.no_grad()
+def test_faithfulness_draws_random_sets_when_there_are_too_many():
+    hm, p = _model(2, seed=7), _prompts(6)
+    res = C.faithfulness(hm, p, [(0, 0), (1, 1)], n_random=10, seed=3)  # C(6, 2) = 15 > 10: drawn
+    assert not res["exact"] and len(res["random"]) == 10
+    assert res["p"] == pytest.approx((1 + np.sum(res["random"] >= res["circuit"])) / 11)
+    again = C.faithfulness(hm, p, [(0, 0), (1, 1)], n_random=10, seed=3)
+    np.testing.assert_array_equal(res["random"], again["random"])
+
+
+def test_select_circuit_and_half_rise_step():
+    t = lambda *v: torch.tensor(v, dtype=torch.float).view(2, 2)  # noqa: E731
+    nan = float("nan")
+    hs = C.HeadScores(total=t(0.05, 0.3, 0.0, 0.02), direct=t(0.0, 0.0, 0.0, 0.12), via_movers=t(0.2, nan, nan, nan),
+                      attention={}, movers=((1, 1),))
+    assert C.select_circuit(hs, 0.1) == ((0, 0), (0, 1), (1, 1))
+    assert C.select_circuit(hs, 0.5) == ()
+    assert C.half_rise_step([0, 10, 20, 40], [0.1, 0.2, 0.6, 0.9]) == 20  # first to reach 0.1 + 0.4
+    assert C.half_rise_step([0, 10, 20], [0.3, 0.2, 0.3]) != C.half_rise_step([0, 10, 20], [0.3, 0.2, 0.3])  # NaN
+    with pytest.raises(ValueError, match="values"):
+        C.half_rise_step([0, 1], [0.5])
 
 
 def test_template_means_average_within_a_template_only():

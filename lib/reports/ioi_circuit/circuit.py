@@ -11,6 +11,8 @@ Scores are normalised as in Wang et al. (2022): the patching metric is 1 on the 
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -232,8 +234,11 @@ def ablated_logit_diff(hm, prompts: D.IOIPrompts, keep: Sequence[Head], means: d
 
 def faithfulness(hm, prompts: D.IOIPrompts, circuit: Sequence[Head], n_random: int, seed: int = 0) -> dict:
     """The logit difference kept by the circuit alone (every other head mean-ablated) as a fraction of the full
-    model's, against `n_random` random head sets of the same size (drawn uniformly without replacement): the
-    circuit's fraction, the random fractions, and the permutation p = (1 + #random >= circuit) / (1 + n_random)."""
+    model's, against head sets of the same size. When there are at most `n_random` such sets, every one is
+    evaluated and p is exact: the share of all same-size sets (the circuit's own included) that keep at least as
+    much. Otherwise `n_random` sets are drawn uniformly and p = (1 + #random >= circuit) / (1 + n_random).
+    Returns full (the model's logit difference), none (fraction kept with every head ablated), circuit, random
+    (the fractions of the other sets), p, exact, size."""
     check(n_random >= 1, "n_random", n_random, "a positive integer")
     heads = [(L, H) for L in range(hm.cfg.n_layers) for H in range(hm.cfg.n_heads)]
     check(1 <= len(circuit) <= len(heads), "circuit", circuit, f"1 to {len(heads)} heads")
@@ -241,10 +246,37 @@ def faithfulness(hm, prompts: D.IOIPrompts, circuit: Sequence[Head], n_random: i
     full, _ = baselines(hm, prompts)
     none = ablated_logit_diff(hm, prompts, [], means)
     frac = ablated_logit_diff(hm, prompts, circuit, means) / full
-    g = torch.Generator().manual_seed(seed)
-    rand = np.array([ablated_logit_diff(hm, prompts, [heads[i] for i in torch.randperm(len(heads), generator=g)
-                                                      [: len(circuit)].tolist()], means) / full
-                     for _ in range(n_random)])
-    return {"full": full, "none": none / full, "circuit": frac, "random": rand,
-            "p": float((1 + np.sum(rand >= frac)) / (1 + n_random)), "size": len(circuit)}
+    k, own = len(circuit), frozenset(map(tuple, circuit))
+    exact = math.comb(len(heads), k) <= n_random
+    if exact:
+        sets = [c for c in itertools.combinations(heads, k) if frozenset(c) != own]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        sets = [[heads[i] for i in torch.randperm(len(heads), generator=g)[:k].tolist()] for _ in range(n_random)]
+    rand = np.array([ablated_logit_diff(hm, prompts, c, means) / full for c in sets])
+    p = (1 + np.sum(rand >= frac)) / (1 + len(rand))  # exact: the circuit is one of the 1 + len(rand) sets
+    return {"full": full, "none": none / full, "circuit": frac, "random": rand, "p": float(p), "exact": exact,
+            "size": k}
+
+
+def select_circuit(hs: HeadScores, min_effect: float) -> tuple[Head, ...]:
+    """The heads whose total, direct or via-name-mover effect is at least `min_effect` (a fraction of the clean
+    minus ABC logit difference, fixed before looking), by layer."""
+    stack = torch.stack([hs.total, hs.direct, hs.via_movers])
+    hit = torch.nan_to_num(stack, nan=-np.inf).max(0).values >= min_effect
+    return tuple((int(L), int(H)) for L, H in hit.nonzero().tolist())
+
+
+# ------------------------------------------------------------------------------------------ over training
+
+
+def half_rise_step(steps: Sequence[int], values: Sequence[float]) -> float:
+    """The first step at which a score has covered half its way from its value at the first step to its maximum
+    (NaN if it never rises: max <= first)."""
+    v = np.asarray(values, dtype=float)
+    check(len(v) == len(steps) and len(v) >= 2, "values", len(v), f"{len(steps)} >= 2 values, one per step")
+    lo, hi = v[0], np.nanmax(v)
+    if not hi > lo:
+        return float("nan")
+    return float(np.asarray(steps)[np.argmax(v >= lo + 0.5 * (hi - lo))])
 
