@@ -30,15 +30,15 @@
 # (training the six runs ≈ 22 min, the dense window and TracIn ≈ 3 min, the LLC ≈ 7.5 min); a rerun
 # reuses the checkpoints and cached analyses (≈ 20 s); gpu: not measured since the LLC was added.
 
-# %%
+# %% tags=["remove-cell"]
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, metrics, session, stats
+from lib.analysis import findings, metrics, session, stats, tables
 from lib.core import artifacts, config, data, train
-from lib.reports.training_dynamics import kernel as attribution, params as report_params, plots
+from lib.reports.training_dynamics import kernel as attribution, llc as llc_est, params as report_params, plots
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -49,7 +49,7 @@ n_seeds = None
 n_attr = None
 n_tracin = None
 
-# %%
+# %% tags=["remove-cell"]
 device = session.start("06_training_dynamics", preset).device
 nb = report_params.resolve(preset, n_seeds=n_seeds, n_attr=n_attr, n_tracin=n_tracin)
 user = {k: v for k, v in dict(max_steps=max_steps, plant_frac=plant_frac).items() if v is not None}
@@ -61,7 +61,6 @@ runs[CONTROL] = cfg.replace(plant_frac=0.0)
 runs = {k: c.replace(eval_every=c.train.max_steps, checkpoint_every=c.train.max_steps, eval_batches=2)
         for k, c in runs.items()}
 cfg = runs[f"seed {seed}"]
-cfg
 
 # %% [markdown]
 # ## 1. Data and dense checkpoints
@@ -70,9 +69,9 @@ cfg
 # Wikipedia article openings. In a fraction `plant_frac` of the training windows a span of 16–32
 # tokens is followed immediately by a copy of itself (`… r r …`); the planting is fixed data, the
 # same for every training seed, and is recorded per window. That record is the ground truth for
-# attribution. The issue suggests a context of at least 128 tokens; measured on this machine
-# (`shared/NOTES.md`), 64 tokens forms induction heads 2–3× sooner at the same planting, so the
-# `smoke` and `cpu` presets use 64 and the `gpu` preset 128.
+# attribution. The context is `n_ctx` tokens: 64 in the `smoke` and `cpu` presets and 128 in the `gpu`
+# preset, because shorter windows form induction heads sooner at the same planting, which keeps the CPU runs
+# short.
 #
 # Runs: the main seed, more seeds on the same data, and a control run on the same windows
 # **without** any planted repeat. The main run and the control keep ≥ 50 checkpoints (log-spaced
@@ -95,8 +94,8 @@ for name, c in runs.items():
     hist = artifacts.read_json(ckpts[name][-1] / "state.json")["history"]
     rows.append({"run": name, "planted windows": f"{token_data[name].planted.float().mean():.0%}",
                  "steps": c.train.max_steps, "checkpoints": len(ckpts[name]),
-                 "training seconds": round(hist[-1]["seconds"]), "final held-out loss": round(hist[-1]["val_loss"], 3)})
-pd.DataFrame(rows)
+                 "training seconds": round(hist[-1]["seconds"]), "final held-out loss": hist[-1]["val_loss"]})
+tables.show(pd.DataFrame(rows), caption=f"Training runs ({cfg.model.n_ctx}-token windows)")
 
 # %% [markdown]
 # ## 2. Watching induction heads form
@@ -186,11 +185,13 @@ fig = plots.seed_curves(curves, {"max induction score": ("max_induction", "induc
 found = [f"seed {s}" for s in seeds if phases[f"seed {s}"].found]
 for name in found:
     others = [phases[k].step for k in found if k != name] or [phases[name].step]
-    findings.record(f"phase-change step ({name}, of {runs[name].train.max_steps} steps)", phases[name].step,
+    findings.record(f"Step at which the induction score rises (phase change), {name} of a "
+                    f"{runs[name].train.max_steps:,}-step run", phases[name].step,
                     unit="training steps", control="seeds", control_value=float(np.median(others)), figure="Fig. 3")
 for s in seeds:
     c_ = curves[f"seed {s}"]
-    findings.record(f"max induction score at the end (seed {s})", c_.max_induction.iloc[-1], unit="attention weight",
+    findings.record(f"Max induction score over heads at the end of training, seed {s}", c_.max_induction.iloc[-1],
+                    unit="attention weight",
                     control="init", control_value=c_.max_induction.iloc[0], figure="Fig. 3",
                     verdict=findings.verdict_from(c_.max_induction.iloc[-1], c_.max_induction.iloc[0], margin=0.1))
 display(Markdown("Phase changes: " + "; ".join(
@@ -207,8 +208,8 @@ display(Markdown("Phase changes: " + "; ".join(
 n_formed = len(found)
 rate_ci = stats.binomial_ci(n_formed, len(seeds))
 formed_steps = np.array([phases[k].step for k in found])
-findings.record(f"formation rate: seeds that form an induction head (of {len(seeds)}, phase-change rise >= "
-                f"{nb.min_jump})", n_formed / len(seeds), unit="share of seeds", ci=rate_ci,
+rate_rec = findings.record(f"Share of training seeds that form an induction head (of {len(seeds)}; phase-change "
+                           f"rise ≥ {nb.min_jump})", n_formed / len(seeds), unit="share of seeds", ci=rate_ci,
                 control="none: the no-planting run is one run; whether it formed a head is stated beside",
                 figure="Fig. 3")
 display(Markdown(
@@ -232,15 +233,18 @@ per_seq = {k: metrics.head_scores(m, repeated, per_sequence=True)["induction"][:
 ctrl_max = metrics.head_scores(ctrl_last, repeated)["induction"].max().item()
 icl = {k: metrics.icl_score(metrics.per_token_loss(m, tokens.val[:n_eval]), early, late, width)
        for k, m in (("init", first), ("final", last))}
-for name, v, c, ci, better in (
-        (f"induction score of head {ind_head} at the end ({main})", per_seq["final"].mean(), per_seq["init"].mean(),
-         stats.bootstrap_ci(per_seq["final"]), True),
-        ("max induction score at the end, plant_frac=0 run", ctrl_max, curves[CONTROL].max_induction.iloc[0], None, True),
-        (f"ICL score at the end ({main})", icl["final"].mean(), icl["init"].mean(), stats.bootstrap_ci(icl["final"]),
-         False)):
-    findings.record(name, float(v), unit="attention weight" if "induction" in name else "nats", ci=ci, control="init",
-                    control_value=float(c), figure="Fig. 1" if "plant" in name else "Fig. 3",
-                    verdict=findings.verdict_from(float(v), float(c), ci, higher_is_better=better, margin=0.1))
+end_rec = {}  # the ledger's records, read by the headline
+for key_, name, v, c, ci, better, unit, fig_ in (
+        ("head", f"Induction score of the strongest induction head ({ind_head}) at the end of training, {main}",
+         per_seq["final"].mean(), per_seq["init"].mean(), stats.bootstrap_ci(per_seq["final"]), True,
+         "attention weight", "Fig. 3"),
+        ("no planting", "Max induction score over heads at the end of training, run without planted repeats "
+         "(plant_frac = 0)", ctrl_max, curves[CONTROL].max_induction.iloc[0], None, True, "attention weight", "Fig. 1"),
+        ("icl", f"In-context-learning score (loss late minus early in the context) at the end of training, {main}",
+         icl["final"].mean(), icl["init"].mean(), stats.bootstrap_ci(icl["final"]), False, "nats", "Fig. 3")):
+    end_rec[key_] = findings.record(name, float(v), unit=unit, ci=ci, control="init", control_value=float(c),
+                                    figure=fig_, verdict=findings.verdict_from(float(v), float(c), ci,
+                                                                               higher_is_better=better, margin=0.1))
 
 # %% [markdown]
 # ## 3. Which training sequences made the induction head? TracIn
@@ -397,7 +401,7 @@ display(Markdown(
     f"alignment alone (the unweighted dot product), the enrichment of planted sequences among the top 5% peaks at "
     f"**{by_ck.enrichment.max():.2f}×** at step {int(by_ck.step[by_ck.enrichment.idxmax()])}; per checkpoint, with the "
     "exact hypergeometric p:"))
-display(by_ck.astype({"hits": int, "k": int}).round(4).set_index("step"))
+display(tables.show(by_ck.astype({"step": int, "hits": int, "k": int}).rename(columns={"k": "top 5% (sequences)"})))
 
 # %% [markdown]
 # ## 4. Are planted sequences enriched among the top-attributed? Controls
@@ -414,8 +418,9 @@ display(by_ck.astype({"hits": int, "k": int}).round(4).set_index("step"))
 # p ≤ 0.05 and its interval lies above 1. Every ranking uses only the sequences its run trained on (visit-weighted
 # TracIn gives the others exactly 0). Fig. 6b puts the main run's attribution computed other ways side by side: the
 # cosine of the gradients instead of their dot product (so that sequences with large gradients do not rank high for
-# that alone), the checkpoint-weighted sum over every sampled sequence that this report used before, the ICL
-# objective, and the score restricted to the visits before, during and after the phase change.
+# that alone), the plain checkpoint-weighted sum over every sampled sequence (Pruthi et al.'s TracIn-CP, blind to
+# whether a sequence was trained on), the ICL objective, and the score restricted to the visits before, during and
+# after the phase change.
 
 # %%
 PREREG = 0.10  # the ledger's fraction, fixed before looking
@@ -424,7 +429,7 @@ lr_main = lambda s_: train.lr_at(s_, runs[main].train)  # noqa: E731
 variants = {  # the main run's attribution, other ways: (scores, the sequences they rank)
     f"{main}, visit-weighted (the report's)": (score, vis),
     f"{main}, cosine (normalised gradients)": (tr.weighted(W[main], "cosines", "induction").numpy(), vis),
-    f"{main}, checkpoint weights, every sampled sequence (before this issue)": (
+    f"{main}, checkpoint weights, every sampled sequence (TracIn-CP)": (
         tr.weighted(attribution.tracin_weights(tr.steps, lr_main, end=cfg.train.max_steps), objective="induction").numpy(),
         np.ones_like(vis)),
     f"{main}, ICL objective": (tracins[main].scores["icl"].numpy(), vis),
@@ -449,8 +454,11 @@ fig = plots.enrichment_curves(enrich, null, title="Fig. 6: enrichment among the 
                                  "each run trained on)")
 fig = plots.enrichment_curves(enrich_v, null, title=f"Fig. 6b: the same for {main}'s attribution computed other ways "
                                  "and per phase of training")
-pd.concat([enrich, enrich_v])[lambda d: d.frac.isin([0.01, 0.1]) & (d.target == "planted repeat")].pivot(
-    index="attribution", columns="frac", values=["enrichment", "p"]).round(4)
+at_fracs = pd.concat([enrich, enrich_v])[lambda d: d.frac.isin([0.01, PREREG]) & (d.target == "planted repeat")].pivot(
+    index="attribution", columns="frac", values=["enrichment", "p"])
+at_fracs.columns = [f"{v} (top {f_:.0%})" for v, f_ in at_fracs.columns]
+tables.show(at_fracs, caption="Enrichment of planted repeats among the top-attributed sequences, with its exact "
+            "hypergeometric p")
 
 # %%
 def at(curve: pd.DataFrame, frac: float) -> pd.Series:
@@ -468,33 +476,38 @@ display(Markdown("Sequences left out as never trained on: " + ", ".join(f"{k}: {
                  if any(not readable(v[1]) for v in runs_scored.values()) else "") + "."))
 
 
-def record_point(name: str, pt: pd.Series, control: str, control_value: float) -> None:
+def record_point(name: str, pt: pd.Series, control: str, control_value: float) -> dict:
     ci = (float(pt.ci_low), float(pt.ci_high))
-    findings.record(name, float(pt.enrichment), unit="× base rate", ci=ci, control=control,
+    return findings.record(name, float(pt.enrichment), unit="× base rate", ci=ci, control=control,
                     control_value=control_value, p=float(pt.p), figure="Fig. 6",
                     verdict=findings.verdict_from_p(float(pt.enrichment) - 1.0, float(pt.p), (ci[0] - 1, ci[1] - 1)))
 
 
+enrich_rec = {}  # the ledger's records, read by the headline
 for s in seeds:
     if f"seed {s}" in pts:
-        record_point(f"enrichment of planted among the top {PREREG:.0%} TracIn (seed {s}; pre-registered fraction, "
-                     "exact hypergeometric p)", pts[f"seed {s}"], "random", 1.0)
+        enrich_rec[f"seed {s}"] = record_point(
+            f"Enrichment of planted-repeat sequences among the top {PREREG:.0%} by TracIn influence on the induction "
+            f"head, seed {s} (pre-registered fraction; exact hypergeometric p)", pts[f"seed {s}"], "random", 1.0)
 if main in pts and "init only" in pts:
-    record_point(f"enrichment among the top {PREREG:.0%} ({main}) vs TracIn at initialisation only", pts[main], "init",
-                 float(pts["init only"].enrichment))
+    enrich_rec["init"] = record_point(
+        f"Enrichment of planted-repeat sequences among the top {PREREG:.0%} by TracIn, {main}, against TracIn from "
+        "initialisation gradients only", pts[main], "init", float(pts["init only"].enrichment))
 if CONTROL in pts:
-    record_point(f"enrichment among the top {PREREG:.0%}, plant_frac=0 run (would-be-planted windows)", pts[CONTROL],
-                 "random", 1.0)
+    enrich_rec[CONTROL] = record_point(
+        f"Enrichment of would-be-planted windows among the top {PREREG:.0%} by TracIn, run without planted repeats "
+        "(plant_frac = 0)", pts[CONTROL], "random", 1.0)
 for ph in phase_score:
     if readable(phase_vis[ph]):
-        record_point(f"enrichment of planted among the top {PREREG:.0%} TracIn, {ph} the phase change only ({main})",
-                     point(phase_score[ph], phase_vis[ph]), "random", 1.0)
+        record_point(f"Enrichment of planted-repeat sequences among the top {PREREG:.0%} by TracIn from the visits "
+                     f"{ph} the phase change only, {main}", point(phase_score[ph], phase_vis[ph]), "random", 1.0)
 cos_pt = point(*variants[f"{main}, cosine (normalised gradients)"])
-record_point(f"enrichment of planted among the top {PREREG:.0%}, cosine TracIn ({main})", cos_pt, "random", 1.0)
+record_point(f"Enrichment of planted-repeat sequences among the top {PREREG:.0%} by cosine TracIn (normalised "
+             f"gradients), {main}", cos_pt, "random", 1.0)
 if main in pts:
     rep_pt = point(score, vis, repeats)
-    record_point(f"enrichment of any-repeat sequences among the top {PREREG:.0%} TracIn ({main})", rep_pt, "random",
-                 1.0)
+    record_point(f"Enrichment of any-repeat sequences (planted, or natural with repeated 3-grams) among the top "
+                 f"{PREREG:.0%} by TracIn, {main}", rep_pt, "random", 1.0)
     display(Markdown(f"Enrichment of planted sequences among the top {PREREG:.0%} (pre-registered): " + "; ".join(
         f"{k}: **{v.enrichment:.2f}×** ({int(v.hits)} of {int(v.k)}; 95% CI {v.ci_low:.2f}–{v.ci_high:.2f}; "
         f"p = {v.p:.2g})" for k, v in pts.items()) + f". Of any repeat ({repeats[vis].mean():.0%} of the visited "
@@ -504,11 +517,12 @@ if main in pts:
                                        f"{point(phase_score[ph], phase_vis[ph]).p:.2g}, {phase_vis[ph].sum()} sequences "
                                        "trained on in that phase)" for ph in phase_score if readable(phase_vis[ph])) + ".")
            if phase_score else "") + f" The whole curve of {main}, with its exact p-values:"))
-    display(attribution.enrichment_curve(score[vis], labels[vis], fracs).round(4))
+    curve = attribution.enrichment_curve(score[vis], labels[vis], fracs)
+    display(tables.show(curve.assign(**{"95% CI": list(zip(curve.ci_low, curve.ci_high))}).drop(
+        columns=["ci_low", "ci_high"]).rename(columns={"frac": "top fraction", "k": "sequences"})))
 
 # %% [markdown]
-# The reviewer's seed-consistency check: does each sequence get a similar rank under different
-# training seeds? Agreement beyond ρ = 0 proves little: anything that is a property of the sequence
+# **Seed consistency.** Does each sequence get a similar rank under different training seeds? Agreement beyond ρ = 0 proves little: anything that is a property of the sequence
 # itself (its length of repeats, its token frequencies, the size of its gradient) is shared by every
 # seed. So each pair of seeds is compared on the sequences **both** trained on, against the same
 # pair's agreement on a score that only knows each sequence's gradient size (the visit-weighted sum
@@ -539,14 +553,17 @@ pair_groups = {f"seed {a} vs seed {b}": group[visited[f"seed {a}"] & visited[f"s
 fig = plots.rank_scatter(shown, pair_groups, GROUPS, title="Fig. 7: per-sequence TracIn ranks under two training "
                             "seeds, sequences both trained on (" + "; ".join(
                                 f"{k}: ρ = {stats.spearman(*v):.2f}" for k, v in shown.items()) + ")")
-first_pair = consistency.pair.iloc[0]
+first_pair, cons_rec = consistency.pair.iloc[0], {}  # cons_rec: the ledger's records, read by the headline
 for _, r in consistency[consistency.pair == first_pair].iterrows():
     ci_r = stats.bootstrap_spearman(*(x for x in pairs[first_pair]), n_boot=500, seed=seed) if r.sequences == "all" else None
-    findings.record(f"seed consistency: Spearman of TracIn scores, {first_pair}, {r.sequences} (both trained on), "
-                    "against the same pair's Spearman of gradient norms", r["rho TracIn"], unit="Spearman ρ",
+    which = {"all": "all sequences", "natural only": "natural sequences only"}[r.sequences]
+    cons_rec[r.sequences] = findings.record(f"Seed consistency of TracIn: Spearman ρ of per-sequence scores, {first_pair}, {which} both "
+                    "trained on (control: the same pair's ρ of gradient norms)", r["rho TracIn"], unit="Spearman ρ",
                     ci=ci_r, control="seeds", control_value=r["rho gradient norm"], figure="Fig. 7",
                     verdict=findings.verdict_from(r.difference, 0.0, (r["diff low"], r["diff high"]), margin=0.05))
-display(consistency.round(3))
+display(tables.show(consistency.assign(**{"difference 95% CI": list(zip(consistency["diff low"],
+                                                                        consistency["diff high"]))}).drop(
+    columns=["diff low", "diff high"])))
 beat = consistency[(consistency.difference > 0.05) & (consistency["diff low"] > 0)]  # verdict_from's rule
 display(Markdown(
     f"Over {consistency.pair.nunique()} pairs of seeds, TracIn agrees across seeds at median Spearman "
@@ -567,7 +584,7 @@ def show(rows, sc, m, what):
     order = np.nonzero(m)[0]
     display(plots.highlighted_tokens([{"label": f"window {int(idx[i])} ({group[i]}): {what} rank "
                                         f"{int((sc[order] > sc[i]).sum()) + 1} of {len(order)}",
-                               "tokens": [tok.id_to_token(t) for t in tokens.train[idx[i]]],
+                               "tokens": [tok.display([t]) for t in tokens.train[idx[i]]],
                                "mask": metrics.repeated_ngram_mask(tokens.train[idx[i]], 3).tolist()} for i in rows]))
 
 
@@ -596,7 +613,8 @@ show(top_nat, score, vis, "TracIn")
 v = stats.spearman(score[nat], rep_frac)
 ci = stats.bootstrap_spearman(score[nat], rep_frac, n_boot=500, seed=seed)
 if np.isfinite([v, *ci]).all():  # undefined when no natural window has a repeated 3-gram (tiny smoke windows)
-    findings.record("Spearman of TracIn score with internal repetition (natural sequences)", v, unit="Spearman ρ",
+    findings.record("Spearman ρ of the TracIn score with the share of tokens in repeated 3-grams, natural sequences",
+                    v, unit="Spearman ρ",
                     ci=ci, control="random", control_value=0.0, verdict=findings.verdict_from(v, 0.0, ci, margin=0.1))
 display(Markdown(f"Across the {len(nat)} natural sequences trained on, the TracIn score and the fraction of tokens in a repeated "
                  f"3-gram have Spearman ρ = **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}); the top {nb.n_show} natural "
@@ -638,14 +656,16 @@ r_init = stats.spearman(dstar[init_k], dstar[final_k])
 r_ci = stats.bootstrap_spearman(dstar[init_k], dstar[final_k], n_boot=500, seed=seed)
 r_seeds = stats.spearman(dstar[final_k], dstar_other["final"])
 r_inits = stats.spearman(dstar[init_k], dstar_other["init"])
-findings.record("D* per sequence: Spearman, initialisation vs end of training", r_init, unit="Spearman ρ", ci=r_ci,
+findings.record("Data dimensionality D* per sequence: Spearman ρ between initialisation and the end of training",
+                r_init, unit="Spearman ρ", ci=r_ci,
                 control="seeds", control_value=r_seeds, figure="Fig. 8",
                 verdict=findings.verdict_from(r_init, r_seeds, r_ci, higher_is_better=False, margin=0.1))
 gap_d = {k: float(np.median(v[lab_d]) - np.median(v[~lab_d])) for k, v in dstar.items()}
 # the gap's bootstrap interval (planted and natural resampled on their own) must clear the gap at initialisation
 _, gap_ci = stats.median_diff_ci(dstar[final_k][lab_d], dstar[final_k][~lab_d], n_boot=500, seed=seed)
 away = gap_d[final_k] >= gap_d[init_k]  # the claim: training moves the gap away from its value at initialisation
-findings.record("D*: median planted minus median natural, end of training", gap_d[final_k], unit="dimensions",
+findings.record("Data dimensionality D* at the end of training: median of planted-repeat minus natural sequences",
+                gap_d[final_k], unit="dimensions",
                 ci=gap_ci, control="init", control_value=gap_d[init_k], figure="Fig. 8",
                 verdict=findings.verdict_from(gap_d[final_k], gap_d[init_k], gap_ci, higher_is_better=bool(away)))
 display(Markdown(
@@ -679,8 +699,6 @@ display(Markdown(
 # outside, against the same-length window slid along the whole run (p ≤ 0.05).
 
 # %%
-from lib.reports.training_dynamics import llc as llc_est  # noqa: E402
-
 g_llc = torch.Generator().manual_seed(seed)
 llc_data = tokens.train[torch.randperm(len(tokens.train), generator=g_llc)[: nb.n_llc_data]]
 llc_kw = dict(num_chains=nb.llc_chains, num_draws=nb.llc_draws, num_burnin=nb.llc_burnin, batch_size=nb.llc_batch,
@@ -706,8 +724,10 @@ calib, llc_df, llc_tr = attribution.cached_frames(artifacts.path("dynamics", "ll
     lambda q: train.load_checkpoint_weights(q, device)[0], calib_pts, todo, llc_data.to(device), nb.llc_lrs,
     nb.llc_localizations, nb.llc_max_rise, **llc_kw))
 calib_show = calib.assign(qualifies=lambda d: d.stationary & ~d.diverged & (d.llc > 0) & (d.rise <= nb.llc_max_rise))
-display(calib_show.style.format({"lr": "{:.0e}", "localization": "{:g}", "llc": "{:.3f}", "sd": "{:.3f}",
-                                  "rhat": "{:.3f}", "rise": "{:.3f}"}).hide(axis="index"))
+display(tables.show(calib_show.assign(lr=[f"{x:g}" for x in calib_show.lr])[
+    ["checkpoint", "lr", "localization", "llc", "rhat", "rise", "qualifies"]].rename(columns={
+        "lr": "step size", "llc": "λ̂", "rhat": "split-R̂", "rise": "loss rise (nats)"}),
+    caption="SGLD calibration grid (λ̂: mean over chains; a diverged chain has no λ̂)"))
 choice = llc_est.choose([calib[calib.checkpoint == c] for c in calib_pts], nb.llc_max_rise)
 pc_label = next(iter(calib_pts))
 fig = plots.llc_traces({n: g.pivot(index="chain", columns="sgld_step", values="loss").to_numpy()
@@ -739,15 +759,16 @@ if choice is not None and len(llc_df):
     fig = plots.llc_over_training(lm, curves[main], pc, others, title=f"Fig. 10: the local learning coefficient over "
                                   f"training ({main}), with the induction score and the loss; shaded: phase change")
     first_l, last_l = lm.iloc[0], lm.iloc[-1]
-    findings.record(f"LLC at the end of training ({main}), against initialisation", float(last_l.llc),
+    findings.record(f"Local learning coefficient (LLC) at the end of training, {main}", float(last_l.llc),
                     unit="λ̂ (nats × nβ)", control="init", control_value=float(first_l.llc), figure="Fig. 10",
                     verdict=findings.verdict_from(float(last_l.llc), float(first_l.llc),
                                                   margin=2 * float(max(last_l.sd, first_l.sd))))
     ratio, p_w, null_w = (llc_est.window_rate_test(lm.step.to_numpy(), lm.llc.to_numpy(), pc.start, pc.end)
                           if pc.found else (np.nan, np.nan, np.array([])))
     if np.isfinite(ratio) and np.isfinite(p_w):
-        findings.record(f"LLC changes faster inside the phase-change window than outside ({main}; |Δλ̂/Δstep| inside "
-                        "over the median outside, window slid along the run as the null)", ratio, unit="ratio",
+        findings.record(f"Local learning coefficient changes faster inside the phase-change window than outside, "
+                        f"{main} (|Δλ̂/Δstep| inside over the median outside; null: the window slid along the run)",
+                        ratio, unit="ratio",
                         control="random", control_value=float(np.median(null_w)), p=p_w, figure="Fig. 10",
                         verdict=findings.verdict_from_p(ratio - 1.0, p_w))
     unstable = llc_df[~llc_df.stationary]
@@ -775,21 +796,39 @@ if choice is not None and len(llc_df):
 # seed consistency against the same seeds' agreement on gradient norms; the repetition correlation
 # against zero (random ranks); the formation rate with an exact interval; the LLC at the end against
 # initialisation, and its rate of change in the phase-change window against the same window slid along the run;
-# the change of D*
-# against the seed-to-seed agreement of trained models.
-
-# %%
-display(findings.table(findings.load("06_training_dynamics", preset)))
+# the change of D* against the seed-to-seed agreement of trained models. The table in the Conclusion collects every
+# claim with its control and the rule that gave its verdict.
 
 # %% [markdown]
 # ## Conclusion
 #
-# The bullets below are rendered from this notebook's ledger (values computed above); the figures
-# they point to show the same numbers with their controls.
-#
-# Limitations and open questions follow the bullets.
+# The headline and the table below are rendered from this notebook's ledger (values computed above); the figures
+# they point to show the same numbers with their controls. Limitations and open questions follow the table.
 
 # %%
+def said(rec: dict) -> str:
+    return rec["verdict"] or findings.NO_VERDICT
+
+
+fmt, hd = findings.fmt, end_rec["head"]
+lead = (f"{n_formed} of {len(seeds)} training seeds formed an induction head (exact 95% CI of the share "
+        f"{rate_ci[0]:.0%}–{rate_ci[1]:.0%}); in {main} the induction score of head {ind_head} went from "
+        f"{fmt(hd['control_value'])} at initialisation to {fmt(hd['value'])} at the end (a rise: **{said(hd)}**), "
+        + (f"with the phase change at step {pc.step:,.0f}." if pc.found else "with no phase change detected."))
+if main in enrich_rec:
+    e = enrich_rec[main]
+    attr = (f" Among the top {PREREG:.0%} of the sequences {main} trained on, ranked by TracIn influence on its "
+            f"induction head, planted repeats are {fmt(e['value'])}× their base rate (p = {fmt(e['p'])}): enrichment "
+            f"is **{said(e)}**" + (f"; in the run without planted repeats, would-be-planted windows are "
+                                   f"{fmt(enrich_rec[CONTROL]['value'])}× (enrichment there: "
+                                   f"**{said(enrich_rec[CONTROL])}**)" if CONTROL in enrich_rec else "") + ".")
+else:
+    attr = f" Too few sequences {main} trained on to read TracIn's enrichment at the top {PREREG:.0%}."
+cs = cons_rec.get("all")
+agree = "" if cs is None else (
+    f" Across seeds ({first_pair}), TracIn scores agree at Spearman ρ = {fmt(cs['value'])} against "
+    f"{fmt(cs['control_value'])} for gradient norms alone: agreement beyond gradient size is **{said(cs)}**.")
+findings.set_headline(lead + attr + agree)
 findings.conclusion()
 
 # %%
