@@ -23,13 +23,13 @@
 # models, reused by every later report), `models/bench-*` (the sweep), `findings/`.
 # **Runtime:** smoke ≈ 1 min; cpu ≈ 15 min on 2 cores; gpu (the report's sizes) ≈ 20 min on one GPU.
 
-# %%
+# %% tags=["remove-cell"]
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, metrics, session, stats
+from lib.analysis import findings, metrics, session, stats, tables
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.build_transformer import params as report_params, plots
@@ -60,7 +60,12 @@ cfg_attn = config.resolve(preset, attention_only=True, **overrides)
 cfg_mlp = config.resolve(preset, attention_only=False, **overrides)
 nb = report_params.resolve(preset, bench_steps=bench_steps,
                             n_induction_seqs=n_induction_seqs)
-cfg_mlp
+t = cfg_mlp.train
+display(Markdown(
+    f"Preset **{preset}**: each model trains for {t.max_steps:,} steps of {t.batch_size} sequences at a peak learning "
+    f"rate of {t.lr:g} ({t.precision}), on a {cfg_mlp.data.tokenizer} vocabulary of {cfg_mlp.data.vocab_size:,} tokens "
+    f"and windows of {cfg_mlp.model.n_ctx} tokens; the benchmark trains {nb.bench_steps:,} steps per run "
+    f"({len(nb.bench_layers)} depths × 2 architectures × {len(nb.bench_seeds)} seeds)."))
 
 # %% [markdown]
 # ## 1. Data: article beginnings, tokenised here
@@ -72,8 +77,7 @@ cfg_mlp
 # The model trains on windows of `n_ctx` tokens (`cpu`) or on the report's 20-token article
 # beginnings (`gpu`), and we always also report the report's metric: loss and accuracy on the first
 # 20 tokens of held-out articles. Half of the `cpu` training windows carry one adjacent repeat of a
-# span of their own text (`… r r …`): without it induction heads did not form within a CPU budget
-# (see the notes in `shared/NOTES.md`).
+# span of their own text (`… r r …`): without it induction heads did not form within a CPU budget.
 
 # %%
 tok = data.get_tokenizer(cfg_mlp.data)
@@ -85,10 +89,11 @@ summary = pd.DataFrame({
     "sequences": [len(tokens.train), len(tokens.val), len(tokens.val_beginnings)],
     "tokens per sequence": [tokens.train.shape[1], tokens.val.shape[1], tokens.val_beginnings.shape[1]],
 })
-display(summary)
+display(tables.show(summary))
+example_text = tok.display(tokens.train[planted_row]).replace("\n", " ")
 display(Markdown(f"Vocabulary: **{tok.vocab_size:,}** tokens. {tokens.planted.float().mean():.0%} of training "
                  f"windows carry a planted repeat. Example (the repeated span is {length} tokens long):\n\n"
-                 f"> {tok.decode(tokens.train[planted_row])!r}"))
+                 f"```text\n{example_text}\n```"))
 
 # %% [markdown]
 # ## 2. The model, and its TransformerLens twin
@@ -107,7 +112,7 @@ for name, cfg in (("attention-only", cfg_attn), ("with MLP", cfg_mlp)):
                  "heads": cfg.model.n_heads, "d_model": cfg.model.d_model, "d_mlp": cfg.model.d_mlp,
                  "max |logit difference| vs HookedTransformer": diff})
 arch = pd.DataFrame(rows)
-arch
+tables.show(arch)
 
 # %% [markdown]
 # ## 3. Training the two models
@@ -141,19 +146,22 @@ final = pd.DataFrame({
                                  np.nan, np.nan],
     "20-token beginnings accuracy": [h_attn.val_beginnings_accuracy.iloc[-1],
                                      h_mlp.val_beginnings_accuracy.iloc[-1], np.nan, np.nan],
-}).round(3)
-display(final)
+})
+display(tables.show(final))
+loss_rec, MODEL_NAME = {}, {"attention-only": "attention-only model", "with MLP": "model with MLPs"}
 for name, h in (("attention-only", h_attn), ("with MLP", h_mlp)):
     v, init = h.val_loss.iloc[-1], h.val_loss.iloc[0]
-    findings.record(f"held-out loss, {name} model", v, unit="nats/token", control="init", control_value=init,
-                    verdict=findings.verdict_from(v, init, higher_is_better=False), figure="Fig. 1")
+    loss_rec[name] = findings.record(f"Held-out loss of the trained {MODEL_NAME[name]}", v, unit="nats/token",
+                                     control="init", control_value=init, figure="Fig. 1",
+                                     verdict=findings.verdict_from(v, init, higher_is_better=False))
 display(Markdown(
-    f"After {h_mlp.tokens.iloc[-1] / 1e6:.1f}M training tokens the attention-only model reaches a held-out loss of "
+    f"After {int(h_mlp.tokens.iloc[-1]):,} training tokens the attention-only model reaches a held-out loss of "
     f"**{h_attn.val_loss.iloc[-1]:.3f}** and the MLP model **{h_mlp.val_loss.iloc[-1]:.3f}** nats/token, against "
     f"{h_mlp.val_loss.iloc[0]:.3f} at initialisation (≈ ln {tok.vocab_size} = {np.log(tok.vocab_size):.3f}) and "
-    f"{bigram['loss']:.3f} for the bigram model: the models are "
-    f"{bigram['loss'] - h_attn.val_loss.iloc[-1]:.3f} and {bigram['loss'] - h_mlp.val_loss.iloc[-1]:.3f} nats "
-    f"better than the bigram baseline."))
+    f"{bigram['loss']:.3f} for the bigram model: the attention-only model is " + ", the MLP model ".join(
+        f"{abs(d):.3f} nats {'better' if d >= 0 else 'worse'}"
+        for d in (bigram['loss'] - h_attn.val_loss.iloc[-1], bigram['loss'] - h_mlp.val_loss.iloc[-1]))
+    + " than the bigram baseline."))
 
 # %% [markdown]
 # ## 4. A hyperparameter benchmark: depth × MLP × seed
@@ -170,15 +178,17 @@ bench = runs.sweep(cfg_mlp, grid, name="bench", device=device)
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
 fig = plots.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb.bench_steps} "
                                 f"steps vs size ({len(nb.bench_seeds)} seeds each)")
-table = bench.groupby(["model", "n_layers", "n_params"]).agg(
+bench_table = bench.groupby(["model", "n_layers", "n_params"]).agg(
     val_loss=("val_loss", "mean"), val_loss_sd=("val_loss", "std"), seconds=("seconds", "mean")).reset_index()
-table.round(4)
+tables.show(bench_table.rename(columns={
+    "n_layers": "layers", "n_params": "parameters", "val_loss": "held-out loss (mean over seeds)",
+    "val_loss_sd": "sd over seeds", "seconds": "seconds per run"}), digits=4)
 
 # %%
 two = bench[bench.n_layers == 2]
 gap = two[two.attention_only].val_loss.mean() - two[~two.attention_only].val_loss.mean()
 seed_sd = float(two.groupby("attention_only").val_loss.std().mean())
-findings.record("MLP lowers held-out loss at 2 layers (attention-only minus MLP; control: 2 sd over seeds)", gap,
+mlp_rec = findings.record("MLPs lower held-out loss at 2 layers and equal steps (attention-only minus MLP)", gap,
                 unit="nats/token", control="seeds", control_value=2 * seed_sd, figure="Fig. 2",
                 comparison="noise", verdict=findings.verdict_exceeds_noise(gap, 2 * seed_sd))
 display(Markdown(f"At 2 layers and equal steps, adding MLPs changes held-out loss by **{-gap:+.3f}** nats/token; "
@@ -224,10 +234,12 @@ for k, s in scores.items():
                  "max previous-token score": float(s["prev_token"].mean(0).max())})
 induction = pd.DataFrame(rows).set_index("model")
 chance = 1.0 / (1.5 * half)  # uniform attention over the ~1.5*half earlier positions of the second copy
-display(induction.round(3))
+display(tables.show(induction))
+ind_rec = {}
 for k in ("attention-only", "with MLP"):
     r, init = induction.loc[k], induction.loc["attention-only at init", "induction score"]
-    findings.record(f"max induction score, {k} model", r["induction score"], unit="attention weight",
+    ind_rec[k] = findings.record(f"Induction score of the best head, {MODEL_NAME[k]}", r["induction score"],
+                    unit="attention weight",
                     ci=r["95% CI"], control="init", control_value=init, figure="Fig. 3",
                     verdict=findings.verdict_from(r["induction score"], init, r["95% CI"], margin=0.1))
 
@@ -240,7 +252,7 @@ for k in ("attention-only", "with MLP"):
 best_layer = int(induction.loc["attention-only", "best head"][1])
 example = text_rep[:1]
 pattern = metrics.attention_patterns(hooked["attention-only"], example)[best_layer, 0]
-labels = [tok.id_to_token(t) for t in example[0]]
+labels = [tok.display([t]) for t in example[0]]
 plots.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in range(pattern.shape[0])])
 
 # %% [markdown]
@@ -249,7 +261,7 @@ plots.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in r
 # per-position loss should fall at the repeat. The band is ± one standard deviation over sequences.
 
 # %%
-curves, drops = {}, {}
+curves, drops, drop_rec = {}, {}, {}
 for k, h in hooked.items():
     per_tok = metrics.per_token_loss(h, rand_rep)
     curves[k] = np.stack([per_tok.mean(0).numpy(), per_tok.std(0).numpy()])
@@ -258,7 +270,8 @@ fig = plots.loss_by_position(curves, boundary=half, title="Fig. 5: loss per posi
 for k in ("attention-only", "with MLP"):
     v, init = float(drops[k].mean()), float(drops["attention-only at init"].mean())
     ci = stats.bootstrap_ci(drops[k])
-    findings.record(f"loss drop on the repeat (first half minus second half), {k}", v, unit="nats/token", ci=ci,
+    drop_rec[k] = findings.record(f"In-context learning: loss drop on the second copy of a repeated random sequence, "
+                                  f"{MODEL_NAME[k]}", v, unit="nats/token", ci=ci,
                     control="init", control_value=init, figure="Fig. 5",
                     verdict=findings.verdict_from(v, init, ci, margin=0.1))
 display(Markdown(f"On the second copy the attention-only model's loss falls by **{drops['attention-only'].mean():.2f}** "
@@ -281,24 +294,21 @@ rows = []
 for i, p in enumerate(prompts):
     greedy = model.generate(m_mlp, p[None], n_new)[0]
     sampled = model.generate(m_mlp, p[None], n_new, temperature=0.8, generator=g)[0]
-    rows.append({"prompt": tok.decode(p), "greedy": tok.decode(greedy[len(p):]),
-                 "temperature 0.8": tok.decode(sampled[len(p):])})
-pd.set_option("display.max_colwidth", 200)
-pd.DataFrame(rows)
+    rows.append({"prompt": tok.display(p), "greedy": tok.display(greedy[len(p):]),
+                 "temperature 0.8": tok.display(sampled[len(p):])})
+tables.show(pd.DataFrame(rows))
 
 # %% [markdown]
 # ## Controls
 #
-# Each claim above next to its control: the held-out losses and induction scores against the same
-# models at initialisation, the MLP effect against the seed-to-seed spread.
-
-# %%
-display(findings.table(findings.load("01_build_transformer", preset)))
+# Each claim above sits next to its control: the held-out losses, induction scores and in-context loss drops against
+# the same models at initialisation, and the MLP effect against twice the seed-to-seed standard deviation of the
+# benchmark runs. The table in the Conclusion collects them with each verdict's decision rule.
 
 # %% [markdown]
 # ## Conclusion
 #
-# The bullets below are rendered from this notebook's ledger entries (values computed above).
+# The headline and the table below are rendered from this notebook's ledger (values computed above).
 # Limitations: the `cpu` models are small (d_model 128, 4 heads rather than the report's 12) and
 # trained on a corpus with planted repeats, which is what makes induction heads form within a CPU
 # budget; the hyperparameter sweep compares equal steps, not converged models; the induction score
@@ -306,4 +316,17 @@ display(findings.table(findings.load("01_build_transformer", preset)))
 # Open question for report 6: what data drives induction-head formation (planted vs natural repeats)?
 
 # %%
+la, lm = loss_rec["attention-only"], loss_rec["with MLP"]
+ia, da = ind_rec["attention-only"], drop_rec["attention-only"]
+findings.set_headline(
+    f"Held-out loss falls from {findings.fmt(lm['control_value'])} nats/token at initialisation to "
+    f"**{findings.fmt(la['value'])}** for the attention-only model (*{la['verdict']}*) and "
+    f"**{findings.fmt(lm['value'])}** for the model with MLPs (*{lm['verdict']}*), against "
+    f"{findings.fmt(bigram['loss'])} for a bigram model; that MLPs lower the loss at 2 layers beyond the seed noise "
+    f"is *{mlp_rec['verdict']}*. The attention-only model's best induction head "
+    f"({induction.loc['attention-only', 'best head']}) scores **{findings.fmt(ia['value'])}** (95% CI "
+    f"[{findings.fmt(ia['ci_low'])}, {findings.fmt(ia['ci_high'])}]) against {findings.fmt(ia['control_value'])} at "
+    f"initialisation (*{ia['verdict']}*), and its loss on the second copy of a repeated sequence is "
+    f"{findings.fmt(abs(da['value']))} nats/token {'lower' if da['value'] >= 0 else 'higher'} than on the first "
+    f"(*{da['verdict']}*).")
 findings.conclusion()

@@ -33,13 +33,13 @@
 # **Runtime:** smoke ≈ 1 min; cpu ≈ 1.5 min on 2 cores with the models trained (5 min if the seed-2 model and
 # the three early models must be trained); gpu ≈ 20 min.
 
-# %%
+# %% tags=["remove-cell"]
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, impairment, plotting, prompts, session, stats, units
+from lib.analysis import findings, impairment, plotting, prompts, session, stats, tables, units
 from lib.analysis.stats import bootstrap_ci
 from lib.core import config, data, model, pretrained, runs, train
 from lib.core.runs import get_or_train
@@ -63,7 +63,10 @@ nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_ra
 loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
 n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
 bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
-cfg
+display(Markdown(
+    f"Preset **{preset}**: clusters of {nb.frac:.1%} of each layer's units; {nb.n_prompts} keyword prompts per topic; "
+    f"noise intensities {', '.join(f'{x:g}' for x in nb.noise_intensities)} (neuron sd), {len(nb.noise_seeds)} noise "
+    f"draws each; {nb.n_random} random clusters per found cluster; permutation tests at α = {nb.alpha}."))
 
 # %%
 if loaded is not None:
@@ -103,9 +106,9 @@ if loaded is not None:
 tok = data.get_tokenizer(cfg.data) if loaded is None else loaded[1]
 kw, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, n_ctx, bos=bos, seed=seed)
 pr_all = prompts.concat(list(by_set.values()), tok.eos_id)
-with pd.option_context("display.max_colwidth", None):  # every keyword, not a truncated list
-    display(kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
-        keywords=("keyword", ", ".join), tokens=("n_tokens", "mean"), top_z=("z", "max")).round(2))
+display(tables.show(kw.assign(keyword=kw.word.str.strip()).groupby(["topic_set", "topic"], sort=False).agg(
+    keywords=("keyword", ", ".join), tokens=("n_tokens", "mean"), top_z=("z", "max")).rename(
+    columns={"tokens": "tokens per keyword (mean)", "top_z": "largest z"}).rename_axis(["topic set", "topic"])))
 
 # %%
 frame = pr_all.frame()
@@ -114,8 +117,8 @@ display(Markdown(
     f"{len(pr_all):,} prompts ({frame.topic.value_counts().min()}–{frame.topic.value_counts().max()} per topic; "
     f"on average {frame.prompt_length.mean():.1f} tokens before a keyword of {frame.word_length.mean():.1f} tokens), "
     f"all from held-out articles ({', '.join(sorted(frame.source.unique()))}). Examples:\n\n"
-    + "\n".join(f"- {pr_all.topics[i]}: `{tok.decode(pr_all.prompt(i)).replace(tok.eos, '')!r}` → "
-                f"`{tok.decode(pr_all.word(i))!r}`" for i in ex)))
+    + "\n".join(f"- {pr_all.topics[i]}: `{tok.display(pr_all.prompt(i)).replace(tok.eos, '')}` → "
+                f"`{tok.display(pr_all.word(i))}`" for i in ex)))
 
 # %% [markdown]
 # ## 2. The models, their clean keyword scores, and which probes measure knowledge
@@ -151,14 +154,16 @@ fig = plotting.probe_margins(margins, "Fig. 1: how much better than the unigram 
                              "predicts each topic's keywords")
 usable = set(margins.topic[margins.usable]) if nb.gate_probes else set(margins.topic)  # smoke: a code check
 scores = pd.concat([prompts.summary(c).assign(model=name) for name, c in clean.items()]).set_index(["model", "topic"])
-margins.set_index("topic").join(scores.loc["init"][["loss"]].rename(columns={"loss": "init loss"})).round(3)
+tables.show(margins.assign(**{"95% CI": list(zip(margins.ci_low, margins.ci_high))}).drop(columns=["ci_low", "ci_high"])
+            .rename(columns={"n": "prompts"}).set_index("topic")
+            .join(scores.loc["init"][["loss"]].rename(columns={"loss": "init loss"})))
 
 # %%
 bad = sorted(set(margins.topic[~margins.usable]))
 n_ok = int(margins.usable.sum())
 ok_ci = stats.binomial_ci(n_ok, len(margins))
 ok_init = float(prompts.probe_margins(clean["init"], pr_all, unigram, n_boot=200).usable.mean())
-findings.record("Probes: share of topics whose keywords the trained model predicts better than the unigram / uniform "
+findings.record("Share of topics whose keywords the trained model predicts better than a unigram / uniform "
                 "baseline (95% CI of the margin above 0)", n_ok / len(margins), unit="fraction", ci=ok_ci,
                 control="init", control_value=ok_init, figure="Fig. 1",
                 verdict=findings.verdict_from(n_ok / len(margins), ok_init, ok_ci))
@@ -200,7 +205,8 @@ pr = pr_all.subset(sorted({t for v in TESTS.values() for t in v[2]}))
 RUNS = [("trained", "selectivity"), ("trained", "kmeans"), ("init", "selectivity")]  # (model, cluster method)
 found = {(name, test, method): impair.find_cluster(stats_[(name, s, loc)], target, method, nb.frac, g)
          for name, method in RUNS for test, (s, target, _, loc) in TESTS.items()}
-sizes = pd.DataFrame([{"test": t, "cluster": f"{n}, {m}", "neurons per layer": c.sizes} for (n, t, m), c in found.items()])
+sizes = pd.DataFrame([{"test": t, "cluster": f"{n}, {m}", "units per layer": " + ".join(map(str, c.sizes))}
+                      for (n, t, m), c in found.items()])
 k_sel = units.n_units(nb.frac, hooked["trained"].cfg.d_mlp)
 same = {t: impair.jaccard(found[("trained", t, "selectivity")], found[("trained", t, "kmeans")]) for t in TESTS}
 display(Markdown(
@@ -210,7 +216,8 @@ display(Markdown(
     f"Tests run: {', '.join(TESTS) or 'none'}" + (f"; not run (a topic's probe is not usable): {', '.join(skipped)}"
                                                    if skipped else "")
     + f". A selectivity cluster has {k_sel} of {hooked['trained'].cfg.d_mlp} neurons per layer ({nb.frac:.1%})."))
-sizes.pivot(index="test", columns="cluster", values="neurons per layer") if len(sizes) else sizes
+tables.show(sizes.pivot(index="test", columns="cluster", values="units per layer"),
+            caption="Units per layer (layer 0 + layer 1 …) in each found cluster") if len(sizes) else None
 
 # %% [markdown]
 # ## 4. The report's three tests: dose-response curves
@@ -280,17 +287,21 @@ fig = plots.curve_stat_strip(curves.assign(impairment=curves.kind).dropna(subset
                              y="curvature", hue="impairment", log=True, ref=stats.SMOOTH_MAX_CURVATURE,
                              title="Fig. 6: curvature index of each curve (dotted: the pre-registered smooth limit)",
                              ylabel="curvature index (log scale)")
-curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "curvature"]).round(2)
+curve_stats = curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "curvature"])
+curve_stats.columns = [f"{stat}, {m}" for stat, m in curve_stats.columns]
+tables.show(curve_stats)
 
 # %%
 ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb.n_boot)
 v, v0 = float(np.median(rho["trained"])), float(np.median(rho["init"]))
-findings.record("A: Spearman ρ of keyword loss vs impairment intensity (median over curves)", v, unit="Spearman ρ",
+rec_rho = findings.record("Damage tracking intensity: Spearman ρ of keyword loss vs impairment intensity (median over "
+                          "curves)", v, unit="Spearman ρ",
                 ci=ci, control="init", control_value=v0, figure="Fig. 5",
                 verdict=findings.verdict_from(v, v0, ci, margin=0.1))
 share, share_ci = stats.share_ci(smooth["trained"])
 share0 = float(smooth["init"].mean())
-findings.record("A: share of curves whose loss rises smoothly (ρ >= 0.9 and curvature <= 2, pre-registered)", share,
+rec_smooth = findings.record("Share of dose-response curves whose keyword loss rises smoothly (ρ ≥ 0.9 and curvature "
+                             "≤ 2, pre-registered)", share,
                 unit="fraction", ci=share_ci, control="init", control_value=share0, figure="Fig. 6",
                 verdict=findings.verdict_from(share, share0, share_ci))
 display(Markdown(f"Median Spearman ρ over {len(rho['trained'])} curves: **{v:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}) "
@@ -340,14 +351,20 @@ if TESTS:
         {f"{t} ({m})": (null[(t, m)], {m: spec[(t, m)][:2]}) for t in TESTS for m in ("selectivity", "kmeans")},
         "Fig. 7: specificity (own minus other topics' damage, noise, unsaturated intensities) of the found "
         "clusters vs random clusters of the same sizes", "specificity (nats)")
-pd.DataFrame([{"test": t, "cluster": m, "intensities": ranges[(t, m)], "specificity (nats)": v,
-               "95% CI": tuple(np.round(c, 3)), "permutation p": p, "random: median": np.median(null[(t, m)]),
-               "random: 95th pct": np.quantile(null[(t, m)], 0.95)} for (t, m), (v, c, p) in spec.items()]).round(3)
+tables.show(pd.DataFrame([{"test": t, "cluster": m, "intensities": ", ".join(f"{x:g}" for x in ranges[(t, m)]),
+                           "specificity (nats)": v, "95% CI": tuple(c), "permutation p": p,
+                           "random: median": np.median(null[(t, m)]),
+                           "random: 95th pct": np.quantile(null[(t, m)], 0.95)} for (t, m), (v, c, p) in spec.items()]))
 
 # %%
+UNITS_AT = {"mlp_post": "MLP neurons", "ln2": "MLP inputs"}
+METHOD_NAME = {"selectivity": "selectivity", "kmeans": "k-means"}
+spec_rec = {}
 for (test, method), (value, ci_, p) in spec.items():
-    findings.record(f"B: specificity, own minus other topics' damage, {test} ({TESTS[test][1]}) {method} cluster "
-                    f"(control: {nb.n_random} random clusters of its sizes; permutation p)", value, unit="nats",
+    label = f"{TESTS[test][1]}-topic {METHOD_NAME[method]} cluster of {UNITS_AT[TESTS[test][3]]}"
+    spec_rec[label] = findings.record(
+                    f"Specificity of the {label} (own minus other topics' keyword damage; vs {nb.n_random} random "
+                    "clusters of its sizes)", value, unit="nats",
                     ci=ci_, control="random", control_value=float(np.quantile(null[(test, method)], 0.95)), p=p,
                     figure="Fig. 7", verdict=findings.verdict_from_p(value, p, ci_, alpha=nb.alpha))
 display(Markdown(
@@ -411,13 +428,13 @@ if loaded is None:
                                    "probability, under noise on its own Athlete cluster", "noise intensity (neuron sd)",
                                    "keyword probability ÷ clean")
     findings.record("Tolerance of impairment (normalised area under relative Athlete keyword probability), final minus "
-                    "early model, "
-                    f"{len(nb.tolerance_seeds)} seeds each (control: range over the final models' seeds)", gap_t,
+                    f"early model, {len(nb.tolerance_seeds)} training seeds each", gap_t,
                     unit="normalised area", ci=gap_ci, control="seeds", control_value=seed_range, figure="Fig. 8",
                     comparison="noise",  # two-sided: the claim is a difference either way, so its own sign is the side
                     verdict=findings.verdict_exceeds_noise(gap_t, seed_range, gap_ci, higher_is_better=gap_t >= 0))
-    display(pd.DataFrame({"model": kinds_t, "seed": [r["seed"] for r in auc_rows], "tolerance (normalised area)": tol,
-                          "clean Athlete keyword probability": [r["matrix"][:, 0].mean() for r in auc_rows]}).round(4))
+    display(tables.show(pd.DataFrame({
+        "model": kinds_t, "seed": [r["seed"] for r in auc_rows], "tolerance (normalised area)": tol,
+        "clean Athlete keyword probability": [r["matrix"][:, 0].mean() for r in auc_rows]})))
 else:
     display(Markdown("Skipped for a model given by path: this section compares notebook 1's final model with its "
                      "early model (its benchmark run) over three training seeds each, training runs of our own "
@@ -460,21 +477,20 @@ if seed_rows:
                                            "after matching neurons": (r["matched Jaccard"], None)}) for r in seed_rows},
         "Fig. 9: overlap of the seed-0 and seed-1 selectivity clusters vs random clusters", "Jaccard overlap",
         ylabel="random cluster pairs (count)")
-overlap.round(3) if seed_rows else None
+tables.show(overlap) if seed_rows else None
 
 # %%
 for r in seed_rows:
-    findings.record(f"Seeds: Jaccard overlap of the {r['cluster']} clusters of two training seeds after matching "
-                    f"neurons (control: 95th percentile of random; permutation p)", r["matched Jaccard"],
+    findings.record(f"Overlap of the {r['cluster']}-topic selectivity clusters of two training seeds after matching "
+                    "neurons (Jaccard)", r["matched Jaccard"],
                     unit="Jaccard", control="random", control_value=r["random: 95th pct"], p=r["permutation p"],
                     figure="Fig. 9", verdict=findings.verdict_from_p(r["matched Jaccard"], r["permutation p"],
                                                                      alpha=nb.alpha))
-display(findings.table(findings.load("03_neuron_impairment", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion
 #
-# The bullets below are rendered from this notebook's ledger (values computed above). Limitations:
+# The headline and the table below are rendered from this notebook's ledger (values computed above). Limitations:
 # keywords are content words chosen by frequency statistics, not by meaning, and a topic's probe is the
 # model's log-probability of those words; clusters are a small fraction (`frac`) of each layer, found and
 # evaluated on one model; specificity is read at the noise intensities inside the dynamic range, so a
@@ -485,4 +501,18 @@ display(findings.table(findings.load("03_neuron_impairment", preset, sess.ledger
 # specificity a property of superposition in small MLPs?
 
 # %%
+verdicts = pd.Series([r["verdict"] for r in spec_rec.values()]).value_counts()
+best_label = max(spec_rec, key=lambda k: spec_rec[k]["value"]) if spec_rec else None
+b_text = ("No test of hypothesis B could be run: no target topic's probe is usable." if not spec_rec else
+          f"Hypothesis B, that the targeted topic suffers more than the others, tested on {len(spec_rec)} found "
+          "clusters against random clusters of the same sizes (pre-registered: p ≤ "
+          f"{nb.alpha} and the 95% CI above 0): " + ", ".join(f"*{v}* for {c}" for v, c in verdicts.items())
+          + f". The largest specificity is {findings.fmt(spec_rec[best_label]['value'])} nats (p = "
+          f"{findings.fmt(spec_rec[best_label]['p'])}), for the {best_label}.")
+findings.set_headline(
+    f"Hypothesis A, that damage tracks the impairment intensity: the median Spearman ρ of keyword loss against "
+    f"intensity is **{findings.fmt(rec_rho['value'])}** (95% CI [{findings.fmt(rec_rho['ci_low'])}, "
+    f"{findings.fmt(rec_rho['ci_high'])}]) against {findings.fmt(rec_rho['control_value'])} at initialisation "
+    f"(*{rec_rho['verdict']}*), and {rec_smooth['value']:.0%} of the curves rise smoothly by the pre-registered rule "
+    f"against {rec_smooth['control_value']:.0%} at initialisation (*{rec_smooth['verdict']}*). " + b_text)
 findings.conclusion()
