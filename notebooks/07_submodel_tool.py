@@ -31,13 +31,13 @@
 # `sparse/` (report 5's focus layer, fit here if absent), `data/`. **Writes:** `sparse/` (if absent), `findings/`.
 # **Runtime:** smoke < 1 min; cpu ≈ 5 min on 2 cores (+ ≈ 2 min if the sparse layer must be fit); gpu ≈ 15 min.
 
-# %%
+# %% tags=["remove-cell"]
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, kwta, plotting, prompts, session, stats, units
+from lib.analysis import findings, kwta, plotting, prompts, session, stats, tables, units
 from lib.core import config, data, model, pretrained, train
 from lib.core.runs import get_or_train
 from lib.reports.submodel_tool import kernel as submodels, params as report_params, plots
@@ -51,7 +51,7 @@ n_random = None  # size-matched random sub-models per validation (the control)
 methods = None  # which methods to run (None: the preset's)
 model_path = None  # a local model (folder or Hugging Face cache name); None: our own model of the preset
 
-# %%
+# %% tags=["remove-cell"]
 sess = session.start("07_submodel_tool", preset, model_path=model_path)
 device = sess.device
 cfg = config.resolve(preset, attention_only=False, seed=seed)
@@ -60,7 +60,8 @@ nb = report_params.resolve(preset, frac=frac, n_prompts=n_prompts, n_random=n_ra
 loaded = None if model_path is None else pretrained.load(model_path, device)  # (HookedTransformer, its tokenizer)
 n_ctx = cfg.model.n_ctx if loaded is None else min(cfg.model.n_ctx, loaded[0].cfg.n_ctx)
 bos = loaded is not None or cfg.data.task == "windows"  # prompts start with the token texts start with
-cfg
+METHOD = {"selectivity": "selectivity", "shapley": "Shapley-value", "sae": "sparse-autoencoder",  # in words
+          "infovae": "InfoVAE", "sparse": "k-WTA sparse-unit"}
 
 # %%
 if loaded is not None:
@@ -147,8 +148,13 @@ def find(method: str, trained=None, initial=None, **kwargs):
 
 found = {"selectivity": find("selectivity")}
 sel = submodels.scores_table(found["selectivity"])
-sel[["concept", "status", "gap", "random_q95", "p", "init_gap", "layer_damage", "kept", "kept_random_q95", "kept_p",
-     "sufficiency"]].round(3)
+display(tables.show(sel[["concept", "status", "gap", "random_q95", "p", "init_gap"]].rename(columns={
+    "gap": "gap (nats)", "random_q95": "random: 95th pct", "p": "permutation p", "init_gap": "gap at init"}),
+    caption="Validation of each concept's selectivity sub-model: the gap (own minus other concepts' damage) against "
+    "random sub-models of its size and the same pipeline at initialisation"))
+tables.show(sel[["concept", "layer_damage", "kept", "kept_random_q95", "kept_p", "sufficiency"]].rename(columns={
+    "layer_damage": "whole layer ablated (nats)", "kept": "kept (nats)", "kept_random_q95": "random: 95th pct",
+    "kept_p": "permutation p"}), caption="Sufficiency: what the sub-model alone preserves of its concept's keyword loss")
 
 # %%
 n_val, n_beat, n_all = int((sel.status == "validated").sum()), int(sel.beats_random.sum()), len(sel)
@@ -195,7 +201,8 @@ OTHER = {"shapley": lambda: find("shapley", n_permutations=nb.n_permutations),
 for method in [m for m in nb.methods if m in OTHER]:
     found[method] = OTHER[method]()
 table = pd.concat([submodels.scores_table(f) for f in found.values()], ignore_index=True)
-table.pivot(index="concept", columns="method", values="status")
+tables.show(table.pivot(index="concept", columns="method", values="status")[list(found)],
+            caption="Validation status of each concept's sub-model, per method")
 
 # %%
 fig = plots.submodel_gaps(table, "Fig. 1: validation gap of each concept's sub-model vs random sub-models of "
@@ -215,7 +222,10 @@ display(Markdown("Validated sub-models per method: " + ", ".join(
     "keywords, on the other half of the prompts), its sub-models beat random ones even in an untrained network, so "
     "for Shapley the random test says little and the gap at initialisation is the control that counts (the trained "
     f"gap is larger for {int(supervised['gap > init gap'])})." if supervised is not None else "")))
-status.round(3)
+display(tables.show(status.rename_axis("method")[["concepts", "validated", "beats random", "at init: beats random", "gap > init gap"]],
+                    caption="Sub-models per method (counts of concepts)"))
+tables.show(status.rename_axis("method")[["median kept (nats)", "random: median kept", "kept: p <= 0.05"]],
+            caption="Sufficiency per method: nats of its concept's keyword loss a sub-model kept alone preserves")
 
 # %% [markdown]
 # ## 4. The tool: which sub-models a prediction uses, and the prediction without them
@@ -237,24 +247,28 @@ shown = {"Athlete": "Company", "Company": "Athlete", "Film": "Album", "toxic": "
 assert all(t in subs and o in subs for t, o in shown.items()), f"shown concepts need prompts: {sorted(subs)}"
 
 
-results = {(t, i): submodels.explain(hooked, submodels.validation_case(val, t, i)[0], submodels.set_of(subs, windows, t),
-                                     tokenizer=tok, ablate=[t, other, (t, other)], intensity=nb.intensity, kind=nb.kind,
-                                     top_k=5)
-           for t, other in shown.items() for i in range(nb.n_shown)}
+results, keyword_p = {}, {}  # per (concept, prompt): the explanation, and the keyword's probability under each ablation
+for t, other in shown.items():
+    for i in range(nb.n_shown):
+        toks, target = submodels.validation_case(val, t, i)
+        how = dict(tokenizer=tok, ablate=[t, other, (t, other)], intensity=nb.intensity, kind=nb.kind)
+        results[t, i] = submodels.explain(hooked, toks, submodels.set_of(subs, windows, t), top_k=5, **how)
+        keyword_p[t, i] = submodels.token_probs(hooked, toks, submodels.set_of(subs, windows, t), target[:1], **how)
 
 
 def show(t: str, i: int, fig_no: int):
     toks, target = submodels.validation_case(val, t, i)
-    ex = results[(t, i)]
-    text = tok.decode(toks).replace(tok.eos, "")
-    tr = ex.tracked.set_index(["ablated", "token_id"]).prob
-    display(Markdown(f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.decode(list(target))!r}`. Most active "
-                     f"sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. Clean top-1 "
-                     f"`{ex.tracked.token.iloc[0]!r}` at {tr.iloc[0]:.3f}; with {t} ablated "
-                     f"{tr[(t, ex.tracked.token_id.iloc[0])]:.3f}. Status: " + "; ".join(
-                         f"{n} **{ex.validation.loc[n, 'status']}** ({ex.validation.loc[n, 'why']})"
-                         for n in (t, shown[t]))))
-    display(ex.table())
+    ex, kp, o = results[(t, i)], keyword_p[(t, i)].set_index("ablated").prob, shown[t]
+    text = tok.display(toks).replace(tok.eos, "")
+    display(Markdown(
+        f"**{t}** prompt: `{text[-160:]!r}` → keyword `{tok.display(list(target))!r}`"
+        + (f" (its first token `{tok.display(list(target[:1]))!r}` is the prediction looked at)" if len(target) > 1
+           else "") + f". Most active sub-model at the last position: **{ex.active().iloc[:, -1].idxmax()}**. The "
+        f"keyword's probability: {findings.fmt(kp['none'])} clean; {findings.fmt(kp[t])} with {t} ablated, "
+        f"{findings.fmt(kp[o])} with {o} ablated, {findings.fmt(kp[f'{t} + {o}'])} with both. Status: " + "; ".join(
+            f"{n} **{ex.validation.loc[n, 'status']}** ({ex.validation.loc[n, 'why']})" for n in (t, o))))
+    display(tables.show(ex.table().drop(columns=["intensity"]), caption=f"The clean top-{ex.table()['rank'].max()} "
+                        "next tokens and the top tokens with each ablation (prob: after; clean_prob: before)"))
     with mpl.rc_context({"text.parse_math": False}):  # token texts ('$', ...) are not mathtext
         return plots.explanation_figure(ex.active(), ex.tracked, f"Fig. {fig_no}: {t} prompt {i + 1} — sub-model "
                                         "activity per position and the prediction with sub-models ablated",
@@ -276,12 +290,11 @@ fig = show("toxic", 0, 5)
 fig = show("harmless", 0, 6)
 
 # %%
-own_drop = pd.DataFrame([{"prompt": f"{t} {i + 1}", "ablated": a,
-                          "clean top-1 prob": r.tracked[r.tracked.ablated == "none"].prob.iloc[0],
-                          "after": r.tracked[r.tracked.ablated == a].prob.iloc[0]}
-                         for (t, i), r in results.items() for a in r.tracked.ablated.unique() if a != "none"])
-own_drop["change"] = own_drop["after"] - own_drop["clean top-1 prob"]
-own_drop.round(3)
+own_drop = pd.concat([kp[kp.ablated != "none"].assign(prompt=f"{t} {i + 1}") for (t, i), kp in keyword_p.items()],
+                     ignore_index=True)
+tables.show(own_drop[["prompt", "ablated", "token", "clean_prob", "prob", "change"]].rename(columns={
+    "token": "keyword token", "clean_prob": "clean", "prob": "ablated prob"}),
+    caption="The keyword's probability at each shown prompt, clean and with each ablation")
 
 # %% [markdown]
 # ## 5. Does activity tell which concept a prompt is about?
@@ -304,14 +317,14 @@ fig = plotting.matrix_heatmap(confusion, "Fig. 7: most active selectivity sub-mo
                               center=None, mark_diagonal=True)
 x = ident.correct.to_numpy(float)
 id_ci = stats.share_ci(x)[1]
-findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active (control: "
-                "chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
+ident_rec = findings.record("Share of held-out prompts whose own concept's selectivity sub-model is the most active "
+                            "(control: chance, one over the concepts of its set)", x.mean(), unit="fraction", ci=id_ci, control="random",
                 control_value=float(ident.chance.mean()), figure="Fig. 7",
                 verdict=findings.verdict_from(x.mean(), float(ident.chance.mean()), id_ci))
 display(Markdown(f"The most active sub-model is the prompt's own concept for {x.mean():.0%} of {len(x)} held-out "
                  f"prompts (chance {ident.chance.mean():.0%}); per concept from {acc.accuracy.min():.0%} "
                  f"({acc.accuracy.idxmin()}) to {acc.accuracy.max():.0%} ({acc.accuracy.idxmax()})."))
-acc.round(2).T
+tables.show(acc, caption="Share of each topic's held-out prompts whose own sub-model is the most active")
 
 # %% [markdown]
 # ### Interactive version
@@ -328,7 +341,7 @@ try:
         if ablated:
             ex = submodels.explain(hooked, submodels.validation_case(val, t, int(i) - 1)[0], subs, tokenizer=tok, ablate=[tuple(ablated)],
                                    intensity=intensity, kind=nb.kind)
-            display(ex.table())
+            display(tables.show(ex.table().drop(columns=["intensity"])))
 
     ui = widgets.interactive(
         _interactive, prompt=widgets.Dropdown(options=[f"{t} {i + 1}" for t, i in results]),
@@ -349,24 +362,25 @@ except ImportError:
 # for its trained share. **Sufficiency** (kept, in nats) is compared with that of the random sub-models.
 
 # %%
+val_rec = {}  # per method: the ledger's record of its validated share, read by the headline
 for method, part in table.groupby("method", sort=False):
     x = part.beats_random.to_numpy(float)
     ci = stats.share_ci(x)[1]
-    findings.record(f"Share of concepts whose {method} sub-model beats size-matched random sub-models (permutation "
-                    f"p <= 0.05; control: the 5% expected by chance)", x.mean(), unit="fraction", ci=ci,
+    findings.record(f"Share of concepts whose {METHOD[method]} sub-model beats size-matched random sub-models "
+                    "(permutation p <= 0.05; control: the 5% expected by chance)", x.mean(), unit="fraction", ci=ci,
                     control="random", control_value=0.05, figure="Fig. 1", verdict=findings.verdict_from(x.mean(), 0.05,
                                                                                                       ci))
     v, v0 = (part.status == "validated").to_numpy(float), part.init_beats_random.to_numpy(float)
-    findings.record(f"Share of concepts with a validated {method} sub-model, trained model (control: the share "
-                    "whose sub-model beats random at initialisation)", v.mean(), unit="fraction",
-                    ci=stats.share_ci(v)[1], control="init", control_value=float(v0.mean()),
-                    figure="Fig. 1", verdict=findings.verdict_from(v.mean(), float(v0.mean()), stats.share_ci(v)[1]))
+    val_rec[method] = findings.record(
+        f"Share of concepts with a validated {METHOD[method]} sub-model, trained model (control: the share whose "
+        "sub-model beats random at initialisation)", v.mean(), unit="fraction", ci=stats.share_ci(v)[1],
+        control="init", control_value=float(v0.mean()), figure="Fig. 1", verdict=findings.verdict_from(v.mean(), float(v0.mean()), stats.share_ci(v)[1]))
     suff = part[part.beats_random]
     if len(suff) >= 2:
         d = (suff.kept - suff.kept_random_mean).to_numpy()
         ci = stats.bootstrap_ci(d, stat=np.median, n_boot=nb.n_boot)
-        findings.record(f"Sufficiency: nats of its concept's keyword loss a {method} sub-model that beats random "
-                        f"preserves when kept alone in its layer, minus what random sub-models of its size preserve "
+        findings.record(f"Sufficiency: nats of its concept's keyword loss a {METHOD[method]} sub-model that beats "
+                        "random preserves when kept alone in its layer, minus what random sub-models of its size preserve "
                         f"(median over {len(suff)} concepts)", float(np.median(d)), unit="nats", ci=ci,
                         control="random", control_value=0.0, figure="Fig. 1",
                         verdict=findings.verdict_from(float(np.median(d)), 0.0, ci))
@@ -376,7 +390,8 @@ findings.record("Median validation gap of the selectivity sub-models (control: m
                 control="random", control_value=float(sel.random_mean.median()), figure="Fig. 1",
                 verdict=findings.verdict_from(float(np.median(g)), float(sel.random_mean.median()),
                                               stats.bootstrap_ci(g, stat=np.median, n_boot=nb.n_boot)))
-table.pivot(index="concept", columns="method", values=["gap", "init_gap", "kept"]).round(3)
+tables.show(table.pivot(index="concept", columns="method", values="gap")[list(found)],
+            caption="Validation gap (nats) of each concept's sub-model, per method (Fig. 1)")
 
 # %% [markdown]
 # ## What it cannot do yet
@@ -406,18 +421,35 @@ display(Markdown(
     + "\n".join(f"- {m} misses {len(v)}: {', '.join(v) or 'none'}." for m, v in per_method.items())
     + "\n- Validation uses one ablation (zero, intensity 1) and keyword loss only; sub-models are fixed-size "
       "(`frac` of a layer), found per concept set, and never combined across methods."))
-display(findings.table(findings.load("07_submodel_tool", preset, sess.ledger.model)))
 
 # %% [markdown]
 # ## Conclusion
 #
-# The bullets below are rendered from this notebook's ledger. Limitations: the keywords are whatever the
-# 1,024-token vocabulary leaves as whole words; the model never trained on comments, so the toxic/harmless
-# concepts probe text it has not seen; sub-model size is fixed in advance instead of chosen by validation; Shapley
-# covers only the last layer with few permutations; latents are scored by selectivity only; activity is a mean
-# z-score, so a few strongly active units and many weak ones look alike; sufficiency is measured within the
-# sub-model's own layers only. Open questions: do the sub-models of different methods overlap, and does their
-# union validate better than any one of them?
+# The headline and the table below are rendered from this notebook's ledger (values computed above); limitations
+# and open questions follow them.
 
 # %%
+def said(rec: dict) -> str:
+    return rec["verdict"] or findings.NO_VERDICT
+
+
+vs, n_concepts = val_rec["selectivity"], table.concept.nunique()
+findings.set_headline(
+    f"Validated sub-models (ablating one hurts its own concept's keyword predictions more than size-matched random "
+    f"sub-models and the same pipeline at initialisation do) were found for {n_concepts - len(missing)} of "
+    f"{n_concepts} concepts by at least one method: " + ", ".join(
+        f"{METHOD[m]} {int(r.validated)}/{int(r.concepts)}" for m, r in status.iterrows()) + ". By selectivity the "
+    f"validated share is {vs['value']:.0%} against {vs['control_value']:.0%} of concepts whose sub-model beats random "
+    f"at initialisation: **{said(vs)}**. Activity points at the prompt's own concept for {ident_rec['value']:.0%} of "
+    f"held-out prompts (chance {ident_rec['control_value']:.0%}): **{said(ident_rec)}**.")
 findings.conclusion()
+
+# %%
+display(Markdown(
+    f"Limitations: the keywords are whatever the {hooked.cfg.d_vocab:,}-token vocabulary leaves as whole words; "
+    + ("the model never trained on comments, so the toxic/harmless concepts probe text it has not seen; "
+       if loaded is None else "") + "sub-model size is fixed in advance instead of chosen by validation; Shapley "
+    f"covers only the last layer with {nb.n_permutations} permutations; latents are scored by selectivity only; "
+    "activity is a mean z-score, so a few strongly active units and many weak ones look alike; sufficiency is "
+    "measured within the sub-model's own layers only. Open questions: do the sub-models of different methods "
+    "overlap, and does their union validate better than any one of them?"))

@@ -356,3 +356,18 @@ def test_explain_shows_partial_utf8_tokens_as_bytes():
     shown = [*ex.tokens, *ex.predictions.token, *ex.tracked.token, *ex.active().columns]
     assert not any("\ufffd" in s for s in shown)
     assert ex.predictions.token.iloc[0] == tok.display([partial]) and "\\xe2\\x80" in ex.predictions.token.iloc[0]
+
+
+def test_token_probs_tracks_a_keyword_under_ablation(planted, found):
+    """The probability of a chosen next token (here an A token, and a C token), clean and ablated: the same clean
+    values as explain's, and ablating the planted A sub-model lowers the A token's probability."""
+    tp = submodels.token_probs(planted, [8, 9, 10], found, [12, 30], ablate=["A", "C"])
+    assert list(tp.ablated) == ["none", "none", "A", "A", "C", "C"]
+    assert (tp.clean_prob == tp.clean_prob[:2].tolist() * 3).all()
+    pr = tp.set_index(["ablated", "token_id"]).prob
+    assert pr["A", 12] < pr["none", 12] - 1e-3 and tp[tp.ablated == "none"].change.eq(0).all()
+    ex = submodels.explain(planted, [8, 9, 10], found, ablate=["A"], top_k=48)
+    clean = ex.predictions[ex.predictions.ablated == "none"].set_index("token_id").prob
+    assert pr["none", 12] == pytest.approx(clean[12]) and pr["none", 30] == pytest.approx(clean[30])
+    with pytest.raises(ValueError, match="token_ids"):
+        submodels.token_probs(planted, [8, 9], found, [48])

@@ -503,6 +503,38 @@ def _activity(model, tokens: Tensor, submodels: Mapping[str, SubModel], labels: 
     return pd.DataFrame(rows)
 
 
+def _next_token_probs(model, tokens: Tensor, ablated: Sequence[SubModel], kind: str, intensity: float,
+                      seed: int) -> Float[Tensor, " vocab"]:
+    """The next-token distribution at the last position, with the `ablated` sub-models impaired (none: clean)."""
+    x = tokens[None].to(model.cfg.device)
+    logits = model(x) if not ablated else model.run_with_hooks(
+        x, fwd_hooks=combined_hooks(list(ablated), kind, intensity, seed))
+    return torch.softmax(logits[0, -1].float(), -1).cpu()
+
+
+@torch.no_grad()
+def token_probs(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str, SubModel],
+                token_ids: Sequence[int], *, tokenizer=None, ablate: Sequence[str | Sequence[str]] | None = None,
+                intensity: float = 1.0, kind: str = "zero", bos: bool = True, seed: int = 0) -> pd.DataFrame:
+    """The next-token probabilities of `token_ids` (e.g. a prompt's keyword, whatever its rank) at the last position,
+    clean (ablated = 'none') and with each ablation set impaired as in `explain`: columns ablated, token_id, token
+    (as the tokenizer's `display` shows it; the id without one), prob, clean_prob, change."""
+    tokens = _as_tokens(prompt, tokenizer, bos)
+    _check_fits(model, tokens)
+    ids = [int(i) for i in token_ids]
+    check(len(ids) > 0 and all(0 <= i < model.cfg.d_vocab for i in ids), "token_ids", token_ids,
+          f"at least one token id, each in [0, d_vocab={model.cfg.d_vocab})")
+    sets = _conditions(submodels, ablate)
+    check_hooks(model, sorted({h for s in sets for n in s for h in submodels[n].units}))
+    show = (lambda i: _token_text(tokenizer, i)) if tokenizer is not None else str
+    clean, rows = _next_token_probs(model, tokens, [], kind, intensity, seed), []
+    for s in [()] + sets:
+        p = clean if not s else _next_token_probs(model, tokens, [submodels[n] for n in s], kind, intensity, seed)
+        rows += [{"ablated": " + ".join(s) or "none", "token_id": i, "token": show(i), "prob": float(p[i]),
+                  "clean_prob": float(clean[i]), "change": float(p[i] - clean[i])} for i in ids]
+    return pd.DataFrame(rows)
+
+
 def _token_text(tokenizer, i: int) -> str:
     """One token as a reader sees it (`display`: a partial UTF-8 character as byte escapes, not U+FFFD); an id
     outside the vocabulary is an error (`id_to_token` checks it)."""
@@ -530,13 +562,11 @@ def explain(model, prompt: str | Sequence[int] | Tensor, submodels: Mapping[str,
         check(not bad, "ablated sub-model", ", ".join(f"{n} ({submodels[n].status})" for n in bad),
               "validated sub-models only (allow_unvalidated=True, or --allow-unvalidated, ablates the others)")
     check_hooks(model, sorted({h for s in sets for n in s for h in submodels[n].units}))
-    clean = torch.softmax(model(tokens[None].to(model.cfg.device))[0, -1].float(), -1).cpu()
+    clean = _next_token_probs(model, tokens, [], kind, intensity, seed)
     clean_top = clean.topk(min(top_k, len(clean))).indices.tolist()
     rows, tracked = [], []
     for s in [()] + sets:
-        fwd = combined_hooks([submodels[n] for n in s], kind, intensity, seed)
-        p = clean if not s else torch.softmax(
-            model.run_with_hooks(tokens[None].to(model.cfg.device), fwd_hooks=fwd)[0, -1].float(), -1).cpu()
+        p = clean if not s else _next_token_probs(model, tokens, [submodels[n] for n in s], kind, intensity, seed)
         name, a = " + ".join(s) or "none", 0.0 if not s else float(intensity)
         status = " + ".join(submodels[n].status for n in s) or "clean"
         top = p.topk(min(top_k, len(p)))
