@@ -398,7 +398,7 @@ tables.show(ctx.rename(columns={"value": "activation"})[["unit", "selectivity", 
 r3 = findings.load("03_neuron_impairment", preset, sess.ledger.model)
 r3 = r3[r3.name.str.contains("specificity", case=False)]  # report 3's hypothesis-B findings
 display(Markdown("Report 3's hypothesis-B verdicts at this preset: " + (
-    "; ".join(f"{n.removeprefix('B: ').split(' (control')[0]} → **{v}**"
+    "; ".join(f"{n.removeprefix('B: ').split(' (')[0]} → **{v}**"
               for n, v in zip(r3.name, r3.verdict.fillna(findings.NO_VERDICT)))
     if len(r3) else "none recorded (report 3 has not run at this preset"
     + ("" if loaded is None else " on this model") + ")") + "."))
