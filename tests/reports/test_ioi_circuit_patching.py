@@ -107,6 +107,27 @@ def test_path_patching_into_a_later_query_matches_the_query_computed_by_hand():
 
 
 @torch.no_grad()
+def test_path_patching_into_later_values_changes_them_at_every_position():
+    hm, p = _model(2, seed=8), _prompts(7)
+    clean, abc = C.baselines(hm, p)
+    _, cc = hm.run_with_cache(p.tokens)
+    _, ac = hm.run_with_cache(p.corrupted)
+    delta = (ac["blocks.0.attn.hook_z"][:, :, 2] - cc["blocks.0.attn.hook_z"][:, :, 2]) @ hm.W_O[0, 2]
+    v_new = (cc["blocks.1.hook_resid_pre"] + delta) @ hm.W_V[1, 0] + hm.b_V[1, 0]
+
+    def set_v(v, hook):
+        v = v.clone()
+        v[:, :, 0] = v_new
+        return v
+
+    ld = C._end_ld(hm, p.tokens, p, [("blocks.1.attn.hook_v", set_v)]).mean().item()
+    got = C.path_patching(hm, p, [(0, 2)], [(1, 0)], "v")[0, 2].item()
+    assert got == pytest.approx(1 - (ld - abc) / (clean - abc), abs=1e-4) and abs(got) > 1e-3
+    with pytest.raises(ValueError, match="receiver_input"):
+        C.path_patching(hm, p, [(0, 2)], [(1, 0)], "z")
+
+
+@torch.no_grad()
 def test_attention_scores_read_the_class_patterns():
     hm, p = _model(1, seed=4), _prompts(3)
     planted = torch.zeros(POS, POS)

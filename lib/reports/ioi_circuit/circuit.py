@@ -71,8 +71,9 @@ def head_patching(hm, prompts: D.IOIPrompts) -> Float[Tensor, "layer head"]:
 def path_patching(hm, prompts: D.IOIPrompts, senders: Sequence[Head], receivers: Sequence[Head] | None = None,
                   receiver_input: str = "q") -> Float[Tensor, "layer head"]:
     """Path patching (Wang et al. 2022, sec. 3.1) of each sender head, alone, from the ABC run into the clean run,
-    through `receivers`' `receiver_input` ('q', 'k' or 'v') at the prompt's end position -- or, with
-    receivers=None, straight into the logits (its direct effect). Every other head is frozen at its clean output
+    through `receivers`' `receiver_input`: their queries ('q') at the prompt's end position, or their keys or values
+    ('k', 'v') at every position (what the end attends to may sit anywhere before it) -- or, with receivers=None,
+    straight into the logits (its direct effect). Every other head is frozen at its clean output
     (MLPs too), so the sender acts only along the path. Returns [layer, head], NaN for heads not in `senders`; the
     values are fractions of the clean-minus-ABC logit difference removed, as in `head_patching`."""
     check(receiver_input in ("q", "k", "v"), "receiver_input", receiver_input, "'q', 'k' or 'v'")
@@ -116,7 +117,10 @@ def path_patching(hm, prompts: D.IOIPrompts, senders: Sequence[Head], receivers:
                 x = x.clone()
                 for L, H in later:
                     if site[L] == hook.name:
-                        x[rows, ends, H] = store[hook.name][rows, ends, H]
+                        if receiver_input == "q":
+                            x[rows, ends, H] = store[hook.name][rows, ends, H]
+                        else:
+                            x[:, :, H] = store[hook.name][:, :, H]
                 return x
 
             ld = _end_ld(hm, prompts.tokens, prompts, [(n, patch) for n in set(site.values())]).mean().item()
