@@ -239,8 +239,8 @@ trunc = pd.concat(trunc_rows, ignore_index=True)
 single = trunc[trunc.game != "all topics"]
 lo_tol = min(nb.truncation_check_tols)
 at_lo = single[single.tolerance == lo_tol]
-findings.record(f"Share of single-topic games whose top-{nb.k} Shapley neurons truncation at tolerance {lo_tol} "
-                "leaves unchanged", float(at_lo.top_k_unchanged.mean()), unit="fraction",
+findings.record(f"Share of single-topic games whose top-{nb.k} Shapley neurons are unchanged by truncation at "
+                f"tolerance {lo_tol}", float(at_lo.top_k_unchanged.mean()), unit="fraction",
                 control="none: a check of an approximation against the same walks computed exactly",
                 verdict="supported" if (at_lo.top_k_unchanged == 1).all() else "not supported",
                 rule="supported only if every topic's top-k is unchanged")
