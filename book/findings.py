@@ -63,7 +63,8 @@ else:
 
 # %%
 if not ledger.empty:
-    verdicts = ledger.assign(verdict=ledger["verdict"].fillna(findings.NO_VERDICT))
+    verdicts = ledger.assign(verdict=ledger["verdict"].fillna(findings.NO_VERDICT),
+                             notebook=ledger["notebook"].map(lambda nb: report_title(nb).split(":")[0]))
     palette = {"supported": "#228833", "not supported": "#EE6677", "inconclusive": "#CCBB44",
                findings.NO_VERDICT: "#BBBBBB"}
     fig = plotting.verdict_counts(verdicts, palette, f"Verdicts per report (preset {preset})")

@@ -22,7 +22,7 @@ import yaml
 
 STAMP_TAG = "execution-info"  # the markdown cell that says what produced a page's numbers
 # A figure's text/plain output names its title (lib.analysis.plotting.figure_repr): "<Figure 'Fig. 3b: ...' 620x400>"
-FIGURE_TITLE = re.compile(r"^<Figure '(?:Fig\.|Figure)\s*(\d+[a-z]?)[:.]")
+FIGURE_TITLE = re.compile(r"""^<Figure ['"](?:Fig\.|Figure)\s*(\d+[a-z]?)[:.]""")  # repr quotes with ' or "
 ANCHOR_CLASS = "figure-anchor"
 SHOW_INPUT = "show-input"  # a cell whose code the book shows open; every other code cell's input is collapsed
 HIDDEN = ("hide-input", "remove-input", "remove-cell", "hide-cell", "remove-output", SHOW_INPUT)
@@ -88,16 +88,20 @@ def anchor_figures(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def collapse_code(nb: nbformat.NotebookNode) -> None:
-    """The book shows results, not plumbing: papermill's injected-parameters cell is removed, and every other code
-    cell's input is collapsed behind a "show" toggle (Jupyter Book's `hide-input`) unless the cell already carries
-    a visibility tag or `show-input`."""
+    """The book shows results, not plumbing: papermill's injected-parameters cell and every code cell without output
+    (set-up, definitions) are removed from the page, and every other code cell's input is collapsed behind a "show"
+    toggle (Jupyter Book's `hide-input`), unless the cell already carries a visibility tag or `show-input`. The
+    parameters cell stays (collapsed): it shows a reader what can be changed. The code itself is in the notebook,
+    which each page offers for download."""
     for c in nb.cells:
         if c.cell_type != "code":
             continue
         tags = c.metadata.setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
+        if any(t in tags for t in HIDDEN):
+            continue
+        if "injected-parameters" in tags or (not c.get("outputs") and "parameters" not in tags):
             tags.append("remove-cell")
-        elif not any(t in tags for t in HIDDEN):
+        else:
             tags.append("hide-input")
 
 

@@ -144,17 +144,23 @@ def test_figures_get_anchors_and_code_is_collapsed():
     nb.cells[2].outputs = [_figure_output("<Figure 'Fig. 3b: loss vs k' 620x400>"),
                            _figure_output("<Figure 'no number' 620x400>")]
     nb.cells[3].outputs = [_figure_output("<Figure 'Fig. 3b: the same number again' 620x400>"),
-                           _figure_output("<Figure 'Fig. 4: next' 620x400>")]
+                           _figure_output('<Figure "Fig. 4: a topic\'s title" 620x400>')]  # repr's other quotes
     nb.cells[4].metadata["tags"] = ["show-input"]
     assert execute_notebook.anchor_figures(nb) == ["fig-3b", "fig-4"]
     assert execute_notebook.anchor_figures(nb) == ["fig-3b", "fig-4"]  # a rerun replaces, never duplicates
     first = nb.cells[2].outputs
     assert len(first) == 3 and first[0].data["text/html"] == '<span id="fig-3b" class="figure-anchor"></span>'
     assert len(nb.cells[3].outputs) == 3 and 'id="fig-4"' in nb.cells[3].outputs[1].data["text/html"]
+    nb.cells.append(nbformat.v4.new_code_cell("preset = 'cpu'", metadata={"tags": ["parameters"]}))
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="done")]
     execute_notebook.collapse_code(nb)
     execute_notebook.collapse_code(nb)
-    assert [c.metadata.get("tags") for c in nb.cells] == [["hide-input"], ["injected-parameters", "remove-cell"],
-                                                          ["hide-input"], ["hide-input"], ["show-input"]]
+    assert [c.metadata.get("tags") for c in nb.cells] == [
+        ["hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"], ["hide-input"], ["show-input"],
+        ["parameters", "hide-input"]]
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("def f(): pass")])  # no output: plumbing
+    execute_notebook.collapse_code(bare)
+    assert bare.cells[0].metadata["tags"] == ["remove-cell"]
 
 
 def test_figure_repr_names_the_title():

@@ -149,12 +149,14 @@ def _install_check() -> None:
 
 def verdict_counts(ledger: pd.DataFrame, palette: Mapping[str, str], title: str) -> Figure:
     """Stacked horizontal bars: the findings of each report, by verdict (colours from `palette`, verdict -> colour)."""
-    fig, ax = plt.subplots(figsize=(8, 0.5 * ledger["notebook"].nunique() + 1.5))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.45 * ledger["notebook"].nunique() + 2.2))
     sns.histplot(data=ledger, y="notebook", hue="verdict", hue_order=list(palette), palette=dict(palette),
                  multiple="stack", discrete=True, shrink=0.7, alpha=1.0, ax=ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="findings (count)", ylabel="report", title=title)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="verdict", frameon=False)
+    ax.set(xlabel="findings (count)", ylabel="")
+    set_title(ax, title)
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, title=None, frameon=False)
+    fig.tight_layout()
     return fig
 
 

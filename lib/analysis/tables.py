@@ -88,7 +88,7 @@ def text_frame(df: pd.DataFrame, digits: int = 3, index: bool | str = "auto") ->
     for j, name in enumerate(df.columns):
         col = df.iloc[:, j]
         whole = _whole(col)
-        label = " / ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+        label = " / ".join(str(x) for x in name if str(x)) if isinstance(name, tuple) else str(name)
         out[label if label not in out.columns else f"{label} ({j})"] = [cell(v, digits, whole) for v in col]
     return out
 

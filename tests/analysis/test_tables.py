@@ -30,6 +30,8 @@ def test_text_frame_counts_cis_index_and_long_text():
     assert list(out.columns) == ["count", "loss", "95% CI", "note"]  # the 0..n-1 index is dropped
     named = tables.text_frame(df.set_index("note"))
     assert list(named.columns)[0] == "note"  # a meaningful index becomes a column
+    wide = pd.DataFrame({"test": ["a", "b"], "k": [1, 2], "v": [0.5, 0.25]}).pivot(index="test", columns="k")
+    assert list(tables.text_frame(wide).columns) == ["test", "v / 1", "v / 2"]  # no "test / " from an empty level
     html = tables.show(df, caption="T").to_html()
     assert "&lt;b&gt;" in html and long in html and "<caption>T</caption>" in html and ">0<" not in html
 
