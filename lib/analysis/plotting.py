@@ -179,7 +179,8 @@ def symlog_if_wide(ax, x: np.ndarray) -> None:
 
 def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[float, tuple[float, float] | None]]]],
                     title: str, xlabel: str, quantile: float = 0.95,
-                    ylabel: str = "random clusters (count)", ncols: int = 2) -> Figure:
+                    ylabel: str = "random clusters (count)", ncols: int = 2,
+                    null_label: str = "random clusters") -> Figure:
     """Per panel: histogram of a random-control distribution with its `quantile` dashed, and observed values as
     vertical lines, their 95% CIs as horizontal bars near the top; at most `ncols` panels per row; one legend
     below the panels (the observed values' labels that differ between panels each appear once)."""
@@ -195,7 +196,7 @@ def null_histograms(panels: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[fl
         null = null[np.isfinite(null)]
         ends = [v for value, ci in observed.values() for v in (value, *(ci or ())) if np.isfinite(v)]
         lo, hi = min([*null, *ends]), max([*null, *ends])
-        sns.histplot(null, ax=ax, color="0.6", bins=np.linspace(lo, hi + 1e-9, 31), label="random clusters")
+        sns.histplot(null, ax=ax, color="0.6", bins=np.linspace(lo, hi + 1e-9, 31), label=null_label)
         if len(null):
             ax.axvline(np.quantile(null, quantile), color="0.15", ls=(0, (4, 2)), lw=1.4, zorder=6,
                        label=f"random: {quantile:.0%} quantile")

@@ -73,14 +73,14 @@ def _whole(col: pd.Series) -> bool | None:
 
 
 def text_frame(df: pd.DataFrame, digits: int = 3, index: bool | str = "auto") -> pd.DataFrame:
-    """df with every cell as display text (see `cell`); index='auto' keeps a named or non-default index as leading
-    column(s) and drops a plain 0..n-1 one; True always keeps it, False always drops it."""
+    """df with every cell as display text (see `cell`); index='auto' keeps a named or non-integer index as leading
+    column(s) and drops an unnamed integer one (row numbers); True always keeps it, False always drops it."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"show() takes a pandas DataFrame, got {type(df).__name__}")
     if index not in ("auto", True, False):
         raise ValueError(f"index={index!r}: use 'auto', True or False")
-    plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1 and \
-        all(n is None for n in df.index.names)
+    # an unnamed integer index (0..n-1, or what is left of it after filtering) is row numbering, not data
+    plain = all(n is None for n in df.index.names) and pd.api.types.is_integer_dtype(df.index)
     keep = index is True or (index == "auto" and not plain)
     if keep:
         df = df.reset_index()

@@ -28,6 +28,7 @@ def test_text_frame_counts_cis_index_and_long_text():
     assert out["95% CI"].tolist() == ["[0.100, 0.200]", "[0.500, 1]"]
     assert out["note"].tolist() == [long, "<b>"]  # never truncated
     assert list(out.columns) == ["count", "loss", "95% CI", "note"]  # the 0..n-1 index is dropped
+    assert list(tables.text_frame(df[df["count"] > 5]).columns)[0] == "count"  # a filtered frame's row numbers go
     named = tables.text_frame(df.set_index("note"))
     assert list(named.columns)[0] == "note"  # a meaningful index becomes a column
     wide = pd.DataFrame({"test": ["a", "b"], "k": [1, 2], "v": [0.5, 0.25]}).pivot(index="test", columns="k")

@@ -8,8 +8,6 @@ import sys
 import threading
 import time
 
-import torch
-
 from lib.core import artifacts
 from lib.core.config import resolve
 from lib.core.runs import load_model

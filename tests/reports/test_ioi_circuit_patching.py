@@ -215,3 +215,14 @@ def test_class_scores_pick_the_best_head_of_each_class():
     assert C.top_heads(hs.direct, 2) == ((0, 0), (1, 0))
     assert C.top_heads(hs.via_movers, 3) == ((0, 0),)  # NaNs are never picked
     assert len(hs.table()) == 4 and hs.table()["head"].tolist() == ["L0H0", "L0H1", "L1H0", "L1H1"]
+
+
+def test_scores_over_training_one_row_per_checkpoint():
+    p = _prompts(8)
+    load = [(0, _model(2, seed=9)), (10, _model(2, seed=10))]
+    df = C.scores_over_training(load, p, [(0, 1), (1, 2)], n_movers=1)
+    assert df.step.tolist() == [0, 10] and {"L0H1 total", "L1H2 direct", "accuracy", *C.CLASSES} <= set(df.columns)
+    hm = load[1][1]
+    assert df["L1H2 total"].iloc[1] == pytest.approx(float(C.head_patching(hm, p)[1, 2]), abs=1e-5)
+    assert df["logit_diff"].iloc[1] == pytest.approx(C.baselines(hm, p)[0], abs=1e-5)
+    assert C.head_name((1, 3)) == "L1H3"

@@ -279,8 +279,41 @@ def half_rise_step(steps: Sequence[int], values: Sequence[float]) -> float:
     (NaN if it never rises: max <= first)."""
     v = np.asarray(values, dtype=float)
     check(len(v) == len(steps) and len(v) >= 2, "values", len(v), f"{len(steps)} >= 2 values, one per step")
+    if not np.isfinite(v[0]) or not np.isfinite(v).any():
+        return float("nan")
     lo, hi = v[0], np.nanmax(v)
     if not hi > lo:
         return float("nan")
     return float(np.asarray(steps)[np.argmax(v >= lo + 0.5 * (hi - lo))])
 
+
+
+def head_name(head: Head) -> str:
+    """'L1H3' for (1, 3)."""
+    return f"L{head[0]}H{head[1]}"
+
+
+def role(hs: HeadScores, head: Head) -> str:
+    """What a head of the circuit does, from its scores: 'direct' (most of its total effect reaches the logits
+    directly) or 'through later heads' (it acts through the heads after it)."""
+    L, H = head
+    direct, total = float(hs.direct[L, H]), float(hs.total[L, H])
+    return "direct" if abs(direct) >= 0.5 * abs(total) else "through later heads"
+
+
+def scores_over_training(load: Sequence[tuple[int, object]], prompts: D.IOIPrompts, heads: Sequence[Head],
+                         n_movers: int) -> pd.DataFrame:
+    """At every (step, HookedTransformer) of `load`: the behaviour on `prompts` (logit difference, accuracy), the
+    class scores (`class_scores`) and each head of `heads`' total and direct effect. One row per checkpoint."""
+    rows = []
+    for step, hm in load:
+        hs = head_scores(hm, prompts, n_movers)
+        clean, _ = baselines(hm, prompts)
+        ld = _end_ld(hm, prompts.tokens, prompts)
+        row = {"step": int(step), "logit_diff": clean, "accuracy": float((ld > 0).float().mean()),
+               **class_scores(hs)}
+        for h in heads:
+            row[f"{head_name(h)} total"] = float(hs.total[h])
+            row[f"{head_name(h)} direct"] = float(hs.direct[h])
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -241,6 +241,30 @@ def train_dense(s: IOISetup, data: IOITrainData, ckpt_dir: Path, steps: Sequence
     return [p for p in tr.list_checkpoints(ckpt_dir) if checkpoint_step(p) in wanted]
 
 
+def scores_dir(key: Mapping) -> Path:
+    """Artifact folder of an analysis cached over a run's checkpoints (`key`: what decides it)."""
+    return artifacts.path("ioi", "scores", dict(key))
+
+
+def tracin_path(key: Mapping) -> Path:
+    """Artifact file of a cached TracIn of an IOI run (`key`: what decides it)."""
+    return artifacts.path("ioi", "tracin", dict(key)) / "tracin.pt"
+
+
+def ld_objective(prompts: D.IOIPrompts, negate: bool = True) -> Callable[[torch.nn.Module], Tensor]:
+    """hooked -> mean logit difference IO - S at the prompts' ends, with grad (negate: minus it, an objective that
+    falls as the behaviour forms, the convention of lib.analysis.attribution.tracin)."""
+    rows = torch.arange(len(prompts))
+
+    def objective(hooked) -> Tensor:
+        device = next(hooked.parameters()).device
+        logits = hooked(prompts.tokens.to(device)).float()[rows, prompts.end.to(device)]
+        value = logit_diff(logits, prompts.io.to(device), prompts.s.to(device)).mean()
+        return -value if negate else value
+
+    return objective
+
+
 def checkpoint_step(path: Path) -> int:
     """The step of a checkpoint folder step_XXXXXXX."""
     return int(Path(path).name.split("_")[1])

@@ -45,23 +45,31 @@ def behaviour_over_training(scores: pd.DataFrame, sets: Mapping[str, str], title
     return fig
 
 
-def head_maps(maps: Mapping[str, np.ndarray], title: str, cbar: str, vmax: float | None = None) -> Figure:
-    """One heatmap (layer x head) per entry of `maps`, stacked, on a shared diverging colour scale, each cell
+def head_maps(maps: Mapping[str, np.ndarray], title: str, cbar: str, vmax: float | None = None,
+              through: pd.DataFrame | None = None) -> Figure:
+    """One heatmap (layer x head) per entry of `maps`, stacked, then (`through`, rows = receiver inputs, columns =
+    sender heads) the path-patching effects into the receivers, all on one diverging colour scale, each cell
     annotated with its value (NaN cells blank)."""
-    n = len(maps)
     n_layers, n_heads = next(iter(maps.values())).shape
-    finite = [float(np.nanmax(np.abs(m))) for m in maps.values() if np.isfinite(m).any()]
+    frames = {name: pd.DataFrame(m, index=[f"L{L}" for L in range(n_layers)], columns=[f"H{h}" for h in range(n_heads)])
+              for name, m in maps.items()}
+    labels = {name: ("head", "layer") for name in frames}
+    if through is not None:
+        frames["through the name movers (path patching)"] = through
+        labels["through the name movers (path patching)"] = ("sender head", "")
+    values = [f.to_numpy(dtype=float) for f in frames.values()]
+    finite = [float(np.nanmax(np.abs(v))) for v in values if np.isfinite(v).any()]
     vmax = vmax or max(finite, default=1.0) or 1.0
-    fig, axes = plt.subplots(n, 1, figsize=(WIDTH_IN, n * (0.38 * n_layers + 0.9) + 1.0), squeeze=False,
-                             sharex=True)
-    for i, (ax, (name, m)) in enumerate(zip(axes[:, 0], maps.items())):
-        sns.heatmap(pd.DataFrame(m, index=[f"L{L}" for L in range(n_layers)], columns=[f"H{h}" for h in range(n_heads)]),
-                    ax=ax, cmap="RdBu_r", center=0, vmin=-vmax, vmax=vmax, annot=True, fmt=".2f",
-                    annot_kws={"fontsize": SMALL}, cbar_kws={"label": cbar if i == n // 2 else ""},
+    heights = [0.38 * len(f) + 0.75 for f in frames.values()]
+    fig, axes = plt.subplots(len(frames), 1, figsize=(WIDTH_IN, sum(heights) + 1.2), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for i, (ax, (name, f)) in enumerate(zip(axes[:, 0], frames.items())):
+        sns.heatmap(f.astype(float), ax=ax, cmap="RdBu_r", center=0, vmin=-vmax, vmax=vmax, annot=True, fmt=".2f",
+                    annot_kws={"fontsize": SMALL}, cbar_kws={"label": cbar if i == 0 else ""},
                     linewidths=0.5, linecolor="white")
         ax.set_title(name, fontsize=10)
         ax.grid(False)
-        ax.set(xlabel="head" if i == n - 1 else "", ylabel="layer")
+        ax.set(xlabel=labels[name][0], ylabel=labels[name][1])
         ax.tick_params(labelsize=SMALL, rotation=0)
     suptitle(fig, title)
     fig.tight_layout()
@@ -69,23 +77,30 @@ def head_maps(maps: Mapping[str, np.ndarray], title: str, cbar: str, vmax: float
 
 
 def class_scores_over_training(scores: pd.DataFrame, behaviour: str, title: str,
-                               rises: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
-    """One panel per run (column 'run'): each head class's score (columns named as CLASS_COLORS) and the
-    behaviour (column `behaviour`, black) against the training step; each curve's half-rise step (`rises`: run ->
-    {class or behaviour: step}) as a short tick on the top edge in the curve's colour."""
+                               rises: Mapping[str, Mapping[str, float]] | None = None,
+                               extra: Sequence[str] = ()) -> Figure:
+    """One panel per run (column 'run'): each head class's score (columns named as CLASS_COLORS), the `extra`
+    columns (e.g. single heads' effects, solid grey-to-black shades with markers) and the behaviour (column
+    `behaviour`, black dashed) against the training step; each curve's half-rise step (`rises`: run -> {column:
+    step}) as a short tick on the top edge in the curve's colour."""
     runs = list(dict.fromkeys(scores["run"]))
-    fig, axes = plt.subplots(len(runs), 1, figsize=(WIDTH_IN, 2.5 * len(runs) + 1.6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(WIDTH_IN, 2.5 * len(runs) + 1.9), squeeze=False, sharex=True)
+    shades = dict(zip(extra, sns.color_palette("dark", max(len(extra), 1))[::-1]))
     for ax, run in zip(axes[:, 0], runs):
         d = scores[scores["run"] == run].sort_values("step")
         for cls, color in CLASS_COLORS.items():
-            if cls in d:
-                ax.plot(d["step"], d[cls], color=color, lw=1.6, label=cls)
+            if cls in d and np.isfinite(d[cls]).any():
+                ax.plot(d["step"], d[cls], color=color, lw=1.4, alpha=0.8, label=cls)
+        for col in extra:
+            ax.plot(d["step"], d[col], color=shades[col], lw=1.8, marker="o", ms=2.5, label=col)
         ax.plot(d["step"], d[behaviour], color="black", lw=2.0, ls="--", label=behaviour)
         for key, step in (rises or {}).get(run, {}).items():
             if np.isfinite(step):
-                ax.axvline(step, ymin=0.93, ymax=1.0, color=CLASS_COLORS.get(key, "black"), lw=3)
+                ax.axvline(step, ymin=0.93, ymax=1.0, color=CLASS_COLORS.get(key, shades.get(key, "black")), lw=3)
         symlog_if_wide(ax, d["step"].to_numpy())
-        ax.set_ylim(-0.05, 1.05)
+        cols = [c for c in [*CLASS_COLORS, *extra, behaviour] if c in d]
+        lo = min(-0.05, float(np.nanmin(d[cols].to_numpy(dtype=float))) - 0.05)
+        ax.set_ylim(lo, max(1.05, float(np.nanmax(d[cols].to_numpy(dtype=float))) + 0.05))
         ax.set_title(run, fontsize=10)
         ax.set(ylabel="score")
     axes[-1][0].set(xlabel="training step")
@@ -112,4 +127,25 @@ def formation_order(rises: pd.DataFrame, order: Sequence[str], title: str) -> Fi
     ax.set(xlabel="training step at which the score is halfway up")
     suptitle(fig, title)
     tight_with_legend_below(fig, legend_below(fig, *ax.get_legend_handles_labels(), ncol=3))
+    return fig
+
+
+def enrichment_curves(curves: pd.DataFrame, pre_registered: float, title: str) -> Figure:
+    """Enrichment (with its 95% interval as a band) against the top fraction, one line per run (columns run, frac,
+    enrichment, ci_low, ci_high); 1 (chance) dashed, the pre-registered fraction dotted."""
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.8))
+    colors = sns.color_palette("colorblind", curves["run"].nunique())
+    for color, (run, d) in zip(colors, curves.groupby("run", sort=False)):
+        d = d.sort_values("frac")
+        ax.plot(d["frac"], d["enrichment"], color=color, marker="o", ms=3, lw=1.8, label=run)
+        ax.fill_between(d["frac"], d["ci_low"], d["ci_high"], color=color, alpha=0.15, lw=0)
+    ax.axhline(1.0, color="0.3", ls="--", lw=1.2, label="chance")
+    ax.axvline(pre_registered, color="0.2", ls=":", lw=1.4, label=f"pre-registered: top {pre_registered:.0%}")
+    ax.set_xscale("log")
+    fracs = sorted(curves["frac"].unique())
+    ax.set_xticks(fracs, [f"{f:.0%}" for f in fracs])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set(xlabel="top fraction of the windows, by TracIn score", ylabel="enrichment (× base rate)")
+    suptitle(fig, title)
+    tight_with_legend_below(fig, legend_below(fig, *ax.get_legend_handles_labels(), ncol=2))
     return fig
