@@ -169,6 +169,25 @@ def _errors(path: Path) -> list[str]:
             for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+_WARNING = re.compile(r"\b\w*Warning\b|Traceback \(most recent call last\)")
+
+
+def _warnings(path: Path) -> list[str]:
+    """Stream outputs (stdout or stderr) of an executed notebook that carry a warning or a traceback."""
+    nb = nbformat.read(path, as_version=4)
+    return [f"cell {i}: {o.get('text', '')[:300]!r}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "stream" and _WARNING.search(o.get("text", ""))]
+
+
+def test_warnings_finds_warnings_and_tracebacks(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stderr", text="a.py:3: RuntimeWarning: All-NaN\n"),
+                           nbformat.v4.new_output("stream", name="stdout", text="no warnings here: 0 warned\n"),
+                           nbformat.v4.new_output("stream", name="stderr", text="100%|####| 8/8 [00:02]\n")]
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    assert len(_warnings(tmp_path / "n.ipynb")) == 1
+
+
 # ---------------------------------------------------------------- (b) every report, in order
 
 
@@ -177,6 +196,7 @@ def test_smoke_notebook(smoke: Smoke, py: Path) -> None:
     """The report runs cleanly end to end with preset smoke (papermill, kernel python3)."""
     out = smoke.run(py, NOTEBOOK_DIR)
     assert not _errors(out), f"{py.name} produced errors: {_errors(out)}"
+    assert not _warnings(out), f"{py.name} printed warnings or tracebacks: {_warnings(out)}"
     nb = nbformat.read(out, as_version=4)
     assert _code_cells_with_tag(nb, "injected-parameters"), "papermill did not inject the parameters"
 
