@@ -218,6 +218,16 @@ for L, H in sorted(set(circuit) | set(hs.movers)):
                          "role": C.role(hs, (L, H))})
 tables.show(pd.DataFrame(att_rows), caption="Mean attention of the circuit's heads (held-out templates)")
 
+# %% [markdown]
+# Does a head that raises the logit difference do it by copying the IO or by suppressing S? Each circuit head's direct
+# contribution at the end to logit(IO) and to logit(S) separately (its output through the final LayerNorm at the
+# clean run's scale, then the unembedding).
+
+# %%
+nla = C.name_logit_attribution(hm, patch_eval, sorted(set(circuit) | set(hs.movers)))
+tables.show(nla, caption="Direct contribution of each circuit head to the IO's and to S's logit (nats, mean over "
+            "held-out-template prompts)")
+
 # %%
 classes = C.class_scores(hs)
 CLASS_DEF = {"name mover": "direct effect, among heads attending from the end more to IO than to S",

@@ -226,3 +226,24 @@ def test_scores_over_training_one_row_per_checkpoint():
     assert df["L1H2 total"].iloc[1] == pytest.approx(float(C.head_patching(hm, p)[1, 2]), abs=1e-5)
     assert df["logit_diff"].iloc[1] == pytest.approx(C.baselines(hm, p)[0], abs=1e-5)
     assert C.head_name((1, 3)) == "L1H3"
+
+
+@torch.no_grad()
+def test_name_logit_attribution_splits_a_heads_direct_effect_into_io_and_s():
+    hm, p = _model(1, seed=11), _prompts(9)
+    _, cc = hm.run_with_cache(p.tokens)
+    out = C.name_logit_attribution(hm, p, [(0, 0), (0, 2)])
+    rows = torch.arange(N)
+    for r, h in zip(out.itertuples(), (0, 2)):  # no LayerNorm: exact
+        u = (cc["blocks.0.attn.hook_z"][rows, p.end, h] @ hm.W_O[0, h]) @ hm.W_U
+        assert r[2] == pytest.approx(u[rows, p.io].mean().item(), abs=1e-4)
+        assert r[3] == pytest.approx(u[rows, p.s].mean().item(), abs=1e-4)
+        assert r[4] == pytest.approx(r[2] - r[3], abs=1e-4)
+    ln = _model(1, seed=11, normalization="LN")  # with LayerNorm: the parts still sum to the head's logit difference
+    _, lc = ln.run_with_cache(p.tokens)
+    o = C.name_logit_attribution(ln, p, [(0, 1)]).iloc[0]
+    stack = lc.stack_head_results(layer=-1, pos_slice=None)  # [head, n, pos, d]
+    # TransformerLens centres and scales (it assumes the LayerNorm weight folded into W_U); the weight is not folded here
+    scaled = lc.apply_ln_to_stack(stack, layer=-1)[1][rows, p.end] * ln.ln_final.w  # head L0H1
+    ld = ((scaled @ ln.W_U)[rows, p.io] - (scaled @ ln.W_U)[rows, p.s]).mean().item()
+    assert o["to IO − S"] == pytest.approx(ld, abs=1e-3)

@@ -317,3 +317,26 @@ def scores_over_training(load: Sequence[tuple[int, object]], prompts: D.IOIPromp
             row[f"{head_name(h)} direct"] = float(hs.direct[h])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def name_logit_attribution(hm, prompts: D.IOIPrompts, heads: Sequence[Head]) -> pd.DataFrame:
+    """Each head's direct contribution, at the prompt's end, to logit(IO) and to logit(S) separately (its output
+    through the final LayerNorm, with the scale of the clean run frozen, and the unembedding), mean over prompts: a
+    head that raises the logit difference by *lowering* S's logit suppresses the subject instead of copying the IO."""
+    _, cache = hm.run_with_cache(prompts.tokens, names_filter=lambda n: n.endswith(("attn.hook_z", "ln_final.hook_scale")))
+    rows = torch.arange(len(prompts))
+    end = prompts.end
+    has_ln = "ln_final.hook_scale" in cache.cache_dict  # a model without a final LayerNorm writes logits directly
+    scale = cache["ln_final.hook_scale"][rows, end] if has_ln else None  # [n, 1]
+    w_ln = hm.ln_final.w if has_ln else None
+    out = []
+    for L, H in heads:
+        h = cache[_z(L)][rows, end, H] @ hm.blocks[L].attn.W_O[H]  # [n, d_model]
+        if has_ln:
+            h = (h - h.mean(-1, keepdim=True)) / scale * w_ln
+        logits = h @ hm.W_U  # [n, d_vocab]
+        io, s = logits[rows, prompts.io], logits[rows, prompts.s]
+        out.append({"head": head_name((L, H)), "to logit(IO)": io.mean().item(), "to logit(S)": s.mean().item(),
+                    "to IO − S": (io - s).mean().item()})
+    return pd.DataFrame(out)
