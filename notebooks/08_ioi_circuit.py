@@ -278,7 +278,8 @@ else:
 # ## 5. In which order do the parts form?
 #
 # At every checkpoint of every attention-only run: the behaviour, each head class's score, and the total and direct
-# effect of each head of the main run's circuit. A score's **formation step** is the first checkpoint at which it has
+# effect of each head of the main run's circuit, in nats of logit difference removed (the fraction of section 4 is
+# unstable while the logit difference is still near 0). A score's **formation step** is the first checkpoint at which it has
 # covered half its way from its value at initialisation to its maximum (`half_rise_step`, fixed before looking). Is
 # the order the same across seeds, and does the behaviour rise with its parts?
 
@@ -287,7 +288,7 @@ attn_runs = [n for n in ckpts if n.startswith("attention-only")]
 over = []
 for name in attn_runs:
     key = {"run": ckpts[name][0].parent.name, "prompts": [p.n_patch, p.n_eval, p.data_seed], "movers": p.n_movers,
-           "heads": [list(h) for h in circuit], "version": K.CACHE_VERSION}
+           "heads": [list(h) for h in circuit], "version": K.CACHE_VERSION, "effects": "nats"}
     (df,) = attribution.cached_frames(K.scores_dir(key), lambda name=name: (C.scores_over_training(
         attribution.hooked_checkpoints(ckpts[name], device), patch_eval, circuit, p.n_movers),))
     over.append(df.assign(run=name))
@@ -302,7 +303,7 @@ marks = {name: {head_cols.get(r.score, r.score): r.step for r in rises[rises.run
 fig = plots.class_scores_over_training(
     over.drop(columns=list(C.CLASSES)).rename(columns=head_cols), "accuracy",
     "Fig. 4: total effect of each head of the circuit and held-out-template accuracy over training", marks,
-    extra=list(head_cols.values()))
+    extra=list(head_cols.values()), ylabel="nats of logit difference\n(accuracy: share)")
 if over[list(C.CLASSES)].notna().to_numpy().any():
     fig = plots.class_scores_over_training(
         over, "accuracy", "Fig. 4b: Wang et al.'s head-class scores (best head of each class) over training", marks)

@@ -223,7 +223,8 @@ def test_scores_over_training_one_row_per_checkpoint():
     df = C.scores_over_training(load, p, [(0, 1), (1, 2)], n_movers=1)
     assert df.step.tolist() == [0, 10] and {"L0H1 total", "L1H2 direct", "accuracy", *C.CLASSES} <= set(df.columns)
     hm = load[1][1]
-    assert df["L1H2 total"].iloc[1] == pytest.approx(float(C.head_patching(hm, p)[1, 2]), abs=1e-5)
+    clean, abc = C.baselines(hm, p)
+    assert df["L1H2 total"].iloc[1] == pytest.approx(float(C.head_patching(hm, p)[1, 2]) * (clean - abc), abs=1e-4)
     assert df["logit_diff"].iloc[1] == pytest.approx(C.baselines(hm, p)[0], abs=1e-5)
     assert C.head_name((1, 3)) == "L1H3"
 

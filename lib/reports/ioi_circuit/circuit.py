@@ -304,17 +304,19 @@ def role(hs: HeadScores, head: Head) -> str:
 def scores_over_training(load: Sequence[tuple[int, object]], prompts: D.IOIPrompts, heads: Sequence[Head],
                          n_movers: int) -> pd.DataFrame:
     """At every (step, HookedTransformer) of `load`: the behaviour on `prompts` (logit difference, accuracy), the
-    class scores (`class_scores`) and each head of `heads`' total and direct effect. One row per checkpoint."""
+    class scores (`class_scores`) and each head of `heads`' total and direct effect in nats of logit difference
+    removed (the fractions times clean minus ABC: a fraction is unstable while the clean and ABC logit differences
+    are both near 0, early in training). One row per checkpoint."""
     rows = []
     for step, hm in load:
         hs = head_scores(hm, prompts, n_movers)
-        clean, _ = baselines(hm, prompts)
+        clean, abc = baselines(hm, prompts)
         ld = _end_ld(hm, prompts.tokens, prompts)
         row = {"step": int(step), "logit_diff": clean, "accuracy": float((ld > 0).float().mean()),
                **class_scores(hs)}
         for h in heads:
-            row[f"{head_name(h)} total"] = float(hs.total[h])
-            row[f"{head_name(h)} direct"] = float(hs.direct[h])
+            row[f"{head_name(h)} total"] = float(hs.total[h]) * (clean - abc)
+            row[f"{head_name(h)} direct"] = float(hs.direct[h]) * (clean - abc)
         rows.append(row)
     return pd.DataFrame(rows)
 

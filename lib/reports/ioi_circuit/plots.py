@@ -78,7 +78,7 @@ def head_maps(maps: Mapping[str, np.ndarray], title: str, cbar: str, vmax: float
 
 def class_scores_over_training(scores: pd.DataFrame, behaviour: str, title: str,
                                rises: Mapping[str, Mapping[str, float]] | None = None,
-                               extra: Sequence[str] = ()) -> Figure:
+                               extra: Sequence[str] = (), ylabel: str = "score") -> Figure:
     """One panel per run (column 'run'): each head class's score (columns named as CLASS_COLORS), the `extra`
     columns (e.g. single heads' effects, solid grey-to-black shades with markers) and the behaviour (column
     `behaviour`, black dashed) against the training step; each curve's half-rise step (`rises`: run -> {column:
@@ -94,15 +94,16 @@ def class_scores_over_training(scores: pd.DataFrame, behaviour: str, title: str,
         for col in extra:
             ax.plot(d["step"], d[col], color=shades[col], lw=1.8, marker="o", ms=2.5, label=col)
         ax.plot(d["step"], d[behaviour], color="black", lw=2.0, ls="--", label=behaviour)
+        drawn = {*[c for c in CLASS_COLORS if c in d and np.isfinite(d[c]).any()], *extra, behaviour}
         for key, step in (rises or {}).get(run, {}).items():
-            if np.isfinite(step):
+            if key in drawn and np.isfinite(step):
                 ax.axvline(step, ymin=0.93, ymax=1.0, color=CLASS_COLORS.get(key, shades.get(key, "black")), lw=3)
         symlog_if_wide(ax, d["step"].to_numpy())
         cols = [c for c in [*CLASS_COLORS, *extra, behaviour] if c in d]
         lo = min(-0.05, float(np.nanmin(d[cols].to_numpy(dtype=float))) - 0.05)
         ax.set_ylim(lo, max(1.05, float(np.nanmax(d[cols].to_numpy(dtype=float))) + 0.05))
         ax.set_title(run, fontsize=10)
-        ax.set(ylabel="score")
+        ax.set(ylabel=ylabel)
     axes[-1][0].set(xlabel="training step")
     handles, labels = axes[0][0].get_legend_handles_labels()
     suptitle(fig, title)
