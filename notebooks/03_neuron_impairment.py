@@ -205,6 +205,16 @@ pr = pr_all.subset(sorted({t for v in TESTS.values() for t in v[2]}))
 RUNS = [("trained", "selectivity"), ("trained", "kmeans"), ("init", "selectivity")]  # (model, cluster method)
 found = {(name, test, method): impair.find_cluster(stats_[(name, s, loc)], target, method, nb.frac, g)
          for name, method in RUNS for test, (s, target, _, loc) in TESTS.items()}
+READABLE = {"test 1": "1: toxic (MLP output)", "test 2": "2: Athlete (MLP output)", "test 3": "3: toxic (MLP input)",
+            "negative_noise": "negative noise"}  # what a table shows for the tests and impairment kinds
+
+
+def readable(df):
+    """df with its test and impairment-kind labels in words (an index that names them becomes columns)."""
+    df = df.reset_index() if any(n is not None for n in df.index.names) else df
+    return df.replace({c: READABLE for c in ("test", "kind") if c in df})
+
+
 sizes = pd.DataFrame([{"test": t, "cluster": f"{n}, {m}", "units per layer": " + ".join(map(str, c.sizes))}
                       for (n, t, m), c in found.items()])
 k_sel = units.n_units(nb.frac, hooked["trained"].cfg.d_mlp)
@@ -216,7 +226,7 @@ display(Markdown(
     f"Tests run: {', '.join(TESTS) or 'none'}" + (f"; not run (a topic's probe is not usable): {', '.join(skipped)}"
                                                    if skipped else "")
     + f". A selectivity cluster has {k_sel} of {hooked['trained'].cfg.d_mlp} neurons per layer ({nb.frac:.1%})."))
-tables.show(sizes.pivot(index="test", columns="cluster", values="units per layer"),
+tables.show(readable(sizes.pivot(index="test", columns="cluster", values="units per layer")),
             caption="Units per layer (layer 0 + layer 1 …) in each found cluster") if len(sizes) else None
 
 # %% [markdown]
@@ -289,7 +299,7 @@ fig = plots.curve_stat_strip(curves.assign(impairment=curves.kind).dropna(subset
                              ylabel="curvature index (log scale)")
 curve_stats = curves.pivot_table(index=["test", "kind", "topic"], columns="model", values=["spearman", "curvature"])
 curve_stats.columns = [f"{stat}, {m}" for stat, m in curve_stats.columns]
-tables.show(curve_stats)
+tables.show(readable(curve_stats))
 
 # %%
 ci = bootstrap_ci(rho["trained"], stat=np.median, n_boot=nb.n_boot)
@@ -351,10 +361,10 @@ if TESTS:
         {f"{t} ({m})": (null[(t, m)], {m: spec[(t, m)][:2]}) for t in TESTS for m in ("selectivity", "kmeans")},
         "Fig. 7: specificity (own minus other topics' damage, noise, unsaturated intensities) of the found "
         "clusters vs random clusters of the same sizes", "specificity (nats)")
-tables.show(pd.DataFrame([{"test": t, "cluster": m, "intensities": ", ".join(f"{x:g}" for x in ranges[(t, m)]),
+tables.show(readable(pd.DataFrame([{"test": t, "cluster": m, "intensities": ", ".join(f"{x:g}" for x in ranges[(t, m)]),
                            "specificity (nats)": v, "95% CI": tuple(c), "permutation p": p,
                            "random: median": np.median(null[(t, m)]),
-                           "random: 95th pct": np.quantile(null[(t, m)], 0.95)} for (t, m), (v, c, p) in spec.items()]))
+                           "random: 95th pct": np.quantile(null[(t, m)], 0.95)} for (t, m), (v, c, p) in spec.items()])))
 
 # %%
 UNITS_AT = {"mlp_post": "MLP neurons", "ln2": "MLP inputs"}
@@ -473,11 +483,11 @@ if "seed 1" not in hooked:
 overlap = pd.DataFrame(seed_rows)
 if seed_rows:
     fig = plotting.null_histograms(
-        {r["test"]: (jac_null[r["test"]], {"raw indices": (r["raw index Jaccard"], None),
+        {READABLE.get(r["test"], r["test"]): (jac_null[r["test"]], {"raw indices": (r["raw index Jaccard"], None),
                                            "after matching neurons": (r["matched Jaccard"], None)}) for r in seed_rows},
         "Fig. 9: overlap of the seed-0 and seed-1 selectivity clusters vs random clusters", "Jaccard overlap",
-        ylabel="random cluster pairs (count)")
-tables.show(overlap) if seed_rows else None
+        ylabel="random cluster pairs (count)", null_label="random cluster pairs")
+tables.show(readable(overlap)) if seed_rows else None
 
 # %%
 for r in seed_rows:

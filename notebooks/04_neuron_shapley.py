@@ -361,7 +361,8 @@ q95 = float(np.quantile(null, 0.95))
 p_gap = permutation_p(float(np.median(gap)), null)
 fig = plotting.null_histograms({"specificity": (null, {"top-k Shapley neurons (median over topics)": (float(np.median(gap)), ci)})},
                                "Fig. 5: specificity gap of top-k Shapley neurons vs random k-sets",
-                               "specificity gap (damage on X − mean damage elsewhere, nats)", ylabel="random k-sets (count)")
+                               "specificity gap (damage on X − mean damage elsewhere, nats)", ylabel="random k-sets (count)",
+                               null_label="random k-sets")
 spec_rec = findings.record(
                 f"Specificity gap of removing a topic's top-{nb.k} Shapley neurons (own minus other topics' keyword "
                 f"damage, median over topics; vs {nb.n_random_sets} random k-sets)", float(np.median(gap)), unit="nats",

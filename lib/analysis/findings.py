@@ -368,7 +368,7 @@ def verdict_exceeds_noise(diff: Any, noise: Any, ci: Any = None, *, higher_is_be
     low, high = _ci(ci)
     sign = 1.0 if higher_is_better else -1.0
     direction = "> 0" if higher_is_better else "< 0"
-    rule = (f"supported if the difference is {direction} and larger than the noise"
+    rule = (f"supported if the difference is {direction} and beyond the noise (|difference| > noise)"
             + (", with the 95% CI excluding 0" if ci is not None else "") + f"; not supported if it is not {direction}")
     if sign * d <= 0:
         return Verdict("not supported", rule)

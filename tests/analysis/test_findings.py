@@ -299,7 +299,7 @@ def test_each_verdict_function_states_its_rule_and_record_keeps_it():
     p = findings.verdict_from_p(0.2, 0.03, alpha=0.01)
     assert p == "not supported" and "p ≤ 0.01" in p.rule and "p > 0.01" in p.rule
     n = findings.verdict_exceeds_noise(0.5, 0.1, (0.3, 0.7))
-    assert n == "supported" and n.rule.startswith("supported if the difference is > 0 and larger than the noise")
+    assert n == "supported" and n.rule.startswith("supported if the difference is > 0 and beyond the noise")
     findings.start("01_build_transformer", "smoke")
     findings.record("gain", 0.3, control="init", control_value=0.5, verdict=v)
     findings.record("checked", 1.0, control="none: exact check", verdict="supported", rule="every topic unchanged")

@@ -94,3 +94,24 @@ def test_dense_window_adds_the_checkpoints_the_run_passed_through(tmp_path):
     with pytest.raises(ValueError, match="not allowed"):
         attribution.dense_window(cfg, paths, tmp_path / "w2", 9, 5, 3, progress=False, data=data)
 
+
+
+def test_dstar_histograms_draw_every_panel():
+    # a regression: with the shared log axis, every panel after the first came out empty
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from lib.reports.training_dynamics import plots
+
+    rng = np.random.default_rng(0)
+    groups = ["planted repeat", "natural", "other"]
+    df = pd.concat([pd.DataFrame({"dstar": rng.lognormal(np.log(0.03 + 0.01 * k), 0.5, 200), "checkpoint": f"c{k}",
+                                  "group": rng.choice(groups, 200)}) for k in range(4)])
+    fig = plots.dstar_histograms(df, "D*", groups)
+    drawn = [sum(len(c.get_paths()) for c in ax.collections) for ax in fig.axes if ax.get_visible()]
+    assert drawn == [3, 3, 3, 3], drawn  # each panel draws its three groups' histograms
+    plt.close(fig)

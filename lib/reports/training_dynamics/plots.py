@@ -201,12 +201,13 @@ def dstar_histograms(df: pd.DataFrame, title: str, names: Sequence[str]) -> Figu
     fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.9 * rows + 1.6), squeeze=False, sharex=True)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    bins = np.logspace(np.log10(df["dstar"].min()), np.log10(df["dstar"].max()), 40)
+    # bins in log10 units: with log_scale, seaborn bins log10(x); passing bins in data units once the shared axis is
+    # already logarithmic put every panel after the first outside its bins (they came out empty)
+    binrange = (np.log10(df["dstar"].min()), np.log10(df["dstar"].max()))
     for i, (ax, name) in enumerate(zip(axes.flat, panels)):
-        sns.histplot(df[df["checkpoint"] == name], x="dstar", hue="group", hue_order=list(names), bins=bins,
-                     stat="probability", common_norm=False, element="step", palette=_group_palette(names), ax=ax,
-                     legend=i == 0)
-        ax.set_xscale("log")
+        sns.histplot(df[df["checkpoint"] == name], x="dstar", hue="group", hue_order=list(names), bins=40,
+                     binrange=binrange, log_scale=True, stat="probability", common_norm=False, element="step",
+                     palette=_group_palette(names), ax=ax, legend=i == 0)
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1-2-5 ticks: D* often spans < a decade
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
