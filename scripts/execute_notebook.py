@@ -12,13 +12,14 @@ import argparse
 import datetime as dt
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 import yaml
+
+from lib.core import artifacts
 
 STAMP_TAG = "execution-info"  # the markdown cell that says what produced a page's numbers
 # A figure's text/plain output names its title (lib.analysis.plotting.figure_repr): "<Figure 'Fig. 3b: ...' 620x400>"
@@ -107,15 +108,8 @@ def collapse_code(nb: nbformat.NotebookNode) -> None:
 
 def commit(repo: Path) -> str:
     """The checked-out commit (short hash), '+ uncommitted changes' when the tree differs from it; 'unknown'
-    outside git."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=30, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + (" + uncommitted changes" if dirty else "")
+    outside git (lib.core.artifacts.git_commit)."""
+    return artifacts.git_commit(repo)
 
 
 def _duration(seconds: float) -> str:

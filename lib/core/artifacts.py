@@ -40,10 +40,10 @@ def damaged(path: Path, what: str) -> ArtifactError:
     return ArtifactError(f"{path}: {what}; {rebuild_hint(folder)}")
 
 
-def git_commit() -> str:
-    """The repository's checked-out commit (short hash), with ' + uncommitted changes' when tracked files differ from
-    it; 'unknown' outside git."""
-    here = Path(__file__).resolve().parent
+def git_commit(repo: Path | None = None) -> str:
+    """The checked-out commit (short hash) of `repo` (default: this repository), with ' + uncommitted changes' when
+    tracked files differ from it; 'unknown' outside git."""
+    here = Path(repo) if repo is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=30, check=True).stdout.strip()

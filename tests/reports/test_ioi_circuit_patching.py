@@ -49,15 +49,19 @@ def _dla(hm, z: torch.Tensor, layer: int, head: int, p: IOIPrompts) -> torch.Ten
     return ((out @ hm.W_U)[torch.arange(N), p.io] - (out @ hm.W_U)[torch.arange(N), p.s])
 
 
-@torch.no_grad()
-def test_head_patching_and_direct_effect_equal_the_exact_change_in_one_layer():
-    hm, p = _model(1, seed=1), _prompts()
+def _expected_layer0_direct(hm, p: IOIPrompts) -> torch.Tensor:
+    """Per layer-0 head: its own direct logit-difference change from clean to ABC over clean minus ABC (exact)."""
     clean, abc = C.baselines(hm, p)
     _, cc = hm.run_with_cache(p.tokens)
     _, ac = hm.run_with_cache(p.corrupted)
     z_c, z_a = cc["blocks.0.attn.hook_z"], ac["blocks.0.attn.hook_z"]
-    expected = torch.stack([(_dla(hm, z_c, 0, h, p) - _dla(hm, z_a, 0, h, p)).mean() / (clean - abc)
-                            for h in range(3)])
+    return torch.stack([(_dla(hm, z_c, 0, h, p) - _dla(hm, z_a, 0, h, p)).mean() / (clean - abc) for h in range(3)])
+
+
+@torch.no_grad()
+def test_head_patching_and_direct_effect_equal_the_exact_change_in_one_layer():
+    hm, p = _model(1, seed=1), _prompts()
+    expected = _expected_layer0_direct(hm, p)
     total = C.head_patching(hm, p)[0]
     direct = C.path_patching(hm, p, [(0, h) for h in range(3)], None)[0]
     torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)
@@ -68,12 +72,7 @@ def test_head_patching_and_direct_effect_equal_the_exact_change_in_one_layer():
 @torch.no_grad()
 def test_direct_effect_freezes_later_heads_but_total_effect_does_not():
     hm, p = _model(2, seed=2), _prompts(1)
-    clean, abc = C.baselines(hm, p)
-    _, cc = hm.run_with_cache(p.tokens)
-    _, ac = hm.run_with_cache(p.corrupted)
-    z_c, z_a = cc["blocks.0.attn.hook_z"], ac["blocks.0.attn.hook_z"]
-    expected = torch.stack([(_dla(hm, z_c, 0, h, p) - _dla(hm, z_a, 0, h, p)).mean() / (clean - abc)
-                            for h in range(3)])
+    expected = _expected_layer0_direct(hm, p)
     direct = C.path_patching(hm, p, [(L, h) for L in range(2) for h in range(3)], None)
     torch.testing.assert_close(direct[0], expected, atol=1e-4, rtol=1e-4)
     total = C.head_patching(hm, p)
