@@ -277,57 +277,72 @@ else:
 # %% [markdown]
 # ## 5. In which order do the parts form?
 #
-# At every checkpoint of every attention-only run: the behaviour, each head class's score, and the total and direct
-# effect of each head of the main run's circuit, in nats of logit difference removed (the fraction of section 4 is
-# unstable while the logit difference is still near 0). A score's **formation step** is the first checkpoint at which it has
-# covered half its way from its value at initialisation to its maximum (`half_rise_step`, fixed before looking). Is
-# the order the same across seeds, and does the behaviour rise with its parts?
+# Head indices mean nothing across training seeds (any permutation of a layer's heads is the same model), so each
+# attention-only run gets **its own circuit**, found on its final checkpoint by the rule of section 4, and the parts
+# compared across seeds are the circuit's heads **per layer**. At every checkpoint: the behaviour, each head class's
+# score, and the summed total effect of the run's circuit heads in each layer, in nats of logit difference removed
+# (the fraction of section 4 is unstable while the logit difference is still near 0). A score's **formation step**
+# is the first checkpoint at which it has covered half its way from its value at initialisation to its maximum
+# (`half_rise_step`, fixed before looking). Is the order the same across seeds, and does the behaviour rise with its
+# parts?
 
 # %%
 attn_runs = [n for n in ckpts if n.startswith("attention-only")]
-over = []
+LAYER_COL = {L: f"layer-{L} circuit heads" for L in range(s.cfg.model.n_layers)}
+over, circuits = [], {}
 for name in attn_runs:
+    if name == MAIN:
+        circuits[name] = circuit
+    else:
+        m_end, _ = train.load_checkpoint_weights(ckpts[name][-1], device)
+        circuits[name] = C.select_circuit(C.head_scores(core_model.to_hooked(m_end), patch_sel, p.n_movers), p.min_effect)
+    heads_r = circuits[name]
     key = {"run": ckpts[name][0].parent.name, "prompts": [p.n_patch, p.n_eval, p.data_seed], "movers": p.n_movers,
-           "heads": [list(h) for h in circuit], "version": K.CACHE_VERSION, "effects": "nats"}
-    (df,) = attribution.cached_frames(K.scores_dir(key), lambda name=name: (C.scores_over_training(
-        attribution.hooked_checkpoints(ckpts[name], device), patch_eval, circuit, p.n_movers),))
+           "heads": [list(h) for h in heads_r], "version": K.CACHE_VERSION, "effects": "nats"}
+    (df,) = attribution.cached_frames(K.scores_dir(key), lambda name=name, heads_r=heads_r: (C.scores_over_training(
+        attribution.hooked_checkpoints(ckpts[name], device), patch_eval, heads_r, p.n_movers),))
+    for L, col in LAYER_COL.items():
+        cols = [f"{C.head_name(h)} total" for h in heads_r if h[0] == L]
+        df[col] = df[cols].sum(axis=1) if cols else np.nan
     over.append(df.assign(run=name))
 over = pd.concat(over, ignore_index=True)
-SCORES = ["accuracy", *[f"{C.head_name(h)} total" for h in circuit], *C.CLASSES]
-rise_rows = [{"run": name, "score": col, "step": C.half_rise_step(d.step.tolist(), d[col].tolist())}
-             for name, d in over.groupby("run", sort=False) for col in SCORES if col in d]
-rises = pd.DataFrame(rise_rows)
-head_cols = {f"{C.head_name(h)} total": f"{C.head_name(h)} total effect" for h in circuit}
-marks = {name: {head_cols.get(r.score, r.score): r.step for r in rises[rises.run == name].itertuples()}
-         for name in attn_runs}
+tables.show(pd.DataFrame([{"run": name, **{LAYER_COL[L]: ", ".join(C.head_name(h) for h in heads_r if h[0] == L) or "–"
+                                          for L in LAYER_COL}} for name, heads_r in circuits.items()]),
+            caption=f"Each run's own circuit (effect ≥ {p.min_effect:g} on training-template prompts, final checkpoint)")
+SCORES = ["accuracy", *LAYER_COL.values(), *C.CLASSES]
+rises = pd.DataFrame([{"run": name, "score": col, "step": C.half_rise_step(d.step.tolist(), d[col].tolist())}
+                      for name, d in over.groupby("run", sort=False) for col in SCORES
+                      if col in d and d[col].notna().any()])
+marks = {name: {r.score: r.step for r in rises[rises.run == name].itertuples()} for name in attn_runs}
+parts = [c for c in LAYER_COL.values() if over[c].notna().any()]
 fig = plots.class_scores_over_training(
-    over.drop(columns=list(C.CLASSES)).rename(columns=head_cols), "accuracy",
-    "Fig. 4: total effect of each head of the circuit and held-out-template accuracy over training", marks,
-    extra=list(head_cols.values()), ylabel="nats of logit difference\n(accuracy: share)")
+    over.drop(columns=list(C.CLASSES)), "accuracy",
+    "Fig. 4: summed total effect of each run's circuit heads per layer, and held-out-template accuracy, over training",
+    marks, extra=parts, ylabel="nats of logit difference\n(accuracy: share)")
 if over[list(C.CLASSES)].notna().to_numpy().any():
     fig = plots.class_scores_over_training(
         over, "accuracy", "Fig. 4b: Wang et al.'s head-class scores (best head of each class) over training", marks)
-order = [s_ for s_ in ("accuracy", *head_cols) if s_ in set(rises.score)]
-fig = plots.formation_order(rises[rises.score.isin(order)].replace(head_cols), [head_cols.get(o, o) for o in order],
-                            "Fig. 5: formation step of the behaviour and of each circuit head, per seed")
+order = [s_ for s_ in ("accuracy", *parts) if s_ in set(rises.score)]
+fig = plots.formation_order(rises[rises.score.isin(order)], order,
+                            "Fig. 5: formation step of the behaviour and of each layer's circuit heads, per seed")
 
 # %%
-wide = rises.pivot(index="run", columns="score", values="step")
-ranks = wide[[c for c in order]].rank(axis=1, method="min")
-same_order = (ranks == ranks.loc[MAIN]).all(axis=1)
-tables.show(wide[[c for c in order]].rename(columns=head_cols).reset_index(),
-            caption="Formation step (half-rise) of each score, per seed")
-if len(attn_runs) > 1:
+wide = rises.pivot(index="run", columns="score", values="step").reindex(columns=order)
+ranks = wide.rank(axis=1, method="min")
+same_order = (ranks == ranks.loc[MAIN]).all(axis=1) & wide.notna().all(axis=1)
+tables.show(wide.reset_index(), caption="Formation step (half-rise) of each score, per seed")
+if len(attn_runs) > 1 and len(order) > 1:
     share, ci = stats.share_ci(same_order.drop(MAIN).to_numpy())
-    n_orders = np.prod(range(1, len(order) + 1)) if order else 1
-    findings.record(f"Seeds whose behaviour and circuit heads form in the main seed's order (of {len(attn_runs) - 1}"
-                    " other seeds)", share, unit="share of seeds", ci=ci, control="random",
-                    control_value=1 / n_orders, figure="Fig. 5", verdict=findings.verdict_from(share, 1 / n_orders, ci))
-lag = {name: (wide.loc[name, "accuracy"] - wide.loc[name, list(head_cols)].max()) if head_cols else float("nan")
+    n_orders = float(np.prod(range(1, len(order) + 1)))
+    findings.record(f"Seeds whose behaviour and per-layer circuit heads form in the main seed's order (of "
+                    f"{len(attn_runs) - 1} other seeds; {len(order)} parts)", share, unit="share of seeds", ci=ci,
+                    control="random", control_value=1 / n_orders, figure="Fig. 5",
+                    verdict=findings.verdict_from(share, 1 / n_orders, ci))
+lag = {name: (wide.loc[name, "accuracy"] - wide.loc[name, parts].max()) if parts else float("nan")
        for name in attn_runs}
-display(Markdown("Behaviour's formation step minus the last circuit head's, per seed: " + ", ".join(
+display(Markdown("Behaviour's formation step minus the last layer's circuit heads', per seed: " + ", ".join(
     f"{k}: " + (f"{v:+,.0f} steps" if np.isfinite(v) else "not defined (a score never rose)") for k, v in lag.items())
-    + " (negative: the behaviour rises before its last head)."))
+    + " (negative: the behaviour rises before the last part of its circuit)."))
 
 # %% [markdown]
 # ## 6. Which training windows drove the formation? TracIn
