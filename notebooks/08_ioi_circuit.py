@@ -233,8 +233,8 @@ classes = C.class_scores(hs)
 CLASS_DEF = {"name mover": "direct effect, among heads attending from the end more to IO than to S",
              "s-inhibition": "effect through the name movers' queries", "duplicate token": "attention S2 → S1",
              "induction": "attention S2 → S1 + 1", "previous token": "attention S1 + 1 → S1"}
-tables.show(pd.DataFrame([{"class (Wang et al.)": k, "score of the best head": classes[k], "score": CLASS_DEF[k]}
-                          for k in C.CLASSES]), caption="Wang et al.'s head classes in this model")
+display(tables.show(pd.DataFrame([{"class (Wang et al.)": k, "score of the best head": classes[k], "score": CLASS_DEF[k]}
+                          for k in C.CLASSES]), caption="Wang et al.'s head classes in this model"))
 display(Markdown(
     f"Circuit (effect ≥ {p.min_effect:g} on training-template prompts): **{', '.join(map(C.head_name, circuit)) or 'no head'}**; "
     f"heads with the largest direct effect (the receivers of path patching): {', '.join(map(C.head_name, hs.movers)) or 'none'}. "
@@ -306,9 +306,9 @@ for name in attn_runs:
         df[col] = df[cols].sum(axis=1) if cols else np.nan
     over.append(df.assign(run=name))
 over = pd.concat(over, ignore_index=True)
-tables.show(pd.DataFrame([{"run": name, **{LAYER_COL[L]: ", ".join(C.head_name(h) for h in heads_r if h[0] == L) or "–"
+display(tables.show(pd.DataFrame([{"run": name, **{LAYER_COL[L]: ", ".join(C.head_name(h) for h in heads_r if h[0] == L) or "–"
                                           for L in LAYER_COL}} for name, heads_r in circuits.items()]),
-            caption=f"Each run's own circuit (effect ≥ {p.min_effect:g} on training-template prompts, final checkpoint)")
+            caption=f"Each run's own circuit (effect ≥ {p.min_effect:g} on training-template prompts, final checkpoint)"))
 SCORES = ["accuracy", *LAYER_COL.values(), *C.CLASSES]
 rises = pd.DataFrame([{"run": name, "score": col, "step": C.half_rise_step(d.step.tolist(), d[col].tolist())}
                       for name, d in over.groupby("run", sort=False) for col in SCORES
@@ -330,7 +330,7 @@ fig = plots.formation_order(rises[rises.score.isin(order)], order,
 wide = rises.pivot(index="run", columns="score", values="step").reindex(columns=order)
 ranks = wide.rank(axis=1, method="min")
 same_order = (ranks == ranks.loc[MAIN]).all(axis=1) & wide.notna().all(axis=1)
-tables.show(wide.reset_index(), caption="Formation step (half-rise) of each score, per seed")
+display(tables.show(wide.reset_index(), caption="Formation step (half-rise) of each score, per seed"))
 if len(attn_runs) > 1 and len(order) > 1:
     share, ci = stats.share_ci(same_order.drop(MAIN).to_numpy())
     n_orders = float(np.prod(range(1, len(order) + 1)))

@@ -63,8 +63,18 @@ def head_patching(hm, prompts: D.IOIPrompts) -> Float[Tensor, "layer head"]:
     clean, abc = baselines(hm, prompts)
     metric = patching_metric(prompts, clean, abc)
     _, abc_cache = hm.run_with_cache(prompts.corrupted, names_filter=lambda n: n.endswith("attn.hook_z"))
-    kept = patching.get_act_patch_attn_head_out_all_pos(hm, prompts.tokens, abc_cache, metric)
+    # transformer_lens.patching draws a tqdm bar per call (a notebook widget each; report 8 makes ~200 calls):
+    # silenced for this call only
+    bar, patching.tqdm = patching.tqdm, _no_bar
+    try:
+        kept = patching.get_act_patch_attn_head_out_all_pos(hm, prompts.tokens, abc_cache, metric)
+    finally:
+        patching.tqdm = bar
     return (1.0 - kept).cpu()
+
+
+def _no_bar(iterable, *args, **kwargs):
+    return iterable
 
 
 @torch.no_grad()
