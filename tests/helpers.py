@@ -104,6 +104,16 @@ def random_transformer(cfg: ModelConfig, seed: int = 0, matrix_sd: float = 0.5, 
     return m.eval()
 
 
+LAYER1_ATTENTION = ["blocks.1.attn.W_Q", "blocks.1.attn.W_K", "blocks.1.attn.W_V", "blocks.1.attn.W_O"]
+
+
+def tiny_attention_hooked():
+    """A random 2-layer attention-only model (2 heads, d_model 16, 30 tokens, n_ctx 12) as a HookedTransformer: the
+    model the attribution tests take gradients of."""
+    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=30, n_ctx=12, attention_only=True)
+    return model.to_hooked(random_transformer(cfg, matrix_sd=0.3, vector_sd=0.1))
+
+
 TEN_NEURONS = config.resolve("smoke", attention_only=False, n_layers=2, d_mlp=5, init_range=0.3)
 
 

@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import f64_tol, float64, fp32_tol, random_transformer
+from helpers import LAYER1_ATTENTION, f64_tol, float64, fp32_tol, tiny_attention_hooked
 from lib.analysis import attribution
-from lib.core.config import ModelConfig, resolve
-from lib.core.model import to_hooked
+from lib.core.config import resolve
 from lib.core.train import lr_at
 
-NAMES = ["blocks.1.attn.W_Q", "blocks.1.attn.W_K", "blocks.1.attn.W_V", "blocks.1.attn.W_O"]
+NAMES = LAYER1_ATTENTION
 
 
 @pytest.fixture(scope="module")
 def hooked():
-    cfg = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=30, n_ctx=12, attention_only=True)
-    return to_hooked(random_transformer(cfg, matrix_sd=0.3, vector_sd=0.1))
+    return tiny_attention_hooked()
 
 
 

@@ -80,15 +80,20 @@ def test_direct_effect_freezes_later_heads_but_total_effect_does_not():
     assert (total[0] - direct[0]).abs().max() > 1e-3  # layer 0 also acts through layer 1: total != direct
 
 
+def _layer1_input_along_path(hm, p: IOIPrompts, head: int) -> torch.Tensor:
+    """Layer 1's input in the clean run plus only layer-0 `head`'s change from clean to ABC (no LayerNorm: exact)."""
+    _, cc = hm.run_with_cache(p.tokens)
+    _, ac = hm.run_with_cache(p.corrupted)
+    delta = (ac["blocks.0.attn.hook_z"][:, :, head] - cc["blocks.0.attn.hook_z"][:, :, head]) @ hm.W_O[0, head]
+    return cc["blocks.1.hook_resid_pre"] + delta
+
+
 @torch.no_grad()
 def test_path_patching_into_a_later_query_matches_the_query_computed_by_hand():
     hm, p = _model(2, seed=3), _prompts(2)
     clean, abc = C.baselines(hm, p)
-    _, cc = hm.run_with_cache(p.tokens)
-    _, ac = hm.run_with_cache(p.corrupted)
     sender, receiver = (0, 1), (1, 2)
-    delta = (ac["blocks.0.attn.hook_z"][:, :, 1] - cc["blocks.0.attn.hook_z"][:, :, 1]) @ hm.W_O[0, 1]
-    resid = cc["blocks.1.hook_resid_pre"] + delta  # the receiver's input along the path only (no LayerNorm)
+    resid = _layer1_input_along_path(hm, p, head=1)
     q_new = resid @ hm.W_Q[1, 2] + hm.b_Q[1, 2]  # [n, pos, d_head]
     rows = torch.arange(N)
 
@@ -109,10 +114,7 @@ def test_path_patching_into_a_later_query_matches_the_query_computed_by_hand():
 def test_path_patching_into_later_values_changes_them_at_every_position():
     hm, p = _model(2, seed=8), _prompts(7)
     clean, abc = C.baselines(hm, p)
-    _, cc = hm.run_with_cache(p.tokens)
-    _, ac = hm.run_with_cache(p.corrupted)
-    delta = (ac["blocks.0.attn.hook_z"][:, :, 2] - cc["blocks.0.attn.hook_z"][:, :, 2]) @ hm.W_O[0, 2]
-    v_new = (cc["blocks.1.hook_resid_pre"] + delta) @ hm.W_V[1, 0] + hm.b_V[1, 0]
+    v_new = _layer1_input_along_path(hm, p, head=2) @ hm.W_V[1, 0] + hm.b_V[1, 0]
 
     def set_v(v, hook):
         v = v.clone()
