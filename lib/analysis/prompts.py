@@ -457,7 +457,9 @@ def _pack(prompts: list[list[int]], words: list[list[int]], topic: str, source: 
 def tail(x: Float[Tensor, "batch pos ..."], lengths: Int[Tensor, " batch"], width: int) -> Float[Tensor, "batch width ..."]:
     """Each row's values at its last `width` real positions (lengths - width .. lengths - 1, clamped at 0)."""
     pos = (lengths.to(x.device)[:, None] - width + torch.arange(width, device=x.device)).clamp(min=0)
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], pos]
+    # gather, not x[rows, pos]: the same values, ~40x faster on CPU (advanced indexing over the batch axis is slow)
+    idx = pos.view(*pos.shape, *([1] * (x.dim() - 2))).expand(*pos.shape, *x.shape[2:])
+    return torch.gather(x, 1, idx)
 
 
 def keyword_scores(logits: Float[Tensor, "n width vocab"], targets: Int[Tensor, "n width"]) -> dict[str, Tensor]:
