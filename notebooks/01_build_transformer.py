@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from lib.analysis import findings, metrics, session, stats, tables
+from lib.analysis import findings, metrics, plotting, session, stats, tables
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.build_transformer import params as report_params, plots
@@ -122,10 +122,12 @@ tables.show(arch)
 # the models at initialisation. Reference lines: a unigram and a bigram model fitted on the same
 # training windows (the bigram is shrunk towards the unigram) and scored on the same held-out windows.
 
-# %%
+# %% tags=["training"]
 m_attn, h_attn, dir_attn = get_or_train(cfg_attn, device=device)
 m_mlp, h_mlp, dir_mlp = get_or_train(cfg_mlp, device=device)
 m_attn, m_mlp = m_attn.cpu(), m_mlp.cpu()
+
+# %%
 n_eval = cfg_mlp.train.eval_batches * cfg_mlp.train.batch_size
 unigram = metrics.ngram_baseline(tokens.train, tokens.val[:n_eval], tok.vocab_size, order=1)
 bigram = metrics.ngram_baseline(tokens.train, tokens.val[:n_eval], tok.vocab_size, order=2)
@@ -171,10 +173,12 @@ display(Markdown(
 # with several seeds; the error bars are the standard deviation across seeds, and the faint dots
 # are the individual seeds. These runs are cached artifacts too.
 
-# %%
+# %% tags=["training"]
 grid = [dict(n_layers=L, attention_only=ao, seed=s, **runs.bench_overrides(cfg_mlp, nb.bench_steps))
         for L in nb.bench_layers for ao in (True, False) for s in nb.bench_seeds]
 bench = runs.sweep(cfg_mlp, grid, name="bench", device=device)
+
+# %%
 bench["model"] = np.where(bench.attention_only, "attention-only", "with MLP")
 fig = plots.metric_vs_params(bench, hue="model", title=f"Fig. 2: held-out loss after {nb.bench_steps} "
                                 f"steps vs size ({len(nb.bench_seeds)} seeds each)")
@@ -253,7 +257,7 @@ best_layer = int(induction.loc["attention-only", "best head"][1])
 example = text_rep[:1]
 pattern = metrics.attention_patterns(hooked["attention-only"], example)[best_layer, 0]
 labels = [tok.display([t]) for t in example[0]]
-plots.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in range(pattern.shape[0])])
+plotting.attention_widget(labels, pattern.numpy(), [f"L{best_layer}H{h}" for h in range(pattern.shape[0])])
 
 # %% [markdown]
 # ### In-context learning: loss on the second copy

@@ -25,8 +25,8 @@
 #
 # **Reads:** `data/`, `tokenizers/`. **Writes:** `ioi/tokens-*`, `ioi/run-*` (dense checkpoints of every run),
 # `ioi/scores-*` and `ioi/tracin-*` (cached analyses), `findings/`. **Runtime:** smoke ≈ 2 min; cpu ≈ 45 min from
-# nothing on one core (most of it training four 6,000-step runs, ≈ 7–8 min each), ≈ 6.5 min when the checkpoints and
-# the analyses are cached; gpu not measured.
+# nothing on one core (most of it training four 6,000-step runs, ≈ 7–8 min each), under a minute when the checkpoints
+# and the analyses are cached; gpu not measured.
 
 # %% tags=["remove-cell"]
 import numpy as np
@@ -98,7 +98,7 @@ tables.show(pd.DataFrame([
 # changes fastest) plus evenly spaced ones. The attention-only runs differ only in their training seed (same data);
 # the run with MLPs asks whether the same behaviour forms in a model that can also compute in its MLPs.
 
-# %%
+# %% tags=["training"]
 steps = attribution.checkpoint_schedule(s.cfg.train.max_steps, p.n_log, p.n_linear)
 data, ckpts, rows = {}, {}, []
 for name, st in setups.items():
@@ -121,8 +121,11 @@ tables.show(pd.DataFrame(rows), caption="Training runs")
 # %%
 LABELS = {"heldout_templates": "held-out templates", "heldout_names": "held-out names", "heldout": "both held out",
           "train": "training templates and names"}
-curves = pd.concat([K.checkpoint_scores(paths, sets, device=device).assign(run=name) for name, paths in ckpts.items()],
-                   ignore_index=True)
+curves = pd.concat([attribution.cached_frames(  # cached with the run: scoring 49 checkpoints x 4 sets takes minutes
+    K.scores_dir({"run": paths[0].parent.name, "behaviour": [p.n_eval, p.data_seed], "sets": list(sets),
+                  "steps": [K.checkpoint_step(q) for q in paths], "version": K.CACHE_VERSION}),
+    lambda paths=paths: (K.checkpoint_scores(paths, sets, device=device),))[0].assign(run=name)
+    for name, paths in ckpts.items()], ignore_index=True)
 fig = plots.behaviour_over_training(curves[curves.run.str.startswith("attention-only")],
                                     {k: LABELS[k] for k in ("heldout_templates", "heldout_names")},
                                     "Fig. 1: IOI logit difference and accuracy over training, attention-only seeds",
@@ -219,6 +222,18 @@ for L, H in sorted(set(circuit) | set(hs.movers)):
 tables.show(pd.DataFrame(att_rows), caption="Mean attention of the circuit's heads (held-out templates)")
 
 # %% [markdown]
+# The same heads' attention on one held-out-template prompt (select a head; hover a token to see where it attends
+# from, and how much). The prompt is the first of the set, the one shown in section 1.
+
+# %%
+key_heads = sorted(set(circuit) | set(hs.movers))
+n_tok = int(patch_eval.end[i0]) + 1
+plotting.attention_widget([tok.display([t]) for t in patch_eval.tokens[i0, :n_tok].tolist()],
+                          np.stack([cache[f"blocks.{L}.attn.hook_pattern"][i0, H, :n_tok, :n_tok].float().numpy()
+                                    for L, H in key_heads]),
+                          [f"{C.head_name(h)} ({C.role(hs, h)})" for h in key_heads])
+
+# %% [markdown]
 # Does a head that raises the logit difference do it by copying the IO or by suppressing S? Each circuit head's direct
 # contribution at the end to logit(IO) and to logit(S) separately (its output through the final LayerNorm at the
 # clean run's scale, then the unembedding).
@@ -262,7 +277,8 @@ if faith is not None:
         faith["circuit"], unit="fraction", control="random", control_value=float(np.median(faith["random"]))
         if len(faith["random"]) else faith["none"], p=faith["p"], figure="Fig. 3",
         verdict=findings.verdict_from_p(faith["circuit"] - (float(np.median(faith["random"])) if len(faith["random"])
-                                                            else faith["none"]), faith["p"]))
+                                                            else faith["none"]), faith["p"],
+                                        p_min=1 / (1 + len(faith["random"]))))
     display(Markdown(
         f"The circuit alone keeps **{faith['circuit']:.2f}** of the logit difference ({faith['full']:.2f} nats); every "
         f"head ablated keeps {faith['none']:.2f}; the {len(faith['random'])} other {len(circuit)}-head sets keep a "
@@ -273,6 +289,52 @@ elif not circuit:
 else:
     display(Markdown(f"The model's logit difference on these prompts is {full_ld:.3f} nats, not above 0: there is no "
                      "behaviour for a circuit to keep, so faithfulness is not measured."))
+
+# %% [markdown]
+# **The runs with MLPs.** The same rule on each with-MLP run's final checkpoint: its own circuit of heads (found on
+# training-template prompts), where those heads look from the end, and their faithfulness on held-out templates
+# against every other head set of the same size. Only heads are ablated; the MLPs run as usual, so a share the
+# heads do not keep is carried by the MLPs or by the ablated heads' means.
+
+# %%
+mlp_runs = [n for n in ckpts if n.startswith("with MLPs")]
+mlp_rows = []
+for name in mlp_runs:
+    hm_m = core_model.to_hooked(train.load_checkpoint_weights(ckpts[name][-1], device)[0])
+    circ_m = C.select_circuit(C.head_scores(hm_m, patch_sel, p.n_movers), p.min_effect)
+    hs_m = C.head_scores(hm_m, patch_eval, p.n_movers)
+    full_m, _ = C.baselines(hm_m, patch_eval)
+    f_m = C.faithfulness(hm_m, patch_eval, circ_m, p.n_random, seed=seed) if circ_m and full_m > 0 else None
+    _, cache_m = hm_m.run_with_cache(patch_eval.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    for L, H in circ_m:
+        a = cache_m[f"blocks.{L}.attn.hook_pattern"][rows_, H].float()
+        at_end, at_prev = a[rows_, patch_eval.end], a[rows_, patch_eval.end - 1]
+        mlp_rows.append({"run": name, "head": C.head_name((L, H)), "total effect": float(hs_m.total[L, H]),
+                         "direct effect": float(hs_m.direct[L, H]),
+                         "end → IO": at_end[rows_, patch_eval.io_pos].mean().item(),
+                         "end → S1 + S2": (at_end[rows_, patch_eval.s1_pos] + at_end[rows_, patch_eval.s2_pos]).mean().item(),
+                         "end → end − 1": at_end[rows_, patch_eval.end - 1].mean().item(),
+                         "end − 1 → S1 + S2": (at_prev[rows_, patch_eval.s1_pos] + at_prev[rows_, patch_eval.s2_pos]).mean().item()})
+    if f_m is not None:
+        med = float(np.median(f_m["random"])) if len(f_m["random"]) else f_m["none"]
+        r_m = findings.record(
+            f"Faithfulness: share of the logit difference kept by the {len(circ_m)}-head circuit alone ({name}; MLPs "
+            "kept)", f_m["circuit"], unit="fraction", control="random", control_value=med, p=f_m["p"],
+            verdict=findings.verdict_from_p(f_m["circuit"] - med, f_m["p"], p_min=1 / (1 + len(f_m["random"]))))
+        floor = 1 / (1 + len(f_m["random"]))
+        display(Markdown(
+            f"{name}: circuit **{', '.join(map(C.head_name, circ_m))}** keeps **{f_m['circuit']:.2f}** of the logit "
+            f"difference ({f_m['full']:.2f} nats) with every other head mean-ablated; every head ablated keeps "
+            f"{f_m['none']:.2f}; the {len(f_m['random'])} other {len(circ_m)}-head sets keep a median of {med:.2f} "
+            f"({'exact' if f_m['exact'] else 'permutation'} p = {f_m['p']:.3g}: *{r_m['verdict']}*"
+            + (f"; with {len(f_m['random']) + 1} sets in all, no p below {floor:.3g} is possible, so the test cannot "
+               f"reach the pre-registered 0.05" if floor > 0.05 else "") + ")."))
+    else:
+        display(Markdown(f"{name}: " + (f"no head reaches the effect {p.min_effect:g}." if not circ_m else
+                                         f"logit difference {full_m:.3f} nats, not above 0; faithfulness not measured.")))
+if mlp_rows:
+    tables.show(pd.DataFrame(mlp_rows), caption="Circuit heads of the runs with MLPs: effects (fractions of the logit "
+                "difference) and mean attention (held-out templates)")
 
 # %% [markdown]
 # ## 5. In which order do the parts form?
@@ -309,7 +371,7 @@ over = pd.concat(over, ignore_index=True)
 display(tables.show(pd.DataFrame([{"run": name, **{LAYER_COL[L]: ", ".join(C.head_name(h) for h in heads_r if h[0] == L) or "–"
                                           for L in LAYER_COL}} for name, heads_r in circuits.items()]),
             caption=f"Each run's own circuit (effect ≥ {p.min_effect:g} on training-template prompts, final checkpoint)"))
-SCORES = ["accuracy", *LAYER_COL.values(), *C.CLASSES]
+SCORES = ["accuracy", "logit_diff", *LAYER_COL.values(), *C.CLASSES]
 rises = pd.DataFrame([{"run": name, "score": col, "step": C.half_rise_step(d.step.tolist(), d[col].tolist())}
                       for name, d in over.groupby("run", sort=False) for col in SCORES
                       if col in d and d[col].notna().any()])
@@ -333,7 +395,11 @@ fig = plots.formation_order(rises[rises.score.isin(order)], order,
 wide = rises.pivot(index="run", columns="score", values="step").reindex(columns=order)
 ranks = wide.rank(axis=1, method="min")
 same_order = (ranks == ranks.loc[MAIN]).all(axis=1) & wide.notna().all(axis=1)
-display(tables.show(wide.reset_index(), caption="Formation step (half-rise) of each score, per seed"))
+ld_rise = rises[rises.score == "logit_diff"].set_index("run").step.reindex(wide.index)
+display(tables.show(wide.assign(**{"logit difference (not ranked)": ld_rise}).reset_index(),
+                    caption="Formation step (half-rise) of each score, per seed; the order compared across seeds is "
+                    "that of the behaviour's accuracy and the circuit's layers (the logit difference, in the same nats "
+                    "as the circuit's effects, is shown beside them)"))
 if len(attn_runs) > 1 and len(order) > 1:
     share, ci = stats.share_ci(same_order.drop(MAIN).to_numpy())
     n_orders = float(np.prod(range(1, len(order) + 1)))
@@ -345,7 +411,10 @@ lag = {name: (wide.loc[name, "accuracy"] - wide.loc[name, parts].max()) if parts
        for name in attn_runs}
 display(Markdown("Behaviour's formation step minus the last layer's circuit heads', per seed: " + ", ".join(
     f"{k}: " + (f"{v:+,.0f} steps" if np.isfinite(v) else "not defined (a score never rose)") for k, v in lag.items())
-    + " (negative: the behaviour rises before the last part of its circuit)."))
+    + " (negative: the behaviour rises before the last part of its circuit). The same on the logit difference: "
+    + ", ".join(f"{k}: " + (f"{ld_rise[k] - wide.loc[k, parts].max():+,.0f} steps"
+                            if parts and np.isfinite(ld_rise[k] - wide.loc[k, parts].max()) else "not defined")
+                for k in attn_runs) + "."))
 
 # %% [markdown]
 # ## 6. Which training windows drove the formation? TracIn
@@ -411,7 +480,8 @@ tables.show(enrich[np.isclose(enrich.frac, p.top_frac)][["run", "n", "k", "hits"
 # Each claim above stands next to its control: the behaviour and the held-out-name accuracy against the same model
 # at initialisation; the circuit's faithfulness against every other head set of its size; the formation order
 # against the chance that a seed repeats it; the enrichment against chance (1) with the gradients at initialisation
-# and the other seeds as further controls. The with-MLP run repeats the behaviour's claims on a second architecture.
+# and the other seeds as further controls. The with-MLP run repeats the behaviour's claims and the circuit's
+# faithfulness on a second architecture.
 
 # %% [markdown]
 # ## Conclusion

@@ -394,10 +394,13 @@ def _missing(x: Any) -> bool:
     return x is None or (not isinstance(x, str) and bool(pd.isna(x)))
 
 
-def verdict_from_p(value: Any, p: Any, ci: Any = None, *, alpha: float = 0.05, higher_is_better: bool = True) -> str:
+def verdict_from_p(value: Any, p: Any, ci: Any = None, *, alpha: float = 0.05, higher_is_better: bool = True,
+                   p_min: Any = None) -> str:
     """Verdict of a permutation (or other) test against a null, at a level alpha fixed before looking: 'supported' if
     p <= alpha, the value is on the claimed side of 0 and its CI (if any) excludes 0; 'not supported' if p > alpha;
-    else 'inconclusive' (beats the null, but its own interval reaches 0)."""
+    else 'inconclusive' (beats the null, but its own interval reaches 0). p_min: the smallest p the test can give
+    (1 / (1 + n) for an exact test over n alternatives); when it exceeds alpha the test cannot reject whatever the
+    data, so the verdict is 'inconclusive', never 'not supported'."""
     v, pv = _finite("value", value), _finite("p", p)
     if not 0.0 < pv <= 1.0:
         _fail("p", p, "a p-value in (0, 1]")
@@ -406,6 +409,15 @@ def verdict_from_p(value: Any, p: Any, ci: Any = None, *, alpha: float = 0.05, h
     direction = "> 0" if higher_is_better else "< 0"
     rule = (f"supported if p ≤ {alpha:g} (fixed before looking) and the value is {direction}"
             + (" with its 95% CI excluding 0" if ci is not None else "") + f"; not supported if p > {alpha:g}")
+    if p_min is not None:
+        pm = _finite("p_min", p_min)
+        if not 0.0 < pm <= 1.0:
+            _fail("p_min", p_min, "the smallest attainable p-value, in (0, 1]")
+        if pm > pv + 1e-12:
+            _fail("p_min", p_min, f"at most the test's p = {pv:g} (it is the smallest p the test can give)")
+        if pm > alpha:
+            return Verdict("inconclusive", rule + f"; inconclusive whatever the data when the smallest p the test can "
+                           f"give ({pm:.3g}) exceeds {alpha:g}")
     if pv > alpha:
         return Verdict("not supported", rule)
     sign = 1.0 if higher_is_better else -1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -268,3 +268,14 @@ def matrix_heatmap(mat: pd.DataFrame, title: str, xlabel: str, ylabel: str, cbar
 # ---------------------------------------------------------------- report 7: the sub-model tool
 
 
+# ---------------------------------------------------------------- attention patterns (reports 1 and 8)
+
+
+def attention_widget(tokens: Sequence[str], pattern: np.ndarray, head_names: Sequence[str] | None = None):
+    """circuitsvis attention heads view with its bundled JavaScript inlined (renders offline)."""
+    import circuitsvis as cv
+    from IPython.display import HTML
+
+    obj = cv.attention.attention_heads(attention=np.asarray(pattern), tokens=list(tokens),
+                                       attention_head_names=list(head_names) if head_names else None)
+    return HTML(obj.local_src)

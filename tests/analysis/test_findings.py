@@ -280,6 +280,17 @@ def test_verdict_from_p(value, p, ci, expected):
     assert findings.verdict_from_p(value, p, ci) == expected
 
 
+def test_verdict_from_p_without_power_is_inconclusive_not_negative():
+    # an exact test over 7 alternatives (8 one-head sets): p cannot go below 1/8, so p = 1/8 is the best possible
+    # outcome; reading it as "not supported" would call a test that could never reject a negative result
+    v = findings.verdict_from_p(1.0, 1 / 8, p_min=1 / 8)
+    assert v == "inconclusive" and "smallest p the test can give (0.125) exceeds 0.05" in v.rule
+    assert findings.verdict_from_p(1.3, 1 / 56, p_min=1 / 56) == "supported"  # 55 alternatives: the test has power
+    assert findings.verdict_from_p(0.1, 0.5, p_min=1 / 56) == "not supported"
+    with pytest.raises(ValueError, match="p_min=0.5"):  # a p below the smallest attainable one is a bug upstream
+        findings.verdict_from_p(1.0, 0.1, p_min=0.5)
+
+
 def test_p_values_are_stored_validated_and_shown():
     findings.start("03_neuron_impairment", "smoke")
     findings.record("B: gap", 0.3, unit="nats", control="random", control_value=0.1, p=1 / 25,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -97,13 +97,3 @@ def loss_by_position(curves: Mapping[str, np.ndarray], boundary: int | None, tit
     ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
-
-
-def attention_widget(tokens: Sequence[str], pattern: np.ndarray, head_names: Sequence[str] | None = None):
-    """circuitsvis attention heads view with its bundled JavaScript inlined (renders offline)."""
-    import circuitsvis as cv
-    from IPython.display import HTML
-
-    obj = cv.attention.attention_heads(attention=np.asarray(pattern), tokens=list(tokens),
-                                       attention_head_names=list(head_names) if head_names else None)
-    return HTML(obj.local_src)
