@@ -104,11 +104,15 @@ $(FINDINGS_OUT): FORCE
 endif
 
 # --- book --------------------------------------------------------------------------------
+# The intro page shows the timings table (book/executed/timings.md, from papermill's cell timings); the build ends
+# by printing it.
 book: $(EXECUTED) $(FINDINGS_OUT) | $(STAMP)
 	$(BIN)/python scripts/check_toc.py book
+	$(BIN)/python scripts/timings.py book/executed --write > /dev/null
 	$(BIN)/jupyter-book build book/
 	@echo
 	@echo "Book: $(abspath book/_build/html/index.html)"
+	@$(BIN)/python scripts/timings.py book/executed
 
 # ghp-import (pinned in requirements.txt) commits the HTML to gh-pages and pushes it, as Jupyter Book's docs
 # recommend; DRY_RUN=1 does it in a throwaway clone and pushes nothing.

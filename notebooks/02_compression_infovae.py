@@ -107,7 +107,7 @@ if loaded is not None:  # one model holds every hook; the preset's layers are de
 # collected in batches with the forward pass stopped after the hook's block, and cached as artifacts keyed by
 # (model fingerprint, hook, data slice), so a rerun, or a later report, reads them back.
 
-# %%
+# %% tags=["training"]
 if loaded is None:
     val = data.load_token_data(cfgs["mlp"].data).val
     base_models = {(kind, s): get_or_train(cfgs[kind].replace(seed=s), device=device, progress=False)[0]
@@ -119,6 +119,8 @@ else:  # the same held-out articles in windows of the loaded model's tokenizer; 
     val = data.lm_windows(tok.encode_batch(data.load_articles("dbpedia14_test")["text"].tolist()), n_ctx, tok.eos_id)
     hooked = {(kind, nb.model_seeds[0]): loaded[0] for kind in ("attn", "mlp")}
     model_label = {kind: sess.ledger.model for kind in ("attn", "mlp")}
+
+# %%
 fit_tokens, eval_tokens = val[: nb.n_fit], val[-nb.n_eval:]
 assert nb.n_fit + nb.n_eval <= len(val), "fit and eval windows must not overlap"
 hook_names = [(kind, hooks.name(k, layer)) for kind, k, layer in nb.hooks]

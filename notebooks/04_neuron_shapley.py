@@ -122,13 +122,15 @@ display(Markdown(f"{len(topics)} topics; {len(game_pr)} game prompts and {len(ev
 # (its last few tokens: keywords are whole words of 1–4 tokens) are unembedded
 # (a test checks it against one plain forward per coalition; `bench/shapley_eval.py` times both).
 
-# %%
+# %% tags=["training"]
 if loaded is None:
     hooked = {"trained": model.to_hooked(get_or_train(cfg, device=device)[0]),
               "seed 1": model.to_hooked(get_or_train(cfg.replace(seed=seed + 1), device=device)[0]),
               "init": model.to_hooked(train.init_model(cfg, device).eval())}
 else:  # a model given by path has no second training seed of ours
     hooked = {"trained": loaded[0], "init": pretrained.load_model(model_path, device, init=True, seed=seed)}
+
+# %%
 # report 3's probe gate: a topic's game is played only if the model predicts its keywords better than a unigram
 margins = prompts.model_probe_margins(hooked["trained"], tok, pr, data.corpus_texts(cfg.data), seed=seed)
 dropped = [t for t in topics if not margins.set_index("topic").usable.get(t, False)]

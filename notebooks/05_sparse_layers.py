@@ -88,7 +88,7 @@ if loaded is not None:
 # from the original model's next-token distribution. Losses are the mean next-token cross-entropy on held-out
 # windows; bands span the training seeds.
 
-# %%
+# %% tags=["training"]
 if loaded is None:
     m0, _, base_dir = get_or_train(cfg, device=device)
     hooked, tok, base = model.to_hooked(m0), data.get_tokenizer(cfg.data), base_dir.name
@@ -99,6 +99,8 @@ else:  # the same training and held-out texts, in windows of the loaded model's 
     test_texts = data.load_articles("dbpedia14_test")["text"].tolist()
     train_tok = data.lm_windows(tok.encode_batch(data.corpus_texts(cfg.data)), n_ctx, tok.eos_id)[: nb.layer.n_train]
     val_tok = data.lm_windows(tok.encode_batch(test_texts), n_ctx, tok.eos_id)[: nb.n_eval]
+
+# %%
 n_units, last = hooked.cfg.d_mlp, hooked.cfg.n_layers - 1
 ks = sorted({kwta.k_for(f, n_units) for f in nb.k_fracs})
 k_focus = kwta.k_for(nb.layer.k_frac, n_units)

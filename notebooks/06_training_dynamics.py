@@ -80,7 +80,7 @@ cfg = runs[f"seed {seed}"]
 # here), so the extra seeds train for `extra_max_steps` steps (their cosine schedule is stretched to
 # match), and we report per seed whether and when a phase change happened, and the rate over seeds.
 
-# %%
+# %% tags=["training"]
 tok = data.get_tokenizer(cfg.data)
 token_data = {name: data.load_token_data(c.data) for name, c in runs.items()}
 tokens = token_data[f"seed {seed}"]

@@ -118,7 +118,7 @@ display(Markdown(
 # the concept), is undefined where ablating the whole layer does not hurt the concept and unstable where that
 # damage is small, so the findings use kept.
 
-# %%
+# %% tags=["training"]
 if loaded is None:
     m0, _, base_dir = get_or_train(cfg, device=device)
     hooked = model.to_hooked(m0)
@@ -127,6 +127,8 @@ if loaded is None:
 else:
     hooked, h_init = loaded[0], pretrained.load_model(model_path, device, init=True, seed=seed)
     bases = tuple(f"{sess.ledger.model}-{units.fingerprint(h)}" for h in (hooked, h_init))
+
+# %%
 run = dict(n_random=nb.n_random, kind=nb.kind, intensity=nb.intensity, seed=seed, progress=False)
 # a concept is validated only on a probe that measures knowledge: the model must beat a unigram baseline on it
 val_all = prompts.concat(list(val.values()), tok.eos_id)

@@ -32,6 +32,7 @@ from lib.analysis import findings
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import execute_notebook  # noqa: E402  (the post-processing `make book` applies: stamp, figure anchors, collapsed code)
+import timings  # noqa: E402  (the timings table `make book` writes for the intro page)
 
 NOTEBOOK_DIR = REPO / "notebooks"
 BOOK = REPO / "book"
@@ -311,6 +312,7 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
         execute_notebook.stamp(Path(shutil.copy(out, book / "executed" / out.name)), "smoke-test")
     if not has_findings:
         (book / "executed" / "findings.md").write_text("# Findings\n\nThe findings notebook is not written yet.\n")
+    timings.write(timings.timings(book / "executed"), book / "executed")  # as `make book` does: the intro shows it
 
     check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_toc.py"), str(book)],
                            capture_output=True, text=True)
@@ -321,6 +323,12 @@ def test_smoke_book_build(smoke: Smoke, tmp_path: Path) -> None:
 
     html = book / "_build" / "html"
     assert (html / "index.html").exists(), "no index.html"
+    intro = (html / "intro.html").read_text()
+    assert "All notebooks" in intro, "the intro page has no timings table"
+    table = intro[intro.index("Where the time goes"): intro.index("All notebooks")]
+    for out in executed:  # the timings table on the intro page: a row per notebook, linked to its page
+        assert re.search(rf'href="executed/{out.stem}.html[^"]*"[^>]*>(<[^>]+>)*{out.stem}<', table), (
+            f"the intro's timings table has no linked row for {out.stem}")
     for out in executed:
         page = html / "executed" / f"{out.stem}.html"
         assert page.exists(), f"no page for {out.stem} in the built book"
