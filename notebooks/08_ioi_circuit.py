@@ -231,7 +231,7 @@ n_tok = int(patch_eval.end[i0]) + 1
 plotting.attention_widget([tok.display([t]) for t in patch_eval.tokens[i0, :n_tok].tolist()],
                           np.stack([cache[f"blocks.{L}.attn.hook_pattern"][i0, H, :n_tok, :n_tok].float().numpy()
                                     for L, H in key_heads]),
-                          [f"{C.head_name(h)} ({C.role(hs, h)})" for h in key_heads])
+                          [C.head_name(h) for h in key_heads])
 
 # %% [markdown]
 # Does a head that raises the logit difference do it by copying the IO or by suppressing S? Each circuit head's direct

@@ -22,7 +22,17 @@ import nbformat
 import pandas as pd
 
 TAG = "training"
-COLUMNS = ["notebook", "preset", "started", "training_s", "analysis_s", "total_s", "training_cells"]
+COLUMNS = ["notebook", "title", "preset", "started", "training_s", "analysis_s", "total_s", "training_cells"]
+
+
+def title(nb: nbformat.NotebookNode, default: str) -> str:
+    """The notebook's short title: its first '# ' heading up to a colon ('8. Indirect object identification')."""
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].split(":")[0].strip().replace("`", "").replace("<", "").replace(">", "") or default
+    return default
 
 
 def notebook_timing(path: Path) -> dict:
@@ -39,7 +49,7 @@ def notebook_timing(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: code cells {missing[:5]} have no papermill duration; was the run interrupted?")
     training = [float(c.metadata["papermill"]["duration"]) for c in cells if TAG in c.metadata.get("tags", [])]
-    return {"notebook": path.stem, "preset": meta.get("parameters", {}).get("preset"), "started": meta.get("start_time"),
+    return {"notebook": path.stem, "title": title(nb, path.stem), "preset": meta.get("parameters", {}).get("preset"), "started": meta.get("start_time"),
             "training_s": sum(training), "analysis_s": total - sum(training), "total_s": total,
             "training_cells": len(training)}
 
@@ -79,9 +89,9 @@ def markdown_table(df: pd.DataFrame) -> str:
     out = [f"Wall time of each notebook in the build of this book (preset {', '.join(presets) or 'unknown'}{when}; "
            "minutes:seconds, from papermill's cell timings). *Training* is the cells that train the report's models "
            "or load them from `artifacts/` when an earlier run made them; *analysis* is everything else.", "",
-           "| Notebook | Training | Analysis | Total |", "|---|--:|--:|--:|"]
+           "| Report | Training | Analysis | Total |", "|---|--:|--:|--:|"]
     for r in df.itertuples():
-        out.append(f"| {{doc}}`{r.notebook} <executed/{r.notebook}>` | {minutes(r.training_s)} | "
+        out.append(f"| {{doc}}`{r.title} <executed/{r.notebook}>` | {minutes(r.training_s)} | "
                    f"{minutes(r.analysis_s)} | {minutes(r.total_s)} |")
     out.append(f"| **All notebooks** | **{minutes(df.training_s.sum())}** | **{minutes(df.analysis_s.sum())}** | "
                f"**{minutes(df.total_s.sum())}** |")

@@ -16,7 +16,7 @@ import timings  # noqa: E402
 def _executed(path: Path, durations: list[tuple[float, bool]], total: float | None, preset: str = "cpu") -> Path:
     """A notebook as papermill leaves it: per-cell durations (some cells tagged training) and a total."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Title")]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem[:2]}. A report: its question")]
     for i, (d, train) in enumerate(durations):
         c = nbformat.v4.new_code_cell(f"x = {i}")
         c.metadata["papermill"] = {"duration": d, "status": "completed"}
@@ -42,7 +42,7 @@ def test_training_is_the_tagged_cells_and_analysis_the_rest(tmp_path: Path) -> N
     text = timings.text_table(df)
     assert "0:46" in text.splitlines()[-1]  # 10 + 31 + 5 s in all
     md = timings.markdown_table(df)
-    assert "| {doc}`01_a <executed/01_a>` | 0:03 | 0:07 | 0:10 |" in md
+    assert "| {doc}`01. A report <executed/01_a>` | 0:03 | 0:07 | 0:10 |" in md  # the title up to its colon
     csv, page = timings.write(df, tmp_path)
     assert csv.read_text().splitlines()[0] == ",".join(timings.COLUMNS) and page.read_text() == md
 
