@@ -167,8 +167,8 @@ tables.show(pd.DataFrame([{"run": name, "formed at step": formed[name] if formed
 # %% [markdown]
 # ## 4. Which heads carry it? Patching at the end of training
 #
-# On the main run's final checkpoint (TransformerLens twin of our model, identical logits) and `n_patch` held-out-
-# template prompts:
+# On the main run's final checkpoint (TransformerLens twin of our model, identical logits) and `n_patch`
+# held-out-template prompts:
 #
 # - **Total effect** (activation patching, TransformerLens's `get_act_patch_attn_head_out_all_pos`): replace one
 #   head's output at every position by its output on the ABC prompt and measure the fraction of the clean-minus-ABC
@@ -248,7 +248,7 @@ classes = C.class_scores(hs)
 CLASS_DEF = {"name mover": "direct effect, among heads attending from the end more to IO than to S",
              "s-inhibition": "effect through the name movers' queries", "duplicate token": "attention S2 → S1",
              "induction": "attention S2 → S1 + 1", "previous token": "attention S1 + 1 → S1"}
-display(tables.show(pd.DataFrame([{"class (Wang et al.)": k, "score of the best head": classes[k], "score": CLASS_DEF[k]}
+display(tables.show(pd.DataFrame([{"class (Wang et al.)": k, "score of the best head": classes[k], "scored by": CLASS_DEF[k]}
                           for k in C.CLASSES]), caption="Wang et al.'s head classes in this model"))
 display(Markdown(
     f"Circuit (effect ≥ {p.min_effect:g} on training-template prompts): **{', '.join(map(C.head_name, circuit)) or 'no head'}**; "
@@ -325,7 +325,8 @@ for name in mlp_runs:
         display(Markdown(
             f"{name}: circuit **{', '.join(map(C.head_name, circ_m))}** keeps **{f_m['circuit']:.2f}** of the logit "
             f"difference ({f_m['full']:.2f} nats) with every other head mean-ablated; every head ablated keeps "
-            f"{f_m['none']:.2f}; the {len(f_m['random'])} other {len(circ_m)}-head sets keep a median of {med:.2f} "
+            f"{f_m['none']:.2f}; the {len(f_m['random'])} other {len(circ_m)}-head sets keep a median of "
+            f"{findings.fmt(med)} "
             f"({'exact' if f_m['exact'] else 'permutation'} p = {f_m['p']:.3g}: *{r_m['verdict']}*"
             + (f"; with {len(f_m['random']) + 1} sets in all, no p below {floor:.3g} is possible, so the test cannot "
                f"reach the pre-registered 0.05" if floor > 0.05 else "") + ")."))
@@ -333,8 +334,8 @@ for name in mlp_runs:
         display(Markdown(f"{name}: " + (f"no head reaches the effect {p.min_effect:g}." if not circ_m else
                                          f"logit difference {full_m:.3f} nats, not above 0; faithfulness not measured.")))
 if mlp_rows:
-    tables.show(pd.DataFrame(mlp_rows), caption="Circuit heads of the runs with MLPs: effects (fractions of the logit "
-                "difference) and mean attention (held-out templates)")
+    display(tables.show(pd.DataFrame(mlp_rows), caption="Circuit heads of the runs with MLPs: effects (fractions of the logit "
+                "difference) and mean attention (held-out templates)"))
 
 # %% [markdown]
 # ## 5. In which order do the parts form?
@@ -346,7 +347,8 @@ if mlp_rows:
 # (the fraction of section 4 is unstable while the logit difference is still near 0). A score's **formation step**
 # is the first checkpoint at which it has covered half its way from its value at initialisation to its maximum
 # (`half_rise_step`, fixed before looking). Is the order the same across seeds, and does the behaviour rise with its
-# parts?
+# parts? A layer's effect in nats is its share times the logit difference, so a layer that keeps a constant share
+# rises exactly with the logit difference; accuracy needs only the sign of the logit difference and can rise first.
 
 # %%
 attn_runs = [n for n in ckpts if n.startswith("attention-only")]
@@ -420,8 +422,8 @@ display(Markdown("Behaviour's formation step minus the last layer's circuit head
 # ## 6. Which training windows drove the formation? TracIn
 #
 # As in report 6: a sample of `n_attr` windows that the main run trained on, `attr_ioi_frac` of them carrying an IOI
-# sentence (a low base rate leaves room for enrichment); the objective is minus the logit difference on held-out-
-# template prompts, so that a positive score means a gradient step on the window raises the logit difference;
+# sentence (a low base rate leaves room for enrichment); the objective is minus the logit difference on
+# held-out-template prompts, so that a positive score means a gradient step on the window raises the logit difference;
 # gradients with respect to every attention weight, weighted per window by the learning rate over its visits
 # (`visit_weights`) at `n_tracin` checkpoints. **Pre-registered:** the ledger reads the enrichment of IOI windows
 # among the top `top_frac` (the whole curve is the figure); it counts when its exact hypergeometric p ≤ 0.05 and its
