@@ -44,10 +44,13 @@ seed = 0  # the main run; the other attention-only seeds are seed + 1, seed + 2,
 n_seeds = None  # None: take from the preset
 mlp_seeds = None
 ioi_frac = None
+max_steps = None  # None: the preset's (the length of the cosine schedule; the checkpoint schedule follows it)
 
 # %% tags=["remove-cell"]
 device = session.start("08_ioi_circuit", preset).device
 p = report_params.resolve(preset, n_seeds=n_seeds, mlp_seeds=mlp_seeds, ioi_frac=ioi_frac)
+if max_steps is not None:
+    p = p.replace(run={**p.run, "max_steps": int(max_steps)})
 setups = {}
 for variant, attn_only, n in (("attention-only", True, p.n_seeds), ("with MLPs", False, p.mlp_seeds)):
     for i in range(n):
