@@ -210,29 +210,20 @@ fig = plots.head_maps(maps, f"Fig. 2: fraction of the logit difference each head
 # induction head's target) and to the position before the end.
 
 # %%
-att_rows = []
-_, cache = hm.run_with_cache(patch_eval.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-rows_ = torch.arange(len(patch_eval))
-for L, H in sorted(set(circuit) | set(hs.movers)):
-    pat = cache[f"blocks.{L}.attn.hook_pattern"][:, H].float()
-    for q_name, q in (("end", patch_eval.end), ("end − 1", patch_eval.end - 1)):
-        a = pat[rows_, q]
-        att_rows.append({"head": C.head_name((L, H)), "from": q_name, "to IO": a[rows_, patch_eval.io_pos].mean().item(),
-                         "to S1 + S2": (a[rows_, patch_eval.s1_pos] + a[rows_, patch_eval.s2_pos]).mean().item(),
-                         "to S1 + 1": a[rows_, patch_eval.s1_pos + 1].mean().item(),
-                         "to end − 1": a[rows_, patch_eval.end - 1].mean().item(),
-                         "role": C.role(hs, (L, H))})
-tables.show(pd.DataFrame(att_rows), caption="Mean attention of the circuit's heads (held-out templates)")
+key_heads = sorted(set(circuit) | set(hs.movers))
+att = C.attention_table(hm, patch_eval, key_heads)
+tables.show(att.assign(role=[C.role(hs, h) for h in key_heads for _ in range(2)]),
+            caption="Mean attention of the circuit's heads (held-out templates)")
 
 # %% [markdown]
 # The same heads' attention on one held-out-template prompt (select a head; hover a token to see where it attends
 # from, and how much). The prompt is the first of the set, the one shown in section 1.
 
 # %%
-key_heads = sorted(set(circuit) | set(hs.movers))
+_, cache = hm.run_with_cache(patch_eval.tokens[i0: i0 + 1], names_filter=lambda n: n.endswith("hook_pattern"))
 n_tok = int(patch_eval.end[i0]) + 1
 plotting.attention_widget([tok.display([t]) for t in patch_eval.tokens[i0, :n_tok].tolist()],
-                          np.stack([cache[f"blocks.{L}.attn.hook_pattern"][i0, H, :n_tok, :n_tok].float().numpy()
+                          np.stack([cache[f"blocks.{L}.attn.hook_pattern"][0, H, :n_tok, :n_tok].float().numpy()
                                     for L, H in key_heads]),
                           [C.head_name(h) for h in key_heads])
 
@@ -281,7 +272,7 @@ if faith is not None:
         if len(faith["random"]) else faith["none"], p=faith["p"], figure="Fig. 3",
         verdict=findings.verdict_from_p(faith["circuit"] - (float(np.median(faith["random"])) if len(faith["random"])
                                                             else faith["none"]), faith["p"],
-                                        p_min=1 / (1 + len(faith["random"]))))
+                                        p_min=faith["p_min"]))
     display(Markdown(
         f"The circuit alone keeps **{faith['circuit']:.2f}** of the logit difference ({faith['full']:.2f} nats); every "
         f"head ablated keeps {faith['none']:.2f}; the {len(faith['random'])} other {len(circuit)}-head sets keep a "
@@ -308,23 +299,17 @@ for name in mlp_runs:
     hs_m = C.head_scores(hm_m, patch_eval, p.n_movers)
     full_m, _ = C.baselines(hm_m, patch_eval)
     f_m = C.faithfulness(hm_m, patch_eval, circ_m, p.n_random, seed=seed) if circ_m and full_m > 0 else None
-    _, cache_m = hm_m.run_with_cache(patch_eval.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    for L, H in circ_m:
-        a = cache_m[f"blocks.{L}.attn.hook_pattern"][rows_, H].float()
-        at_end, at_prev = a[rows_, patch_eval.end], a[rows_, patch_eval.end - 1]
-        mlp_rows.append({"run": name, "head": C.head_name((L, H)), "total effect": float(hs_m.total[L, H]),
-                         "direct effect": float(hs_m.direct[L, H]),
-                         "end → IO": at_end[rows_, patch_eval.io_pos].mean().item(),
-                         "end → S1 + S2": (at_end[rows_, patch_eval.s1_pos] + at_end[rows_, patch_eval.s2_pos]).mean().item(),
-                         "end → end − 1": at_end[rows_, patch_eval.end - 1].mean().item(),
-                         "end − 1 → S1 + S2": (at_prev[rows_, patch_eval.s1_pos] + at_prev[rows_, patch_eval.s2_pos]).mean().item()})
+    if circ_m:
+        mlp_rows.append(C.attention_table(hm_m, patch_eval, circ_m).assign(
+            run=name, **{f"{kind} effect": [float(getattr(hs_m, kind)[h]) for h in circ_m for _ in range(2)]
+                         for kind in ("total", "direct")}))
     if f_m is not None:
         med = float(np.median(f_m["random"])) if len(f_m["random"]) else f_m["none"]
         r_m = findings.record(
             f"Faithfulness: share of the logit difference kept by the {len(circ_m)}-head circuit alone ({name}; MLPs "
             "kept)", f_m["circuit"], unit="fraction", control="random", control_value=med, p=f_m["p"],
-            verdict=findings.verdict_from_p(f_m["circuit"] - med, f_m["p"], p_min=1 / (1 + len(f_m["random"]))))
-        floor = 1 / (1 + len(f_m["random"]))
+            verdict=findings.verdict_from_p(f_m["circuit"] - med, f_m["p"], p_min=f_m["p_min"]))
+        floor = f_m["p_min"]
         display(Markdown(
             f"{name}: circuit **{', '.join(map(C.head_name, circ_m))}** keeps **{f_m['circuit']:.2f}** of the logit "
             f"difference ({f_m['full']:.2f} nats) with every other head mean-ablated; every head ablated keeps "
@@ -337,7 +322,8 @@ for name in mlp_runs:
         display(Markdown(f"{name}: " + (f"no head reaches the effect {p.min_effect:g}." if not circ_m else
                                          f"logit difference {full_m:.3f} nats, not above 0; faithfulness not measured.")))
 if mlp_rows:
-    display(tables.show(pd.DataFrame(mlp_rows), caption="Circuit heads of the runs with MLPs: effects (fractions of the logit "
+    display(tables.show(pd.concat(mlp_rows, ignore_index=True)[["run", "head", "total effect", "direct effect", "from",
+                                                                 "to IO", "to S1 + S2", "to end − 1"]], caption="Circuit heads of the runs with MLPs: effects (fractions of the logit "
                 "difference) and mean attention (held-out templates)"))
 
 # %% [markdown]

@@ -166,14 +166,35 @@ def test_faithfulness_of_all_heads_is_one_and_a_planted_head_beats_random_sets()
     one = C.faithfulness(hm, p, [(0, 0)], n_random=5)  # 3 single heads <= 5: all enumerated, p exact
     assert one["exact"] and one["circuit"] == pytest.approx(1.0, abs=1e-5)  # the other heads write nothing
     assert one["random"] == pytest.approx([one["none"]] * 2, abs=1e-5) and one["p"] == pytest.approx(1 / 3)
+    assert one["p_min"] == pytest.approx(1 / 3) and res["p_min"] == 1.0  # the smallest p each test can give
     assert one["none"] < 0.9  # ablating head 0 does cost logit difference
+
+
+@torch.no_grad()
+def test_attention_table_reads_the_query_rows_it_names():
+    # with W_Q = b_Q = 0 every score is equal, so a query at position q attends 1/(q + 1) to each earlier position:
+    # 1/10 from the end (9), 1/9 from end - 1; a table that read the end's row for both would give 1/10 twice
+    hm, p = _model(2, seed=9), _prompts(8)
+    with torch.no_grad():
+        for b in hm.blocks:
+            b.attn.W_Q.zero_()
+            b.attn.b_Q.zero_()
+    df = C.attention_table(hm, p, [(1, 2), (0, 1)])
+    assert df[["head", "from"]].values.tolist() == [["L1H2", "end"], ["L1H2", "end − 1"], ["L0H1", "end"],
+                                                     ["L0H1", "end − 1"]]
+    for q, a in (("end", 1 / (END + 1)), ("end − 1", 1 / END)):
+        r = df[df["from"] == q]
+        np.testing.assert_allclose(r["to IO"], a, rtol=1e-5)
+        np.testing.assert_allclose(r["to S1 + S2"], 2 * a, rtol=1e-5)  # both mentions of S
+        np.testing.assert_allclose(r["to S1 + 1"], a, rtol=1e-5)
+        np.testing.assert_allclose(r["to end − 1"], a, rtol=1e-5)  # from end - 1: its own position
 
 
 @torch.no_grad()
 def test_faithfulness_draws_random_sets_when_there_are_too_many():
     hm, p = _model(2, seed=7), _prompts(6)
     res = C.faithfulness(hm, p, [(0, 0), (1, 1)], n_random=10, seed=3)  # C(6, 2) = 15 > 10: drawn
-    assert not res["exact"] and len(res["random"]) == 10
+    assert not res["exact"] and len(res["random"]) == 10 and res["p_min"] == pytest.approx(1 / 11)
     assert res["p"] == pytest.approx((1 + np.sum(res["random"] >= res["circuit"])) / 11)
     again = C.faithfulness(hm, p, [(0, 0), (1, 1)], n_random=10, seed=3)
     np.testing.assert_array_equal(res["random"], again["random"])

@@ -146,14 +146,38 @@ def attention_scores(hm, prompts: D.IOIPrompts) -> dict[str, Float[Tensor, "laye
     """Mean attention probability, per head, of the pattern that defines each class (on the clean prompts):
     'end->IO' and 'end->S' (name movers attend from the end to the IO), 'S2->S1' (duplicate-token heads),
     'S2->S1+1' (induction heads: the token after the first S) and 'S1+1->S1' (previous-token heads)."""
-    _, cache = hm.run_with_cache(prompts.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    rows = torch.arange(len(prompts))
     p = prompts
     pairs = {"end->IO": [(p.end, p.io_pos)], "end->S": [(p.end, p.s1_pos), (p.end, p.s2_pos)],  # either mention
              "S2->S1": [(p.s2_pos, p.s1_pos)], "S2->S1+1": [(p.s2_pos, p.s1_pos + 1)],
              "S1+1->S1": [(p.s1_pos + 1, p.s1_pos)]}
+    return _mean_attention(_patterns(hm, p), pairs, hm.cfg.n_layers)
+
+
+def _patterns(hm, prompts: D.IOIPrompts) -> dict:
+    _, cache = hm.run_with_cache(prompts.tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    return cache
+
+
+def _mean_attention(cache, pairs: dict[str, list[tuple[Tensor, Tensor]]], n_layers: int) -> dict[str, Tensor]:
+    """Per key, [layer, head]: the attention from each prompt's dest to its src position(s), summed over the pairs
+    and averaged over prompts."""
+    rows = torch.arange(len(next(iter(pairs.values()))[0][0]))
     return {key: torch.stack([sum(cache[_pattern(L)][rows, :, dest, src].float() for dest, src in pos).mean(0).cpu()
-                              for L in range(hm.cfg.n_layers)]) for key, pos in pairs.items()}
+                              for L in range(n_layers)]) for key, pos in pairs.items()}
+
+
+@torch.no_grad()
+def attention_table(hm, prompts: D.IOIPrompts, heads: Sequence[Head]) -> pd.DataFrame:
+    """Where each of `heads` looks from the prompt's end and from end − 1 (which the end can read): its mean attention
+    to the IO, to either mention of S, to the token after S1 (an induction head's target) and to end − 1. One row per
+    head and query position."""
+    p, cache = prompts, _patterns(hm, prompts)
+    by_query = {q_name: _mean_attention(cache, {"to IO": [(q, p.io_pos)], "to S1 + S2": [(q, p.s1_pos), (q, p.s2_pos)],
+                                                "to S1 + 1": [(q, p.s1_pos + 1)], "to end − 1": [(q, p.end - 1)]},
+                                        hm.cfg.n_layers)
+                for q_name, q in (("end", p.end), ("end − 1", p.end - 1))}
+    return pd.DataFrame([{"head": head_name(h), "from": q_name, **{k: float(v[h]) for k, v in sc.items()}}
+                         for h in heads for q_name, sc in by_query.items()])
 
 
 @dataclass(frozen=True)
@@ -252,7 +276,8 @@ def faithfulness(hm, prompts: D.IOIPrompts, circuit: Sequence[Head], n_random: i
     evaluated and p is exact: the share of all same-size sets (the circuit's own included) that keep at least as
     much. Otherwise `n_random` sets are drawn uniformly and p = (1 + #random >= circuit) / (1 + n_random).
     Returns full (the model's logit difference), none (fraction kept with every head ablated), circuit, random
-    (the fractions of the other sets), p, exact, size."""
+    (the fractions of the other sets), p, exact, size and p_min, the smallest p the test can give (1 / (1 + sets
+    compared)): above the level fixed before looking, the test cannot reject whatever the data."""
     check(n_random >= 1, "n_random", n_random, "a positive integer")
     heads = [(L, H) for L in range(hm.cfg.n_layers) for H in range(hm.cfg.n_heads)]
     check(1 <= len(circuit) <= len(heads), "circuit", circuit, f"1 to {len(heads)} heads")
@@ -270,7 +295,7 @@ def faithfulness(hm, prompts: D.IOIPrompts, circuit: Sequence[Head], n_random: i
     rand = np.array([ablated_logit_diff(hm, prompts, c, means) / full for c in sets])
     p = (1 + np.sum(rand >= frac)) / (1 + len(rand))  # exact: the circuit is one of the 1 + len(rand) sets
     return {"full": full, "none": none / full, "circuit": frac, "random": rand, "p": float(p), "exact": exact,
-            "size": k}
+            "size": k, "p_min": 1 / (1 + len(rand))}
 
 
 def select_circuit(hs: HeadScores, min_effect: float) -> tuple[Head, ...]:
