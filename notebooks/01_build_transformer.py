@@ -33,6 +33,7 @@ from lib.analysis import findings, metrics, plotting, session, stats, tables
 from lib.core import config, data, model, runs, train
 from lib.core.runs import get_or_train
 from lib.reports.build_transformer import params as report_params, plots
+from lib.reports.training_dynamics import kernel as dynamics, params as dynamics_params
 
 # %% tags=["parameters"]
 preset = "cpu"  # "smoke" | "cpu" | "gpu"
@@ -121,9 +122,14 @@ tables.show(arch)
 # steps (a rerun resumes). The plot shows train and held-out curves; the dots at zero tokens are
 # the models at initialisation. Reference lines: a unigram and a bigram model fitted on the same
 # training windows (the bigram is shrunk towards the unigram) and scored on the same held-out windows.
+# Report 6 studies how the attention-only model's induction heads form: where its main run is this very
+# model (the same config), the attention-only run keeps report 6's dense checkpoints, so that report 6
+# reuses this run instead of training it again.
 
 # %% tags=["training"]
-m_attn, h_attn, dir_attn = get_or_train(cfg_attn, device=device)
+dyn_cfg, dyn_steps = dynamics.main_run(preset, dynamics_params.resolve(preset))
+m_attn, h_attn, dir_attn = get_or_train(cfg_attn, device=device,
+                                        checkpoint_steps=dyn_steps if dyn_cfg == cfg_attn else ())
 m_mlp, h_mlp, dir_mlp = get_or_train(cfg_mlp, device=device)
 m_attn, m_mlp = m_attn.cpu(), m_mlp.cpu()
 

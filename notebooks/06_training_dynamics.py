@@ -37,7 +37,8 @@ import torch
 from IPython.display import Markdown, display
 
 from lib.analysis import findings, metrics, session, stats, tables
-from lib.core import artifacts, config, data, train
+from lib.core import artifacts, data, train
+from lib.core.runs import get_or_train, kept_checkpoints, model_dir
 from lib.reports.training_dynamics import kernel as attribution, llc as llc_est, params as report_params, plots
 
 # %% tags=["parameters"]
@@ -53,14 +54,16 @@ n_tracin = None
 device = session.start("06_training_dynamics", preset).device
 nb = report_params.resolve(preset, n_seeds=n_seeds, n_attr=n_attr, n_tracin=n_tracin)
 user = {k: v for k, v in dict(max_steps=max_steps, plant_frac=plant_frac).items() if v is not None}
-cfg = config.resolve(preset, **{**nb.run, **user}, attention_only=True, seed=seed)
-seeds, CONTROL = [seed + i for i in range(nb.n_seeds)], "plant_frac=0 (control)"
+cfg, _ = attribution.main_run(preset, nb, seed, **user)  # with the cpu preset: notebook 1's attention-only model
+seeds, CONTROL, MAIN = [seed + i for i in range(nb.n_seeds)], "plant_frac=0 (control)", f"seed {seed}"
 extra_steps = nb.extra_max_steps or cfg.train.max_steps
 runs = {f"seed {s}": cfg.replace(seed=s, max_steps=cfg.train.max_steps if s == seed else extra_steps) for s in seeds}
 runs[CONTROL] = cfg.replace(plant_frac=0.0)
-runs = {k: c.replace(eval_every=c.train.max_steps, checkpoint_every=c.train.max_steps, eval_batches=2)
-        for k, c in runs.items()}
-cfg = runs[f"seed {seed}"]
+# the extra seeds and the control evaluate only at their end; the main run keeps the preset's evaluation schedule,
+# which makes it notebook 1's attention-only run (evaluation does not change the weights)
+runs = {k: c if k == MAIN else c.replace(eval_every=c.train.max_steps, checkpoint_every=c.train.max_steps,
+                                         eval_batches=2) for k, c in runs.items()}
+cfg = runs[MAIN]
 
 # %% [markdown]
 # ## 1. Data and dense checkpoints
@@ -79,6 +82,9 @@ cfg = runs[f"seed {seed}"]
 # Seeds can form the head thousands of steps apart on the same data (Section 2 shows how far apart
 # here), so the extra seeds train for `extra_max_steps` steps (their cosine schedule is stretched to
 # match), and we report per seed whether and when a phase change happened, and the rate over seeds.
+# The main run is notebook 1's attention-only model whenever its config is that model's (the cpu preset):
+# notebook 1 keeps these checkpoints when it trains it, so the run is trained once for both reports (the
+# table's "trained" column says which runs were reused).
 
 # %% tags=["training"]
 tok = data.get_tokenizer(cfg.data)
@@ -86,13 +92,20 @@ token_data = {name: data.load_token_data(c.data) for name, c in runs.items()}
 tokens = token_data[f"seed {seed}"]
 ckpts, rows = {}, []
 for name, c in runs.items():
-    extra = name not in (f"seed {seed}", CONTROL)
+    extra = name not in (MAIN, CONTROL)
     steps = attribution.checkpoint_schedule(c.train.max_steps, nb.n_log_extra if extra else nb.n_log,
                                             nb.n_linear_extra if extra else nb.n_linear)
-    folder = attribution.run_dir(c, steps)
-    ckpts[name] = attribution.train_dense(c, folder / "checkpoints", steps, device=device, data=token_data[name])
+    ckpts[name], trained_by = None, "here"
+    if name == MAIN:  # notebook 1's run when it kept these checkpoints (or trained here, keeping them, for it)
+        reused = artifacts.is_complete(model_dir(c))
+        ckpts[name] = kept_checkpoints(get_or_train(c, device=device, checkpoint_steps=steps)[2], steps)
+        trained_by = "notebook 1 (reused)" if reused and ckpts[name] else trained_by
+    if ckpts[name] is None:
+        folder = attribution.run_dir(c, steps)
+        ckpts[name] = attribution.train_dense(c, folder / "checkpoints", steps, device=device, data=token_data[name])
     hist = artifacts.read_json(ckpts[name][-1] / "state.json")["history"]
-    rows.append({"run": name, "planted windows": f"{token_data[name].planted.float().mean():.0%}",
+    rows.append({"run": name, "trained": trained_by,
+                 "planted windows": f"{token_data[name].planted.float().mean():.0%}",
                  "steps": c.train.max_steps, "checkpoints": len(ckpts[name]),
                  "training seconds": round(hist[-1]["seconds"]), "final held-out loss": hist[-1]["val_loss"]})
 tables.show(pd.DataFrame(rows), caption=f"Training runs ({cfg.model.n_ctx}-token windows)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lib.core import artifacts
+from lib.core import artifacts, threads
 
 METHODS = ("infovae", "pca", "sae", "random")
 METHOD_LABELS = {"infovae": "InfoVAE", "pca": "PCA", "sae": "TopK SAE", "random": "random projection"}
@@ -285,8 +286,16 @@ def build(cfg: CompressorConfig, d_in: int) -> Compressor:
 
 
 def _train_loop(module: Compressor, acts: Tensor, cfg: CompressorConfig, step_loss, g: torch.Generator,
-                progress: bool, after_step=None) -> pd.DataFrame:
-    """Adam with cosine decay to 10% over cfg.steps random minibatches; history every ~2% of steps."""
+                progress: bool, after_step=None, max_threads: int | None = 1) -> pd.DataFrame:
+    """Adam with cosine decay to 10% over cfg.steps random minibatches; history every ~2% of steps. On the CPU the
+    loop runs on at most max_threads threads (None: torch's count): its operations are too small to gain from more
+    (lib.core.threads)."""
+    with threads.at_most(max_threads) if acts.device.type == "cpu" and max_threads else nullcontext():
+        return _steps(module, acts, cfg, step_loss, g, progress, after_step)
+
+
+def _steps(module: Compressor, acts: Tensor, cfg: CompressorConfig, step_loss, g: torch.Generator,
+           progress: bool, after_step=None) -> pd.DataFrame:
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=cfg.lr)
     rows, every = [], max(1, cfg.steps // 50)
     for step in tqdm(range(cfg.steps), desc=f"fit {cfg.method} k={cfg.d_latent}", disable=not progress, leave=False):
@@ -304,9 +313,11 @@ def _train_loop(module: Compressor, acts: Tensor, cfg: CompressorConfig, step_lo
     return pd.DataFrame(rows)
 
 
-def fit(acts: Float[Tensor, "n d_in"], cfg: CompressorConfig, progress: bool = False
+def fit(acts: Float[Tensor, "n d_in"], cfg: CompressorConfig, progress: bool = False, max_threads: int | None = 1
         ) -> tuple[Compressor, pd.DataFrame]:
-    """Fit cfg's compressor on activations (rows = tokens); returns (module in eval mode, training history)."""
+    """Fit cfg's compressor on activations (rows = tokens); returns (module in eval mode, training history).
+    max_threads: torch threads of the minibatch loop on the CPU (None: all; the result is the same,
+    bench/small_op_threads.py)."""
     acts = acts.reshape(-1, acts.shape[-1]).float()
     g = torch.Generator(device=acts.device).manual_seed(cfg.seed)
     with torch.random.fork_rng(devices=[]):  # nn.Linear initialises from the global RNG: seed it, then restore it
@@ -321,11 +332,12 @@ def fit(acts: Float[Tensor, "n d_in"], cfg: CompressorConfig, progress: bool = F
         module.fit_components(acts)
         history = pd.DataFrame({"step": [0]})
     elif isinstance(module, InfoVAE):
-        history = _train_loop(module, acts, cfg, lambda x: module.losses(x, cfg, g), g, progress)
+        history = _train_loop(module, acts, cfg, lambda x: module.losses(x, cfg, g), g, progress,
+                              max_threads=max_threads)
     else:
         module.init_weights(g)
         history = _train_loop(module, acts, cfg, lambda x: {"loss": (module(x) - x).div(module.scale).pow(2).mean()},
-                              g, progress, after_step=module.normalize_decoder)
+                              g, progress, after_step=module.normalize_decoder, max_threads=max_threads)
     history["seconds"] = time.perf_counter() - t0
     return module.eval().requires_grad_(False), history
 

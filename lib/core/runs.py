@@ -57,20 +57,32 @@ def model_dir(cfg: Any, name: str = "model") -> Path:
     return artifacts.path("models", name, cfg)
 
 
-def get_or_train(cfg: RunConfig, *, name: str = "model", progress: bool = True, device: str = "cpu"):
+def get_or_train(cfg: RunConfig, *, name: str = "model", progress: bool = True, device: str = "cpu",
+                 checkpoint_steps: Sequence[int] = ()):
     """Load the model trained with `cfg` if present, else train it (resuming from its checkpoints) and save it.
 
-    Holds the artifact's lock while training, so a second process asking for the same model waits and then loads
-    it. Returns (model, history DataFrame, run directory).
+    `checkpoint_steps`: when this call trains, the checkpoints at those steps (0 = the initialisation) are kept in
+    the run directory's checkpoints/ (`kept_checkpoints` lists them), so that a later analysis of the same run's
+    training reuses them instead of training it again. Holds the artifact's lock while training, so a second
+    process asking for the same model waits and then loads it. Returns (model, history DataFrame, run directory).
     """
     directory = model_dir(cfg, name)
     with artifacts.lock(directory):
         if not artifacts.is_complete(directory) or not (directory / "metrics.json").is_file():
-            model, history = train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device)
+            model, history = train(cfg, ckpt_dir=directory / "checkpoints", progress=progress, device=device,
+                                   checkpoint_steps=checkpoint_steps)
             save_model(directory, model, cfg, metrics=history.to_dict(orient="list"))
     model, _ = load_model(directory, device=device)
     history = pd.DataFrame(artifacts.read_json(directory / "metrics.json"))
     return model, history, directory
+
+
+def kept_checkpoints(directory: Path, steps: Sequence[int]) -> list[Path] | None:
+    """The checkpoint folders of a `get_or_train` run directory at `steps`, in step order, if every one of them was
+    kept (it was trained with them as checkpoint_steps); else None (the caller trains the run with them itself)."""
+    folders = [Path(directory) / "checkpoints" / f"step_{int(s):07d}" for s in sorted(set(steps))]
+    done = ("weights.safetensors", "state.json", artifacts.MANIFEST)
+    return folders if folders and all(artifacts.is_complete(f, done) for f in folders) else None
 
 
 def sweep(base: RunConfig, grid: Sequence[dict], name: str = "sweep", progress: bool = True,

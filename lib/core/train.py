@@ -218,7 +218,8 @@ def train(
     """Train (resuming from the newest checkpoint in ckpt_dir); returns (model, history DataFrame).
 
     `stop_after` ends this call after that many steps (checkpointing first), as an interruption would.
-    `checkpoint_steps` adds checkpoints at chosen steps (kept regardless of `keep_checkpoints`).
+    `checkpoint_steps` adds checkpoints at chosen steps (kept regardless of `keep_checkpoints`; step 0 is the
+    initialisation).
     Under torchrun (torch.distributed initialised) the global batch is split evenly across ranks.
     """
     rank, world = rank_world()
@@ -233,9 +234,11 @@ def train(
     model.train()
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     stats = stats or {"loss": 0.0, "acc": 0.0, "n": 0}
+    protect = set(checkpoint_steps)
     if step == 0:
         history.append(_eval_row(model, data, cfg, 0, stats, t0, lr_at(0, tc)))
-    protect = set(checkpoint_steps)
+        if ckpt_dir is not None and rank == 0 and 0 in protect:  # the initialisation, asked for as step 0
+            save_checkpoint(ckpt_dir, 0, model, optimizer, history, cfg, stats)
     end = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
     bar = tqdm(total=tc.max_steps, initial=step, disable=not progress or rank != 0, desc="train", leave=False)
     while step < end:

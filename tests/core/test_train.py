@@ -10,7 +10,7 @@ import torch
 from lib.core import artifacts, runs
 from lib.core.config import resolve
 from lib.core.data import load_token_data
-from lib.core.train import batch_indices, list_checkpoints, lr_at, train
+from lib.core.train import batch_indices, init_model, list_checkpoints, load_checkpoint_weights, lr_at, train
 
 OVERRIDES = dict(max_steps=12, eval_every=4, checkpoint_every=4, warmup_steps=3, batch_size=8)
 
@@ -79,6 +79,33 @@ def test_get_or_train_trains_once_then_loads(smoke):
     m2, h2, d2 = runs.get_or_train(cfg, name="test", progress=False)
     assert d1 == d2 and (d2 / "weights.safetensors").stat().st_mtime_ns == mtime
     assert _same_weights(m1, m2) and h1["val_loss"].tolist() == h2["val_loss"].tolist()
+
+
+def test_evaluation_schedule_does_not_change_the_weights(smoke):
+    """What lets report 6 reuse notebook 1's run although report 6 evaluates less often: evaluation draws no
+    random numbers and leaves train mode as it found it, so the weights are bit-identical (dropout on, so a
+    stray RNG draw or a left-over eval mode would show)."""
+    cfg, data = smoke
+    cfg = cfg.replace(dropout=0.1)
+    a, ha = train(cfg, data=data, progress=False)
+    b, hb = train(cfg.replace(eval_every=cfg.train.max_steps, eval_batches=1), data=data, progress=False)
+    assert _same_weights(a, b) and len(ha) > len(hb) == 2
+
+
+def test_get_or_train_keeps_the_asked_checkpoints_for_a_later_analysis(smoke):
+    """checkpoint_steps (0 = the initialisation) are kept beside the model, pruning the rest as usual;
+    kept_checkpoints lists them, and says None when a step was not kept (the caller then trains it itself)."""
+    cfg, data = smoke
+    cfg = cfg.replace(seed=3)
+    _, _, d = runs.get_or_train(cfg, name="test-dense", progress=False, checkpoint_steps=(0, 3, 5))
+    kept = runs.kept_checkpoints(d, [5, 0, 3])
+    assert [p.name for p in kept] == ["step_0000000", "step_0000003", "step_0000005"]
+    assert runs.kept_checkpoints(d, [0, 1]) is None and runs.kept_checkpoints(d, []) is None
+    assert [p.name for p in list_checkpoints(d / "checkpoints")][-2:] == ["step_0000008", "step_0000012"]
+    assert _same_weights(load_checkpoint_weights(kept[0])[0], init_model(cfg))
+    mid, step = load_checkpoint_weights(kept[2])
+    full, _ = train(cfg, data=data, progress=False, stop_after=5)
+    assert step == 5 and _same_weights(mid, full)  # the run's own state at step 5, not another run's
 
 
 def test_ddp_two_processes_equals_single_process(smoke, tmp_path):

@@ -161,6 +161,51 @@ def test_empty_submodel_changes_nothing(planted, found):
     assert (pr[pr.ablated == "empty"].change == 0).all()
 
 
+def _same_scores(a: dict, b: dict) -> None:
+    """Validation scores equal up to float32 rounding: losses of a few nats summed over prompts carry ~1e-6 of
+    error, so 1e-4 relative (1e-5 absolute near 0); booleans, p-values and NaNs exactly."""
+    assert a.keys() == b.keys()
+    for c in a:
+        for k, v in a[c].scores.items():
+            w = b[c].scores[k]
+            if isinstance(v, bool) or k in ("p", "kept_p", "size"):
+                assert v == w, (c, k, v, w)
+            elif math.isnan(v):
+                assert math.isnan(w), (c, k, w)
+            else:
+                assert v == pytest.approx(w, rel=1e-4, abs=1e-5), (c, k, v, w)
+
+
+def test_batched_validation_matches_the_hooked_loop(planted, concepts, validation, found):
+    """The neuron-game path (taken for the planted model's hook_post units, which neuron_game_layers confirms)
+    gives the scores of one hooked forward per sub-model; it is refused where it would compute something else."""
+    assert submodels.neuron_game_layers(planted, list(found.values()), validation, "zero", 1.0) == [0]
+    loop = submodels.validate(planted, found, validation, n_random=20, progress=False, fast=False)
+    _same_scores(found, loop)
+    for kind, a in (("mean", 1.0), ("zero", 0.5), ("noise", 1.0)):
+        assert submodels.neuron_game_layers(planted, list(found.values()), validation, kind, a) is None
+    with pytest.raises(ValueError, match="fast"):
+        submodels.validate(planted, found, validation, n_random=2, kind="mean", fast=True, progress=False)
+
+
+def test_batched_validation_matches_on_two_layers_with_layernorm():
+    """Sub-models spanning both MLP layers of a 2-layer LayerNorm GELU model (the game resumes at layer 0 and runs
+    layer 1 whole): batched and looped validation agree on every score."""
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=16, d_head=8, n_heads=2, d_mlp=32, d_vocab=48,
+                                  act_fn="gelu", normalization_type="LN", seed=1)
+    m = HookedTransformer(cfg).eval()
+    cs = {c: _windows(c, 8, 12, 20 + i) for i, c in enumerate(RANGES)}
+    parts = [_windows(c, 6, 7, 30 + i) for i, c in enumerate(RANGES)]
+    val = KeywordPrompts(torch.cat([p[:, :6] for p in parts]), torch.full((18,), 6),
+                         torch.cat([p[:, 6] for p in parts])[:, None], tuple(c for c in RANGES for _ in range(6)),
+                         ("test",) * 18, torch.arange(18))
+    subs = submodels.find_submodels(m, cs, k=3, progress=False)
+    assert submodels.neuron_game_layers(m, list(subs.values()), val, "zero", 1.0) == [0, 1]
+    fast = submodels.validate(m, subs, val, n_random=5, progress=False)
+    _same_scores(fast, submodels.validate(m, subs, val, n_random=5, progress=False, fast=False))
+    assert any(abs(sm.scores["own"]) > 1e-3 for sm in fast.values())  # the ablations do change the loss
+
+
 def test_random_control_matches_sizes(found):
     r = submodels.random_like(found["A"], torch.Generator().manual_seed(0))
     assert r.signature == found["A"].signature and r.method == "random"
@@ -190,6 +235,27 @@ def test_shapley_and_sae_methods(planted, concepts, validation):
     assert len(sae["A"].units[h]) == 2 and h in sae["A"].compressors
     ex = submodels.explain(planted, [8, 9], sae, ablate=["A"])
     assert len(ex.predictions) == 10
+
+
+def test_shapley_values_and_latent_compressors_are_fit_once(planted, concepts, validation, artifacts_tmp):
+    """A rerun loads the Shapley values and the SAE from artifacts (the same units); other prompts are another key."""
+    def folders(kind):
+        return sorted(p.name for p in (artifacts_tmp / kind).rglob("*") if p.is_dir()) if (artifacts_tmp / kind).exists() else []
+
+    run = lambda pr: submodels.find_submodels(planted, concepts, "shapley", k=4, prompts=pr, n_permutations=3,
+                                              progress=False, seed=7)
+    first, before = run(validation), folders("submodels")
+    again = run(validation)
+    assert folders("submodels") == before and len(before) >= 1
+    assert all(torch.equal(first[c].units[HOOK], again[c].units[HOOK]) for c in first)
+    run(validation.select(torch.arange(0, 24, 2)))
+    assert len(folders("submodels")) == len(before) + 1  # other prompts: a new key, not the cached values
+    sae = lambda: submodels.find_submodels(planted, concepts, "sae", k=2, progress=False,
+                                           latent_cfg=dict(d_latent=4, steps=7, seed=5))
+    a, n = sae(), len(folders("compressors"))
+    b = sae()
+    assert len(folders("compressors")) == n and torch.equal(a["A"].units["blocks.0.hook_mlp_out"],
+                                                            b["A"].units["blocks.0.hook_mlp_out"])
 
 
 def _word_tokenizer() -> data.Tokenizer:

@@ -17,15 +17,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.analysis import compressors, kwta, shapley
+from lib.analysis.fastpath import fast_path_ok
 from lib.analysis.impairment import impairment
 from lib.analysis.prompts import KeywordPrompts, evaluate
-from lib.analysis.units import TopicStats, n_units
+from lib.analysis.units import TopicStats, activation_key, fingerprint, n_units, tensor_hash
+from lib.core import artifacts
 from lib.core.checks import check
 from lib.core.hooks import HookFn
 
 METHODS = ("selectivity", "shapley", "sparse", "sae", "infovae")
 STATUSES = ("validated", "failed", "unvalidated")
 ALPHA = 0.05  # the pre-registered level of the random-sub-model test
+CACHE_VERSION = 1  # part of the cached Shapley values' key: bump when the game or the estimator changes
 KINDS = ("zero", "mean", "noise")  # zero: x -> (1 - a) x; mean: x -> x + a (mean - x); noise: x + a sd ε
 SPARSE_HOOKS = ("ln_final.sparse.mlp.hook_post",)  # lib.analysis.kwta's residual layer (its block MLPs are checked too)
 Data = KeywordPrompts | Mapping[str, Tensor]
@@ -246,7 +249,9 @@ def _fit_compressors(model, method: str, names: Sequence[str], concepts: Mapping
         return {names[0]: compressor}
     cfg = compressors.CompressorConfig(method="sae" if method == "sae" else "infovae", **dict(latent_cfg))
     tokens = torch.cat(list(concepts.values()))
-    return {h: compressors.fit(a, cfg)[0] for h, a in activations(model, tokens, names).items()}
+    # fit once per (model, hook, concept tokens, config) and kept as an artifact: a rerun loads it
+    return {h: compressors.get_or_fit(a, cfg, activation_key(model, h, tokens))[0]
+            for h, a in activations(model, tokens, names).items()}
 
 
 def _shapley_scores(model, names: Sequence[str], prompts: KeywordPrompts | None, concepts: Sequence[str],
@@ -259,8 +264,16 @@ def _shapley_scores(model, names: Sequence[str], prompts: KeywordPrompts | None,
     missing = [c for c in concepts if c not in prompts.topics]
     check(not missing, "concepts", missing, f"concepts with prompts: {sorted(set(prompts.topics))}")
     layers = [int(h.split(".")[1]) for h in names]
-    game = shapley.neuron_game(model, prompts, layers, topics=list(concepts))
-    res = shapley.tmc_shapley(game, game.n_players, n_permutations, generator=torch.Generator().manual_seed(seed))
+    key = {"model": fingerprint(model), "prompts": {f: tensor_hash(getattr(prompts, f)) for f in
+                                                     ("tokens", "lengths", "targets", "rows")},
+           "prompt_topics": list(prompts.topics), "concepts": list(concepts), "layers": layers,
+           "n_permutations": n_permutations, "seed": seed, "version": CACHE_VERSION}
+
+    def compute() -> shapley.ShapleyResult:
+        game = shapley.neuron_game(model, prompts, layers, topics=list(concepts))
+        return shapley.tmc_shapley(game, game.n_players, n_permutations, generator=torch.Generator().manual_seed(seed))
+
+    res = shapley.cached(artifacts.path("submodels", "shapley", key), compute)  # a rerun loads the values
     v = res.values  # [players, concepts]
     spec = v - (v.sum(1, keepdim=True) - v) / max(len(concepts) - 1, 1)
     return {c: {h: spec[i * model.cfg.d_mlp : (i + 1) * model.cfg.d_mlp, j] for i, h in enumerate(names)}
@@ -325,8 +338,52 @@ def _gaps(damage: pd.Series, concept: str) -> tuple[float, float]:
     return float(damage[concept]), float(damage.drop(concept).mean())
 
 
+def neuron_game_layers(model, subs: Sequence[SubModel], data: Data, kind: str, intensity: float) -> list[int] | None:
+    """The MLP layers of `subs` if their damage can be scored as coalitions of lib.analysis.shapley's neuron game
+    (one batched pass resuming from cached clean activations instead of a whole forward per sub-model): full zero
+    ablation (kind 'zero', intensity 1) of plain `blocks.L.mlp.hook_post` units (no compressor latents), keyword
+    prompts, and a model the game's fast path computes exactly (lib.analysis.fastpath.fast_path_ok); else None."""
+    if not (isinstance(data, KeywordPrompts) and kind == "zero" and float(intensity) == 1.0 and fast_path_ok(model)):
+        return None
+    layers = set()
+    for sm in subs:
+        for h in sm.units:
+            parts = h.split(".")
+            if h in sm.compressors or len(parts) != 4 or parts[0] != "blocks" or parts[2:] != ["mlp", "hook_post"]:
+                return None
+            layers.add(int(parts[1]))
+    return sorted(layers) or None
+
+
+def _damages(model, data: Data, subs: Sequence[SubModel], base: pd.Series, kind: str, intensity: float, seed: int,
+             fast: bool | None, bar) -> list[pd.Series]:
+    """Loss rise per concept when each sub-model is impaired: batched neuron-game coalitions where
+    `neuron_game_layers` allows it (unless fast=False), else one hooked forward per sub-model."""
+    layers = neuron_game_layers(model, subs, data, kind, intensity) if fast is not False else None
+    check(fast is not True or layers is not None, "fast", fast,
+          "None or False here: these sub-models cannot be scored as neuron-game coalitions (they need full zero "
+          "ablation of blocks.L.mlp.hook_post units, keyword prompts and a GPT-2-style model)")
+    if layers is None:
+        out = []
+        for sm in subs:
+            out.append(concept_losses(model, data, combined_hooks([sm], kind, intensity, seed)) - base)
+            bar.update(1)
+        return out
+    names = list(dict.fromkeys(data.topics))
+    game = shapley.neuron_game(model, data, layers, topics=names)
+    masks = torch.ones(len(subs) + 1, game.n_players, dtype=torch.bool)  # row 0: nothing ablated
+    for i, sm in enumerate(subs, 1):
+        for h, idx in sm.units.items():
+            j = game.players.layers.index(int(h.split(".")[1]))
+            masks[i, j * game.players.d_mlp + idx] = False
+    loss = -game(masks).double()  # [1 + subs, concepts]: each concept's mean keyword loss
+    bar.update(len(subs))
+    return [pd.Series((loss[i] - loss[0]).numpy(), index=names) for i in range(1, len(subs) + 1)]
+
+
 def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int = 20, kind: str = "zero",
-             intensity: float = 1.0, seed: int = 0, progress: bool = True) -> dict[str, SubModel]:
+             intensity: float = 1.0, seed: int = 0, progress: bool = True,
+             fast: bool | None = None) -> dict[str, SubModel]:
     """The sub-models with validation scores.
 
     Necessity: damage (loss rise) on their own concept when the sub-model is ablated, mean damage on the other
@@ -340,41 +397,43 @@ def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int
     preserves of the layer's contribution; the same for the random sub-models (mean, 95th percentile, p = kept_p).
     sufficiency = kept / damage(all): 1 = it alone carries the layer's contribution to the concept, 0 = no better
     than nothing, above 1 when the rest of the layer hurts the concept; NaN where ablating the whole layer does not
-    hurt it (and unstable where that damage is small: compare `kept` in nats there)."""
+    hurt it (and unstable where that damage is small: compare `kept` in nats there).
+
+    fast: None scores every damage in one batched neuron-game pass where `neuron_game_layers` allows it (the same
+    values up to float rounding, bench/submodel_validate.py), False always runs one hooked forward per sub-model."""
     names = list(dict.fromkeys(data.topics)) if isinstance(data, KeywordPrompts) else list(data)
     bad = [c for c in submodels if c not in names]
     check(not bad, "concept", bad[0] if bad else None, f"one of the validation data's concepts {names}")
     check(len(names) >= 2, "validation concepts", names, "at least two (damage on a concept vs the others)")
     base = concept_losses(model, data)
     g = torch.Generator().manual_seed(seed)
-    groups: dict[tuple, list[pd.Series]] = {}
-    for sm in submodels.values():
-        groups.setdefault(sm.signature, [])
-    n_evals = (2 * n_random + 1) * len(groups) + 2 * len(submodels)  # the forward passes below, each one step
-    bar = tqdm(total=n_evals, desc="validate", disable=not progress, leave=False)
-
-    def damage(sm: SubModel) -> pd.Series:
-        bar.update(1)
-        return concept_losses(model, data, combined_hooks([sm], kind, intensity, seed)) - base
-
-    whole: dict[tuple, pd.Series] = {}
-    for sig in groups:
+    sigs = list(dict.fromkeys(sm.signature for sm in submodels.values()))
+    rand: dict[tuple, list[SubModel]] = {}
+    todo: list[SubModel] = []  # every sub-model whose damage is needed, in a fixed order
+    for sig in sigs:
         like = next(sm for sm in submodels.values() if sm.signature == sig)
-        rand_sms = [random_like(like, g) for _ in range(n_random)]
-        groups[sig] = [(damage(r), damage(complement(r))) for r in rand_sms]
-        whole[sig] = damage(complement(empty(like)))  # every unit of the hooks ablated
+        rand[sig] = [random_like(like, g) for _ in range(n_random)]
+        todo += [x for r in rand[sig] for x in (r, complement(r))] + [complement(empty(like))]
+    for sm in submodels.values():
+        todo += [sm, complement(sm)]
+    bar = tqdm(total=len(todo), desc="validate", disable=not progress, leave=False)
+    dmg = iter(_damages(model, data, todo, base, kind, intensity, seed, fast, bar))
+    groups, whole = {}, {}
+    for sig in sigs:
+        groups[sig] = [(next(dmg), next(dmg)) for _ in rand[sig]]  # (ablated, all but it ablated)
+        whole[sig] = next(dmg)  # every unit of the hooks ablated
     out = {}
     for c, sm in submodels.items():
-        own, off = _gaps(damage(sm), c)
-        rand = np.array([np.subtract(*_gaps(d, c)) for d, _ in groups[sm.signature]])
-        q95 = float(np.quantile(rand, 0.95)) if len(rand) else float("nan")
-        p = float((1 + np.sum(rand >= own - off)) / (1 + len(rand)))
+        own, off = _gaps(next(dmg), c)
+        rand_gaps = np.array([np.subtract(*_gaps(d, c)) for d, _ in groups[sm.signature]])
+        q95 = float(np.quantile(rand_gaps, 0.95)) if len(rand_gaps) else float("nan")
+        p = float((1 + np.sum(rand_gaps >= own - off)) / (1 + len(rand_gaps)))
         all_dmg = float(whole[sm.signature][c])
-        kept = all_dmg - float(damage(complement(sm))[c])  # nats of the concept's loss it alone preserves
+        kept = all_dmg - float(next(dmg)[c])  # nats of the concept's loss it alone preserves
         rand_kept = np.array([all_dmg - float(k[c]) for _, k in groups[sm.signature]])
         out[c] = replace(sm, scores={
             "own": own, "other": off, "gap": own - off, "clean_loss": float(base[c]),
-            "random_mean": float(rand.mean()) if len(rand) else float("nan"), "random_q95": q95,
+            "random_mean": float(rand_gaps.mean()) if len(rand_gaps) else float("nan"), "random_q95": q95,
             "p": p, "beats_random": bool(own - off > 0 and p <= ALPHA), "size": sm.size,
             "layer_damage": all_dmg, "kept": kept,
             "kept_random_mean": float(rand_kept.mean()) if len(rand_kept) else float("nan"),

@@ -53,7 +53,7 @@ from lib.analysis.attribution import (  # noqa: F401 - re-exported: callers read
     visit_weights,
     visits,
 )
-from lib.core import artifacts, hooks, train as tr
+from lib.core import artifacts, config, hooks, train as tr
 from lib.core.config import RunConfig
 
 CACHE_VERSION = 2  # part of every cache key built by callers: bump when a cached analysis changes
@@ -61,6 +61,16 @@ CACHE_VERSION = 2  # part of every cache key built by callers: bump when a cache
 
 # ---------------------------------------------------------------------------------------------
 # Dense checkpoints
+
+
+def main_run(preset: str, nb, seed: int = 0, **user) -> tuple[RunConfig, list[int]]:
+    """Report 6's main run and its dense checkpoint steps: the preset's attention-only training config with
+    nb.run (DynamicsParams) and `user`'s overrides, its evaluation schedule left as the preset's. With the cpu
+    preset this is exactly notebook 1's attention-only model (the same config, so the same artifact): notebook 1
+    keeps these checkpoints when it trains it (lib.core.runs.get_or_train's checkpoint_steps), and report 6
+    reuses that run instead of training it again."""
+    cfg = config.resolve(preset, **{**nb.run, **user}, attention_only=True, seed=seed)
+    return cfg, checkpoint_schedule(cfg.train.max_steps, nb.n_log, nb.n_linear)
 
 
 def train_dense(cfg: RunConfig, ckpt_dir: Path, steps: Sequence[int], progress: bool = True,
