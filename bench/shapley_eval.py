@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
                     help="the evaluation budget of both estimators, in full TMC walks")
     ap.add_argument("--stable-for", type=int, default=20, help="TMC stops when its top-k is unchanged this long")
     ap.add_argument("--model-topics", type=int, default=4, help="trained-model topic games (0 skips part 2b)")
+    ap.add_argument("--coalitions-only", action="store_true", help="part 1 only (coalition evaluation)")
     return ap.parse_args()
 
 
@@ -79,11 +80,20 @@ def coalition_speed(hooked, pr, layers, args) -> None:
         fn(m)
         return len(m) / (time.perf_counter() - t0)
 
-    res = bench.round_robin({"loop": lambda: timed(game.scores_loop, small),
-                             "batched": lambda: timed(game.scores, masks)}, args.reps)
+    tasks = {"loop": lambda: timed(game.scores_loop, small), "batched": lambda: timed(game.scores, masks)}
+    other, label = shapley.neuron_game(hooked, pr, layers, by_width=False), "batched, length chunks (before)"
+    if len(other.chunks) != len(game.chunks):  # the game chunks by keyword length: time the old chunking beside it
+        tasks[label] = lambda: timed(other.scores, masks)
+        diff_other = (other.scores(small)["loss"] - game.scores_loop(small)["loss"]).abs().max()
+    res = bench.round_robin(tasks, args.reps)
     ratios = [a / b for a, b in zip(res["batched"], res["loop"])]
     lay = "all layers" if layers is None else f"layers {list(layers)}"
-    print(f"\n{lay}: {game.n_players} players; max |loss batched - loop| = {diff:.2e}")
+    rows = int(sum(len(c) * int(pr.word_lengths[c].max()) for c in game.chunks))
+    print(f"\n{lay}: {game.n_players} players; max |loss batched - loop| = {diff:.2e}; the game's chunks: "
+          f"{len(game.chunks)}, {rows} scored rows for {int(pr.word_lengths.sum())} keyword tokens")
+    if label in res:
+        print(f"  ({label}: {len(other.chunks)} chunks; max |loss - loop| = {diff_other:.2e}; batched / it: "
+              f"{bench.summarize([a / b for a, b in zip(res['batched'], res[label])]).median:.2f})")
     print(f"  {'variant':<10}{'coalitions/s':>14}{'IQR':>9}")
     for name, vals in res.items():
         s = bench.summarize(vals)
@@ -170,6 +180,8 @@ def main() -> None:
     print("\n1. Coalition evaluation, batched vs one forward per coalition")
     for layers in dict.fromkeys([nb.layers, None]):
         coalition_speed(hooked, pr, layers, args)
+    if args.coalitions_only:
+        return
     tmab_vs_tmc(args)
     if args.model_topics:
         model_tmab_vs_tmc(args, cfg, nb, pr)

@@ -25,6 +25,18 @@ def prompt_chunks(prompts: KeywordPrompts, max_tokens: int) -> list[Tensor]:
     return chunks
 
 
+def width_chunks(prompts: KeywordPrompts, max_tokens: int) -> list[Tensor]:
+    """`prompt_chunks` within each keyword length: every chunk holds prompts whose keywords have the same number of
+    tokens, so a pass that scores only the positions predicting the keywords (the last layer's tail) computes no
+    padding rows (with mixed lengths a chunk is as wide as its longest keyword: 2.2x the rows for notebook 4's
+    prompts). Returns indices into `prompts`."""
+    out = []
+    for w in prompts.word_lengths.unique().tolist():
+        idx = (prompts.word_lengths == w).nonzero().flatten()
+        out += [idx[c] for c in prompt_chunks(prompts.select(idx), max_tokens)]
+    return out
+
+
 def fast_path_ok(model) -> bool:
     """Whether `sweep` may run blocks piecewise: pre-LayerNorm GPT-2-style blocks (attention then an ungated MLP,
     learned absolute positions, plain causal multi-head attention). Other architectures take the generic path."""

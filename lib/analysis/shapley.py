@@ -17,7 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.analysis.fastpath import fast_path_ok, prompt_chunks, require_fast_path, tail_query_block
+from lib.analysis.fastpath import fast_path_ok, prompt_chunks, require_fast_path, tail_query_block, width_chunks
 from lib.analysis.prompts import KeywordPrompts, keyword_scores, tail
 from lib.core import artifacts, hooks, pretrained
 from lib.core.checks import check, int_at_least
@@ -583,10 +583,12 @@ class NeuronGame:
 def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = None, metric: str = "neg_loss",
                 ablation: str = "zero", mean: Float[Tensor, "layer unit"] | None = None,
                 topics: Sequence[str] | None = None, fast: bool | None = None, max_tokens: int = 16384,
-                chunk_tokens: int = 4096) -> NeuronGame:
+                chunk_tokens: int = 4096, by_width: bool | None = None) -> NeuronGame:
     """The game whose players are the MLP neurons of `layers` and whose value is `metric` on each topic's prompts.
 
-    Batched: prompts are sorted by length and cut into chunks of about chunk_tokens tokens; a clean forward per
+    Batched: prompts are sorted by length and cut into chunks of about chunk_tokens tokens (within each keyword
+    length when only the last layer's players are in the game, or by_width=True: `fastpath.width_chunks`, 1.x
+    faster on notebook 4's game, bench/shapley_eval.py); a clean forward per
     chunk caches the first player layer's resid_mid and mlp post-activations; a batch of coalitions (about
     max_tokens tokens per pass) resumes there with each row's own mask, runs the last block only for the positions
     that predict each prompt's keyword, and unembeds only those (GPT-2-style models; `fast=False` or other architectures run
@@ -604,7 +606,9 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
     fast = fast_path_ok(model) if fast is None else fast
     if fast:
         require_fast_path(model, "the neuron game's fast path (fast=True)")
-    chunks = tuple(prompt_chunks(prompts, chunk_tokens))
+    tail_only = fast and players.layers[0] == model.cfg.n_layers - 1  # passes score only the keyword positions
+    by_width = tail_only if by_width is None else by_width
+    chunks = tuple((width_chunks if by_width else prompt_chunks)(prompts, chunk_tokens))
     clean = tuple(_clean_cache(model, prompts, idx, players.layers[0], fill[players.layers[0]]) if fast else {}
                   for idx in chunks)
     return NeuronGame(model, prompts, players, topics, metric, fill, fast, max_tokens, chunks, clean)

@@ -310,6 +310,19 @@ def test_batched_game_equals_the_loop(hooked, pr, ablation, layers):
     assert all(not hp.fwd_hooks for hp in hooked.hook_dict.values())
 
 
+def test_a_last_layer_game_chunks_prompts_by_keyword_length(hooked, pr):
+    """Only the last layer's players: each chunk holds keywords of one length (no padding rows in the tail-only
+    pass), the chunks partition the prompts and keep the token budget; a game with an earlier layer keeps length
+    chunks (its passes run whole blocks over the prompts' positions)."""
+    assert len(set(pr.word_lengths.tolist())) > 1  # mixed keyword lengths, or the branch would change nothing
+    game = shapley.neuron_game(hooked, pr, [1], chunk_tokens=12)
+    assert all(len(set(pr.word_lengths[c].tolist())) == 1 for c in game.chunks)
+    assert sorted(torch.cat(game.chunks).tolist()) == list(range(len(pr)))
+    assert all(len(c) == 1 or len(c) * int(pr.lengths[c].max()) <= 12 for c in game.chunks)
+    both = shapley.neuron_game(hooked, pr, None, chunk_tokens=12)
+    assert any(len(set(pr.word_lengths[c].tolist())) > 1 for c in both.chunks)
+
+
 def test_full_coalition_is_the_clean_model_and_ablation_changes_it(hooked, pr):
     game = shapley.neuron_game(hooked, pr)
     s = game.scores(torch.stack([torch.ones(10, dtype=bool), torch.zeros(10, dtype=bool)]))
