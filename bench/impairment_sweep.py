@@ -94,9 +94,9 @@ def main() -> None:
         g = [c for c in grid if c.cluster == loc]
         one = {loc: cl}
         per[loc] = bench.round_robin({
-            "loop": lambda one=one, g=g: len(g) / _secs(
+            "loop": lambda one=one, g=g: len(g) / bench.seconds(
                 lambda: impairment.sweep_loop(hooked, pr, one, g, progress=False)),
-            "batched": lambda one=one, g=g: len(g) / _secs(
+            "batched": lambda one=one, g=g: len(g) / bench.seconds(
                 lambda: impairment.sweep(hooked, pr, one, g, progress=False)),
         }, args.reps)
     print(f"\n{'location':<12}{'loop cond/s':>13}{'batched cond/s':>16}{'x loop':>9}")
@@ -104,12 +104,6 @@ def main() -> None:
         lo, ba = bench.summarize(r["loop"]).median, bench.summarize(r["batched"]).median
         x = bench.summarize([a / b for a, b in zip(r["batched"], r["loop"])]).median
         print(f"{loc:<12}{lo:>13.2f}{ba:>16.2f}{x:>9.2f}")
-
-
-def _secs(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

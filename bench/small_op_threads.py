@@ -49,7 +49,7 @@ def main() -> None:
     for name, c in fits.items():
         same = all(torch.equal(a, b) for a, b in zip(compressors.fit(acts, c, max_threads=None)[0].state_dict().values(),
                                                       compressors.fit(acts, c)[0].state_dict().values()))
-        res = bench.round_robin({t: (lambda t=t, c=c: args.steps / _secs(
+        res = bench.round_robin({t: (lambda t=t, c=c: args.steps / bench.seconds(
             lambda: compressors.fit(acts, c, max_threads=t))) for t in (None, 1)}, args.reps)
         r = bench.summarize([a / b for a, b in zip(res[1], res[None])])
         print(f"{name:<16}{bench.summarize(res[None]).median:>13.1f}{bench.summarize(res[1]).median:>11.1f}"
@@ -74,12 +74,6 @@ def main() -> None:
     print(f"{'train step':<16}{bench.summarize(res[None]).median:>13.1f}{bench.summarize(res[1]).median:>11.1f}"
           f"{r.median:>8.2f}{r.iqr:>7.2f}   (steps/s)")
     print(f"\n[{bench.cpu_capability()}; {torch.get_num_threads()} threads by default]  ({bench.load()})")
-
-
-def _secs(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

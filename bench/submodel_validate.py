@@ -7,21 +7,21 @@ Both variants validate the same selectivity sub-models (every MLP layer's hook_p
 and the same sub-models restricted to the last layer (as its Shapley method) against notebook 7's n_random
 size-matched random sub-models, on its held-out keyword prompts. Repetitions run the variants in turn (round robin)
 and ratios are taken within a repetition, so load shared by a repetition cancels. Speed does not depend on the
-weights, so the model is the preset's architecture at initialisation (nothing is trained). Prints sub-model
+weights, so the model is the preset's architecture at initialisation (nothing is trained; --trained takes notebook 1's
+model from artifacts/ instead). Prints sub-model
 damages/s, the ratio to the loop, and the largest difference between the two paths' scores.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
 import torch
 
 from lib.analysis import prompts
-from lib.core import bench, config, data, model, train
+from lib.core import bench, config, data, model, runs, train
 from lib.reports.submodel_tool import kernel as submodels, params as report_params
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
@@ -32,15 +32,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
     ap.add_argument("--reps", type=int, default=3, help="repetitions (each runs every variant once)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--trained", action="store_true",
+                    help="notebook 1's trained with-MLP model from artifacts/ (the speed is the same; the check of "
+                         "p-values and verdicts is then on the sub-models report 7 validates)")
     return ap.parse_args()
 
 
-def setup(preset: str):
-    """Model (at initialisation), notebook 7's DBpedia validation prompts and selectivity sub-models (all MLP
-    layers, and the same restricted to the last layer)."""
+def setup(preset: str, trained: bool = False):
+    """Model (at initialisation, or notebook 1's trained one), notebook 7's DBpedia validation prompts and
+    selectivity sub-models (all MLP layers, and the same restricted to the last layer)."""
     cfg = config.resolve(preset, attention_only=False)
     nb = report_params.resolve(preset)
-    hooked = model.to_hooked(train.init_model(cfg).eval())
+    m = runs.load_model(runs.model_dir(cfg))[0] if trained else train.init_model(cfg)
+    hooked = model.to_hooked(m.eval())
     tok = data.get_tokenizer(cfg.data)
     _, by_set = prompts.keyword_probes(tok, nb.keywords, nb.n_prompts, cfg.model.n_ctx, bos=True, seed=0)
     _, val = submodels.split_halves(by_set)
@@ -58,7 +62,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{bench.machine()}; {bench.load()}")
-    cfg, nb, hooked, val, subs = setup(args.preset)
+    cfg, nb, hooked, val, subs = setup(args.preset, args.trained)
     m = cfg.model
     n_damages = 2 * nb.n_random + 1 + 2 * len(next(iter(subs.values())))
     print(f"{args.preset}: {m.n_layers}L d_model {m.d_model} d_mlp {m.d_mlp} vocab {m.d_vocab}; {len(val)} held-out "
@@ -73,7 +77,7 @@ def main() -> None:
                    for k in ("own", "other", "gap", "kept", "random_mean", "random_q95", "layer_damage"))
         same = all(out["loop"][c].scores[k] == out["batched"][c].scores[k] for c in sm
                    for k in ("p", "kept_p", "beats_random"))
-        res = bench.round_robin({k: (lambda f=fn: n_damages / _secs(f)) for k, fn in run.items()}, args.reps)
+        res = bench.round_robin({k: (lambda f=fn: n_damages / bench.seconds(f)) for k, fn in run.items()}, args.reps)
         ratio = bench.summarize([a / b for a, b in zip(res["batched"], res["loop"])])
         print(f"\n== sub-models at {where} ({next(iter(sm.values())).size} units each)")
         print(f"  max |batched - loop| over the scores in nats: {diff:.2e}; p-values and verdicts identical: {same}")
@@ -84,12 +88,6 @@ def main() -> None:
             print(f"{k:<12}{s.median:>12.2f}{s.iqr:>8.2f}{r.median:>9.2f}{r.iqr:>8.2f}")
         print(f"  batched / loop: {ratio.median:.2f} [{bench.cpu_capability()}]")
     print(f"\n({bench.load()})")
-
-
-def _secs(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -178,6 +178,13 @@ def time_steps(step: StepFn, tokens: Tensor, n_steps: int, device: str | torch.d
     return time.perf_counter() - t0
 
 
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call of fn."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def round_robin(tasks: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
     """Call every task once per repetition, in turn (start rotated each repetition) -> {name: [value per rep]}."""
     names, out = list(tasks), {name: [] for name in tasks}
