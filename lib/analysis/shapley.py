@@ -587,7 +587,7 @@ def neuron_game(model, prompts: KeywordPrompts, layers: Sequence[int] | None = N
     """The game whose players are the MLP neurons of `layers` and whose value is `metric` on each topic's prompts.
 
     Batched: prompts are sorted by length and cut into chunks of about chunk_tokens tokens (within each keyword
-    length when only the last layer's players are in the game, or by_width=True: `fastpath.width_chunks`, 1.x
+    length when only the last layer's players are in the game, or by_width=True: `fastpath.width_chunks`, 1.6x
     faster on notebook 4's game, bench/shapley_eval.py); a clean forward per
     chunk caches the first player layer's resid_mid and mlp post-activations; a batch of coalitions (about
     max_tokens tokens per pass) resumes there with each row's own mask, runs the last block only for the positions
