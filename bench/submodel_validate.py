@@ -1,14 +1,17 @@
-"""Sub-model validation (report 7): the batched neuron-game path vs one hooked forward per sub-model, side by side.
+"""Sub-model validation (report 7): its fast paths vs one hooked forward per sub-model, side by side.
 
     python bench/submodel_validate.py                   # cpu preset, notebook 7's DBpedia concepts, 3 repetitions
     python bench/submodel_validate.py --threads 1 --reps 5
 
-Both variants validate the same selectivity sub-models (every MLP layer's hook_post, as notebook 7's first method)
-and the same sub-models restricted to the last layer (as its Shapley method) against notebook 7's n_random
-size-matched random sub-models, on its held-out keyword prompts. Repetitions run the variants in turn (round robin)
-and ratios are taken within a repetition, so load shared by a repetition cancels. Speed does not depend on the
-weights, so the model is the preset's architecture at initialisation (nothing is trained; --trained takes notebook 1's
-model from artifacts/ instead). Prints sub-model
+Both variants validate the same sub-models against notebook 7's n_random size-matched random sub-models, on its
+held-out keyword prompts:
+- selectivity sub-models of every MLP layer's hook_post (notebook 7's first method), and the same restricted to the
+  last layer (as its Shapley method): the batched neuron-game path;
+- notebook 7's SAE and InfoVAE latent sub-models of the last MLP's output: resumed at the last block's MLP (one pass
+  per sub-model over the keyword positions only, lib.analysis.fastpath.evaluate_from_last_mlp).
+Repetitions run the variants in turn (round robin) and ratios are taken within a repetition, so load shared by a
+repetition cancels. Speed does not depend on the weights, so the model is the preset's architecture at
+initialisation (nothing is trained; --trained takes notebook 1's model from artifacts/ instead). Prints sub-model
 damages/s, the ratio to the loop, and the largest difference between the two paths' scores.
 """
 
@@ -20,7 +23,7 @@ import warnings
 import numpy as np
 import torch
 
-from lib.analysis import prompts
+from lib.analysis import compressors, prompts
 from lib.core import bench, config, data, model, runs, train
 from lib.reports.submodel_tool import kernel as submodels, params as report_params
 
@@ -40,7 +43,8 @@ def parse_args() -> argparse.Namespace:
 
 def setup(preset: str, trained: bool = False):
     """Model (at initialisation, or notebook 1's trained one), notebook 7's DBpedia validation prompts and
-    selectivity sub-models (all MLP layers, and the same restricted to the last layer)."""
+    selectivity sub-models (all MLP layers, and the same restricted to the last layer), and its SAE and InfoVAE
+    latent sub-models at the last MLP's output (compressors fit here with notebook 7's settings, not cached)."""
     cfg = config.resolve(preset, attention_only=False)
     nb = report_params.resolve(preset)
     m = runs.load_model(runs.model_dir(cfg))[0] if trained else train.init_model(cfg)
@@ -54,6 +58,13 @@ def setup(preset: str, trained: bool = False):
     last = f"blocks.{cfg.model.n_layers - 1}.mlp.hook_post"
     subs = {"all MLP layers": submodels.find_submodels(hooked, windows, frac=nb.frac, progress=False),
             "last MLP layer": submodels.find_submodels(hooked, windows, hooks=[last], frac=nb.frac, progress=False)}
+    out = f"blocks.{cfg.model.n_layers - 1}.hook_mlp_out"
+    acts = submodels.activations(hooked, torch.cat(list(windows.values())), [out])[out]
+    for method, d in (("sae", nb.sae_d_latent), ("infovae", nb.infovae_d_latent)):
+        ccfg = compressors.CompressorConfig(method=method, d_latent=d, steps=nb.latent_steps, seed=0)
+        comp = compressors.fit(acts, ccfg)[0]
+        subs[f"{method} latents"] = submodels.find_submodels(hooked, windows, method, k=nb.latent_k, compressor=comp,
+                                                             progress=False)
     return cfg, nb, hooked, val, subs
 
 
@@ -69,24 +80,26 @@ def main() -> None:
           f"keyword prompts of {len(set(val.topics))} concepts (mean {val.lengths.float().mean():.1f}, max "
           f"{val.tokens.shape[1]} tokens); n_random {nb.n_random}: {n_damages} sub-model damages per validation")
     for where, sm in subs.items():
+        fast = "batched" if submodels.neuron_game_layers(hooked, list(sm.values()), val, "zero", 1.0) else "resumed"
         run = {"loop": lambda sm=sm: submodels.validate(hooked, sm, val, n_random=nb.n_random, fast=False,
                                                         progress=False),
-               "batched": lambda sm=sm: submodels.validate(hooked, sm, val, n_random=nb.n_random, progress=False)}
+               fast: lambda sm=sm: submodels.validate(hooked, sm, val, n_random=nb.n_random, fast=True,
+                                                      progress=False)}
         out = {k: fn() for k, fn in run.items()}  # warm-up, and the scores to compare
-        diff = max(abs(out["loop"][c].scores[k] - out["batched"][c].scores[k]) for c in sm
+        diff = max(abs(out["loop"][c].scores[k] - out[fast][c].scores[k]) for c in sm
                    for k in ("own", "other", "gap", "kept", "random_mean", "random_q95", "layer_damage"))
-        same = all(out["loop"][c].scores[k] == out["batched"][c].scores[k] for c in sm
+        same = all(out["loop"][c].scores[k] == out[fast][c].scores[k] for c in sm
                    for k in ("p", "kept_p", "beats_random"))
         res = bench.round_robin({k: (lambda f=fn: n_damages / bench.seconds(f)) for k, fn in run.items()}, args.reps)
-        ratio = bench.summarize([a / b for a, b in zip(res["batched"], res["loop"])])
+        ratio = bench.summarize([a / b for a, b in zip(res[fast], res["loop"])])
         print(f"\n== sub-models at {where} ({next(iter(sm.values())).size} units each)")
-        print(f"  max |batched - loop| over the scores in nats: {diff:.2e}; p-values and verdicts identical: {same}")
+        print(f"  max |{fast} - loop| over the scores in nats: {diff:.2e}; p-values and verdicts identical: {same}")
         print(f"{'variant':<12}{'damages/s':>12}{'IQR':>8}{'x loop':>9}{'IQR':>8}   ({bench.cpu_capability()})")
         for k, vals in res.items():
             s = bench.summarize(vals)
             r = bench.summarize([a / b for a, b in zip(vals, res["loop"])])
             print(f"{k:<12}{s.median:>12.2f}{s.iqr:>8.2f}{r.median:>9.2f}{r.iqr:>8.2f}")
-        print(f"  batched / loop: {ratio.median:.2f} [{bench.cpu_capability()}]")
+        print(f"  {fast} / loop: {ratio.median:.2f} [{bench.cpu_capability()}]")
     print(f"\n({bench.load()})")
 
 

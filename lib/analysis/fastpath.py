@@ -4,13 +4,17 @@ prompt's keyword (its last `width` real positions)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.components import LayerNorm, LayerNormPre
 from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
 
-from lib.analysis.prompts import KeywordPrompts, tail
+from lib.analysis.prompts import KeywordPrompts, keyword_scores, tail
 from lib.core import pretrained
 
 
@@ -66,6 +70,76 @@ def require_fast_path(model, method: str) -> None:
 def mlp_half(block, resid_mid: Tensor) -> Tensor:
     """The second half of a pre-LN block (ln2, MLP, residual add), firing its hooks."""
     return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(resid_mid)))
+
+
+# hook points of the last block's MLP half (after `blocks.L.`): downstream of them every position is computed alone
+LAST_MLP_POINTS = ("hook_resid_mid", "ln2.", "mlp.", "hook_mlp_out", "hook_resid_post")
+
+
+def resumes_at_last_mlp(model, names: Iterable[str]) -> bool:
+    """Whether hooks at these points can be scored from the last block's clean resid_mid at the keyword positions
+    (`last_mlp_inputs`, `evaluate_from_last_mlp`) instead of a whole forward: every point is in the last block's MLP
+    half (its resid_mid, ln2, MLP, output or resid_post) or in the final norm (where lib.analysis.kwta puts its
+    residual k-WTA layer), so everything from it to the logits is position-wise, on a model `fast_path_ok` accepts
+    with its final norm (where it has normalization) and an unembedding and no logit soft cap. A hook that mixes positions itself (one that
+    draws noise per call, say) is the caller's to exclude."""
+    c = model.cfg
+    has_norm = c.normalization_type is None or hasattr(model, "ln_final")
+    if not (fast_path_ok(model) and has_norm and hasattr(model, "unembed") and hasattr(model, "hooks")
+            and not (getattr(c, "output_logits_soft_cap", 0) or 0) > 0 and c.n_layers >= 1):
+        return False
+    last = f"blocks.{c.n_layers - 1}."
+    names = list(names)
+    return bool(names) and all(isinstance(h, str) and (h.startswith("ln_final.") or (
+        h.startswith(last) and h[len(last):].startswith(LAST_MLP_POINTS))) for h in names)
+
+
+@torch.no_grad()
+def last_mlp_inputs(model, prompts: KeywordPrompts, batch_size: int = 128) -> Float[Tensor, "n width d_model"]:
+    """The clean `blocks.{L-1}.hook_resid_mid` (the last block's MLP input stream) at each prompt's last
+    `prompts.width` real positions: the ones that predict its keyword's tokens."""
+    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_mid"
+    got: list[Tensor] = []
+
+    def keep(x: Tensor, hook=None) -> Tensor:
+        got.append(x)
+        return x
+
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        part = prompts.select(torch.arange(i, min(i + batch_size, len(prompts))))
+        got.clear()
+        with model.hooks(fwd_hooks=[(name, keep)]):
+            model(part.tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+        out.append(tail(got[0], part.lengths, prompts.width))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_from_last_mlp(model, prompts: KeywordPrompts, resid_mid: Float[Tensor, "n width d_model"],
+                           fwd_hooks: Sequence = (), batch_size: int = 512) -> pd.DataFrame:
+    """lib.analysis.prompts.evaluate's table (prompt, topic, loss, top1, top5) with `fwd_hooks` on, resumed from
+    `last_mlp_inputs`: the last block's MLP half, the final norm and the unembedding run on the keyword positions
+    only, firing the hooks there. The same scores up to float rounding where `resumes_at_last_mlp` holds for the
+    hooks' names (refused otherwise) and the hooks treat each position alone."""
+    names = [h for h, _ in fwd_hooks]
+    if names and not resumes_at_last_mlp(model, names):
+        raise ValueError(f"hooks {names} cannot be resumed at the last block's MLP: every hook must sit in "
+                         f"blocks.{model.cfg.n_layers - 1}'s MLP half ({', '.join(LAST_MLP_POINTS)}) or in ln_final, "
+                         "on a model lib.analysis.fastpath.fast_path_ok accepts")
+    if tuple(resid_mid.shape[:2]) != (len(prompts), prompts.width):
+        raise ValueError(f"resid_mid of shape {tuple(resid_mid.shape)} does not fit {len(prompts)} prompts of keyword "
+                         f"width {prompts.width}: give last_mlp_inputs(model, prompts)")
+    block, targets, parts = model.blocks[-1], prompts.tail_targets(), []
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        for i in range(0, len(prompts), batch_size):
+            x = mlp_half(block, block.hook_resid_mid(resid_mid[i : i + batch_size]))
+            if model.cfg.normalization_type is not None:
+                x = model.ln_final(x)
+            parts.append(keyword_scores(model.unembed(x), targets[i : i + batch_size]))
+    s = {k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0) for k in ("loss", "top1", "top5")}
+    return pd.DataFrame({"prompt": np.arange(len(prompts)), "topic": prompts.topics,
+                         **{k: v.numpy() for k, v in s.items()}})
 
 
 def tail_query_block(block, x: Float[Tensor, "batch pos d_model"], lengths: Int[Tensor, " batch"],

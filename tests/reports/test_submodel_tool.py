@@ -185,7 +185,43 @@ def test_batched_validation_matches_the_hooked_loop(planted, concepts, validatio
     for kind, a in (("mean", 1.0), ("zero", 0.5), ("noise", 1.0)):
         assert submodels.neuron_game_layers(planted, list(found.values()), validation, kind, a) is None
     with pytest.raises(ValueError, match="fast"):
-        submodels.validate(planted, found, validation, n_random=2, kind="mean", fast=True, progress=False)
+        submodels.validate(planted, found, validation, n_random=2, kind="noise", fast=True, progress=False)
+
+
+@pytest.mark.parametrize("kind, a", [("mean", 1.0), ("zero", 0.5)])
+def test_validation_resumed_at_the_last_mlp_matches_the_hooked_loop(planted, found, validation, kind, a):
+    """Mean ablation and half-scaling of the (last-layer) hook_post units are no neuron-game coalitions: they are
+    scored resumed at the last block's MLP, with every score of one hooked forward per sub-model; noise, whose draws
+    depend on the shape they are drawn for, is not resumed."""
+    subs = list(found.values())
+    assert submodels.neuron_game_layers(planted, subs, validation, kind, a) is None
+    assert submodels.resumes_at_last_mlp_of(planted, subs, validation, kind)
+    assert not submodels.resumes_at_last_mlp_of(planted, subs, validation, "noise")
+    fast = submodels.validate(planted, found, validation, n_random=20, kind=kind, intensity=a, progress=False)
+    _same_scores(fast, submodels.validate(planted, found, validation, n_random=20, kind=kind, intensity=a,
+                                          progress=False, fast=False))
+    assert fast["A"].scores["own"] > 0.1  # the planted units matter for A, so agreement is not on zeros
+
+
+def test_latent_validation_resumed_at_the_last_mlp_matches_the_hooked_loop(planted, concepts, validation):
+    """SAE latents of the last block's MLP output (report 7's latent methods): resumed and looped validation agree
+    on every score, on a 2-layer LayerNorm model too, where an earlier-layer hook is refused."""
+    sae = submodels.find_submodels(planted, concepts, "sae", k=2, latent_cfg=dict(d_latent=8, steps=40),
+                                   progress=False)
+    assert submodels.resumes_at_last_mlp_of(planted, list(sae.values()), validation, "zero")
+    fast = submodels.validate(planted, sae, validation, n_random=19, progress=False, fast=True)
+    _same_scores(fast, submodels.validate(planted, sae, validation, n_random=19, progress=False, fast=False))
+    assert max(abs(sm.scores["own"]) for sm in fast.values()) > 1e-3
+    cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=16, d_head=8, n_heads=2, d_mlp=32, d_vocab=48,
+                                  act_fn="gelu", normalization_type="LN", seed=1)
+    m = HookedTransformer(cfg).eval()
+    for layer, resumes in ((1, True), (0, False)):
+        subs = submodels.find_submodels(m, concepts, "sae", k=2, hooks=[f"blocks.{layer}.hook_mlp_out"],
+                                        latent_cfg=dict(d_latent=8, steps=20), progress=False)
+        assert submodels.resumes_at_last_mlp_of(m, list(subs.values()), validation, "zero") is resumes
+        if resumes:
+            _same_scores(submodels.validate(m, subs, validation, n_random=5, progress=False),
+                         submodels.validate(m, subs, validation, n_random=5, progress=False, fast=False))
 
 
 def test_batched_validation_matches_on_two_layers_with_layernorm():

@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.analysis import compressors, kwta, shapley
-from lib.analysis.fastpath import fast_path_ok
-from lib.analysis.impairment import impairment
+from lib.analysis.fastpath import evaluate_from_last_mlp, fast_path_ok, last_mlp_inputs, resumes_at_last_mlp
+from lib.analysis.impairment import NOISY, impairment
 from lib.analysis.prompts import KeywordPrompts, evaluate
 from lib.analysis.units import TopicStats, activation_key, fingerprint, n_units, tensor_hash
 from lib.core import artifacts
@@ -355,14 +355,38 @@ def neuron_game_layers(model, subs: Sequence[SubModel], data: Data, kind: str, i
     return sorted(layers) or None
 
 
+def resumes_at_last_mlp_of(model, subs: Sequence[SubModel], data: Data, kind: str) -> bool:
+    """Whether the damage of `subs` can be scored from the last block's clean MLP input at the keyword positions
+    (lib.analysis.fastpath.evaluate_from_last_mlp) instead of a whole forward per sub-model: keyword prompts, an
+    impairment that draws no noise (noise draws depend on the shape they are drawn for), and every hook in the last
+    block's MLP half or the final norm (`fastpath.resumes_at_last_mlp`), where report 7's latent (SAE, InfoVAE:
+    blocks.L.hook_mlp_out) and sparse (the k-WTA layer in ln_final) sub-models sit."""
+    return (isinstance(data, KeywordPrompts) and kind not in NOISY
+            and resumes_at_last_mlp(model, [h for sm in subs for h in sm.units]))
+
+
 def _damages(model, data: Data, subs: Sequence[SubModel], base: pd.Series, kind: str, intensity: float, seed: int,
              fast: bool | None, bar) -> list[pd.Series]:
-    """Loss rise per concept when each sub-model is impaired: batched neuron-game coalitions where
-    `neuron_game_layers` allows it (unless fast=False), else one hooked forward per sub-model."""
+    """Loss rise per concept when each sub-model is impaired (unless fast=False): batched neuron-game coalitions
+    where `neuron_game_layers` allows it, else one pass per sub-model resumed at the last block's MLP where
+    `resumes_at_last_mlp_of` allows it (both against their own path's clean loss); else one hooked forward per
+    sub-model."""
     layers = neuron_game_layers(model, subs, data, kind, intensity) if fast is not False else None
-    check(fast is not True or layers is not None, "fast", fast,
-          "None or False here: these sub-models cannot be scored as neuron-game coalitions (they need full zero "
-          "ablation of blocks.L.mlp.hook_post units, keyword prompts and a GPT-2-style model)")
+    resume = fast is not False and layers is None and resumes_at_last_mlp_of(model, subs, data, kind)
+    check(fast is not True or layers is not None or resume, "fast", fast,
+          "None or False here: these sub-models have no fast path (it needs keyword prompts, and either full zero "
+          "ablation of blocks.L.mlp.hook_post units or hooks in the last block's MLP half or the final norm, with no "
+          "noise, on a GPT-2-style model)")
+    if resume:
+        mid = last_mlp_inputs(model, data)
+        clean = evaluate_from_last_mlp(model, data, mid).groupby("topic", sort=False).loss.mean()
+        out = []
+        for sm in subs:
+            hooks = combined_hooks([sm], kind, intensity, seed)
+            out.append(evaluate_from_last_mlp(model, data, mid, hooks).groupby("topic", sort=False).loss.mean()
+                       - clean)
+            bar.update(1)
+        return out
     if layers is None:
         out = []
         for sm in subs:
@@ -399,8 +423,10 @@ def validate(model, submodels: Mapping[str, SubModel], data: Data, n_random: int
     than nothing, above 1 when the rest of the layer hurts the concept; NaN where ablating the whole layer does not
     hurt it (and unstable where that damage is small: compare `kept` in nats there).
 
-    fast: None scores every damage in one batched neuron-game pass where `neuron_game_layers` allows it (the same
-    values up to float rounding, bench/submodel_validate.py), False always runs one hooked forward per sub-model."""
+    fast: None scores every damage in one batched neuron-game pass where `neuron_game_layers` allows it, else resumed
+    at the last block's MLP where `resumes_at_last_mlp_of` allows it (each the same values up to float rounding,
+    bench/submodel_validate.py); True refuses sub-models with neither; False always runs one hooked forward per
+    sub-model."""
     names = list(dict.fromkeys(data.topics)) if isinstance(data, KeywordPrompts) else list(data)
     bad = [c for c in submodels if c not in names]
     check(not bad, "concept", bad[0] if bad else None, f"one of the validation data's concepts {names}")
