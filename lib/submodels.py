@@ -6,6 +6,8 @@ The tool lives in `lib.reports.submodel_tool` (kernel.py, cli.py); this module o
 if __name__ == "__main__":
     import sys
 
+    from lib.core.memory import keep_freed_memory
     from lib.reports.submodel_tool.cli import main
 
+    keep_freed_memory()  # large batched passes reuse freed memory (lib.core.memory)
     main(sys.argv[1:])

@@ -473,7 +473,9 @@ def keyword_scores(logits: Float[Tensor, "n width vocab"], targets: Int[Tensor, 
     targets = targets.to(logits.device)
     valid = targets != IGNORE
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    above = (logits > logits.gather(-1, targets.clamp(min=0)[..., None])).sum(-1)  # tokens scored strictly higher
+    # tokens scored strictly higher; counted in int32: a bool tensor's default sum first copies it to int64, which
+    # took 6x the count itself and half of a neuron-game pass (bench/keyword_scores.py)
+    above = (logits > logits.gather(-1, targets.clamp(min=0)[..., None])).sum(-1, dtype=torch.int32)
     top1 = ((above == 0) | ~valid).all(1)
     in5 = ((above < 5) | ~valid).all(1)
     return {"loss": loss.view(valid.shape).sum(1).cpu(), "top1": top1.float().cpu(), "top5": in5.float().cpu()}

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from lib.analysis import findings, plotting, tables
-from lib.core import pretrained
+from lib.core import memory, pretrained
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,13 @@ def check_device(preset: str, cuda: bool) -> None:
 def start(notebook: str, preset: str, device: str | None = None,
           model_path: str | os.PathLike | None = None) -> Session:
     """Start a report: check papermill's parameters against the notebook's, a fresh findings ledger for (notebook,
-    preset), the book's plot style and table display options, TransformerLens 3.9's HookedTransformer deprecation notice silenced, and the
+    preset), the book's plot style and table display options, TransformerLens 3.9's HookedTransformer deprecation notice silenced, freed
+    memory kept for reuse by the large batched passes (lib.core.memory.keep_freed_memory), and the
     device (CUDA when available, unless given). With `model_path` (the report runs on that model instead of ours)
     the ledger is kept apart under the model's name (`model_label`), out of the book's findings page."""
     check_parameters()
     check_device(preset, torch.cuda.is_available() or str(device).startswith("cuda"))
+    memory.keep_freed_memory()
     warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=DeprecationWarning)
     plotting.set_style()
     tables.set_display_options()
