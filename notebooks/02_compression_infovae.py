@@ -146,7 +146,7 @@ tables.show(pd.DataFrame({"panel": list(panel.values()), "hook": [h for _, h in 
 # nothing, 0 that it is as bad as removing the component, relative to zero-ablation and to mean-ablation (the
 # component replaced by its mean output). Bands are the range over compressor seeds.
 
-# %%
+# %% tags=["training"]
 runs = []
 for (kind, hook) in hook_names:
     for s in nb.model_seeds:
@@ -156,6 +156,8 @@ for (kind, hook) in hook_names:
         runs.append(df.assign(model=kind, model_seed=s, hook=panel[(kind, hook)]))
 sweep = pd.concat(runs, ignore_index=True)
 main = sweep[sweep.model_seed == nb.model_seeds[0]]
+
+# %%
 fig = plots.sweep_curves(
     main, {"frac_recovered_zero": "loss recovered (fraction)\nvs zero-ablation",
            "frac_recovered_mean": "loss recovered (fraction)\nvs mean-ablation"},

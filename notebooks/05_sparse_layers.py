@@ -122,7 +122,7 @@ display(Markdown(f"Sparse layers of {n_units} units; k ∈ {ks} winners per toke
                  + ("" if dense_act == hooked.cfg.act_fn else f" The dense control uses GELU: the model's "
                     f"{hooked.cfg.act_fn} is not one of the sparse layer's nonlinearities {kwta.ACTS}.")))
 
-# %%
+# %% tags=["training"]
 runs = {(name, k, s): (c.replace(k=k), fits[s]) for name, c in SURGERY.items() for k in ks for s in nb.seeds}
 runs |= {(f"{name}, dense", None, s): (c.replace(k=None, act_fn=dense_act), fits[s])
          for name, c in SURGERY.items() for s in nb.seeds}
