@@ -16,26 +16,19 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from lib.core import bench, config, train as tr
 from lib.core.data import load_token_data
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
-    ap.add_argument("--reps", type=int, default=5, help="repetitions (each runs every variant once)")
+    ap = bench.arg_parser(__doc__, reps=5)
     ap.add_argument("--steps", type=int, default=20, help="training steps timed per repetition")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{bench.machine()}; {bench.load()}")
+    bench.begin(args)
     for attn in (True, False):
         cfg = config.resolve(args.preset, attention_only=attn)
         tc, data = cfg.train, load_token_data(cfg.data)

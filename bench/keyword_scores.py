@@ -41,10 +41,7 @@ def old_keyword_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str,
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
-    ap.add_argument("--reps", type=int, default=3, help="repetitions (each runs every variant once)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap = bench.arg_parser(__doc__, reps=3)
     ap.add_argument("--rows", type=int, default=4096, help="keyword prompts x coalitions of part 1")
     ap.add_argument("--coalitions", type=int, default=256, help="coalitions per game timing (part 2)")
     return ap.parse_args()
@@ -52,9 +49,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{bench.machine()}; {bench.load()}")
+    bench.begin(args)
     cfg = config.resolve(args.preset, attention_only=False)
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(args.rows, 4, cfg.model.d_vocab, generator=g)

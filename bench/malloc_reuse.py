@@ -34,10 +34,7 @@ FIGURES = ("game coalitions/s", "evaluations/s", "training steps/s")
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
-    ap.add_argument("--reps", type=int, default=3, help="repetitions (each runs both workers once)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap = bench.arg_parser(__doc__, reps=3)
     ap.add_argument("--coalitions", type=int, default=512, help="coalitions per game timing")
     ap.add_argument("--worker", choices=("default", "keep"), help=argparse.SUPPRESS)
     return ap.parse_args()
@@ -54,8 +51,7 @@ def _rate(fn, n: int) -> float:
 def worker(args: argparse.Namespace) -> dict:
     """One variant's figures (and a checksum of the game's scores)."""
     applied = memory.keep_freed_memory() if args.worker == "keep" else False
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     cfg = config.resolve(args.preset, attention_only=False)
     nb = report_params.resolve(args.preset)
     hooked = model.to_hooked(train.init_model(cfg).eval())
@@ -78,7 +74,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    print(f"{bench.machine()}; {bench.load()}")
+    bench.begin(args)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--preset", args.preset, "--coalitions", str(args.coalitions)]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     res: dict[str, list[dict]] = {"default": [], "keep": []}

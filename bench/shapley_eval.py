@@ -38,10 +38,7 @@ TARGET = 10.0  # the issue's aim: batched >= 10x the loop on CPU
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
-    ap.add_argument("--reps", type=int, default=3, help="repetitions (each runs every variant once)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap = bench.arg_parser(__doc__, reps=3)
     ap.add_argument("--coalitions", type=int, default=256, help="coalitions per batched timing")
     ap.add_argument("--loop-coalitions", type=int, default=16, help="coalitions per loop timing")
     ap.add_argument("--games", type=int, default=5, help="synthetic games (seeds) for TMAB vs TMC")
@@ -170,9 +167,7 @@ def model_tmab_vs_tmc(args, cfg, nb, pr) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{bench.machine()}; {bench.load()}")
+    bench.begin(args)
     cfg, nb, hooked, pr = setup(args.preset)
     m = cfg.model
     print(f"{args.preset}: {m.n_layers}L d_model {m.d_model} d_mlp {m.d_mlp} vocab {m.d_vocab}; {len(pr)} prompts "

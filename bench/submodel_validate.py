@@ -31,10 +31,7 @@ warnings.filterwarnings("ignore", message=".*HookedTransformer.*", category=Depr
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", choices=config.PRESET_NAMES)
-    ap.add_argument("--reps", type=int, default=3, help="repetitions (each runs every variant once)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap = bench.arg_parser(__doc__, reps=3)
     ap.add_argument("--trained", action="store_true",
                     help="notebook 1's trained with-MLP model from artifacts/ (the speed is the same; the check of "
                          "p-values and verdicts is then on the sub-models report 7 validates)")
@@ -70,9 +67,7 @@ def setup(preset: str, trained: bool = False):
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{bench.machine()}; {bench.load()}")
+    bench.begin(args)
     cfg, nb, hooked, val, subs = setup(args.preset, args.trained)
     m = cfg.model
     n_damages = 2 * nb.n_random + 1 + 2 * len(next(iter(subs.values())))

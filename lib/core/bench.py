@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import platform
@@ -14,9 +15,26 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from lib.core.config import ModelConfig, RunConfig, TrainConfig
+from lib.core.config import PRESET_NAMES, ModelConfig, RunConfig, TrainConfig
 from lib.core.model import loss_fn, to_hooked
 from lib.core.train import autocast, evaluate, make_optimizer, train
+
+
+def arg_parser(doc: str | None, reps: int = 3) -> argparse.ArgumentParser:
+    """A bench's command line with the options every bench shares: its docstring as help, --preset (default cpu),
+    --reps (repetitions, each running every variant once) and --threads (torch intra-op threads)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    ap.add_argument("--reps", type=int, default=reps, help="repetitions (each runs every variant once)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    return ap
+
+
+def begin(args: argparse.Namespace) -> None:
+    """Apply --threads and print the machine and its load: every bench's first line."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{machine()}; {load()}")
 
 
 def bf16_native() -> bool:

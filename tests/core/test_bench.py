@@ -8,6 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import bf16_tol, fp32_tol
 from lib.core.bench import (
+    arg_parser,
+    begin,
     gemm_flops,
     make_step,
     matmul_flops,
@@ -138,3 +140,18 @@ def test_throughput_frame_ratios_and_mfu():
     assert df.loc["ours fp32", "mfu"] == pytest.approx(0.3)  # 150 tok/s * 2 FLOP/tok / 1000 FLOP/s, each rep
     assert df.loc["ours bf16", "mfu"] == pytest.approx(0.1)
     assert df.loc["ours bf16", "tokens_per_s"] == pytest.approx(150.0)
+
+
+def test_the_shared_bench_command_line_sets_threads_and_refuses_a_bad_preset(capsys):
+    args = arg_parser("doc", reps=5).parse_args(["--threads", "1"])
+    assert (args.preset, args.reps, args.threads) == ("cpu", 5, 1)
+    old = torch.get_num_threads()
+    try:
+        begin(args)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
+    assert "torch thread" in capsys.readouterr().out  # the machine line
+    with pytest.raises(SystemExit):
+        arg_parser("doc").parse_args(["--preset", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
