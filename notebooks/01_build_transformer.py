@@ -21,7 +21,7 @@
 #
 # **Reads:** `data/` (shipped corpus). **Writes:** `tokenizers/`, `data/`, `models/` (the two base
 # models, reused by every later report), `models/bench-*` (the sweep), `findings/`.
-# **Runtime:** smoke ≈ 1 min; cpu ≈ 15 min on 2 cores; gpu (the report's sizes) ≈ 20 min on one GPU.
+# **Runtime:** smoke ≈ 1 min; cpu ≈ 10.5 min on 2 idle cores from nothing (10 of them training; measured on a 2-core AVX-512 EPYC); gpu (the report's sizes) ≈ 20 min on one GPU.
 
 # %% tags=["remove-cell"]
 import numpy as np

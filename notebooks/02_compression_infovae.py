@@ -25,7 +25,7 @@
 # **Reads:** `models/` (notebook 01's base models; trained here if absent) or the model given by `model_path`,
 # `data/`, `tokenizers/`.
 # **Writes:** `activations/` (caches keyed by model, hook and data slice), `compressors/` (every fitted
-# compressor), `findings/`. **Runtime:** smoke ≈ 1 min; cpu ≈ 12 min on 2 idle cores; gpu ≈ 30 min.
+# compressor), `findings/`. **Runtime:** smoke ≈ 1 min; cpu ≈ 8 min on 2 idle cores (6.5 of them the compressor sweep, which a rerun loads from artifacts/); gpu ≈ 30 min.
 
 # %% tags=["remove-cell"]
 import matplotlib as mpl

@@ -30,8 +30,8 @@
 # both, trained here if absent) or the model given by `model_path`, `data/`. **Writes:** `models/` (the extra
 # seeds if absent),
 # `impairment/` (one tidy table per sweep: a row per prompt × condition), `findings/`.
-# **Runtime:** smoke ≈ 1 min; cpu ≈ 1.5 min on 2 cores with the models trained (5 min if the seed-2 model and
-# the three early models must be trained); gpu ≈ 20 min.
+# **Runtime:** smoke ≈ 1 min; cpu ≈ 1.5 min on 2 cores with the models trained (≈ 9.5 min from nothing, when seeds 1
+# and 2 and the early model are trained here); gpu ≈ 20 min.
 
 # %% tags=["remove-cell"]
 import numpy as np

@@ -26,8 +26,8 @@
 # **Reads:** `models/` (notebook 1's MLP model and its seed-1 twin, trained here if absent) or the model given by
 # `model_path`, `data/`.
 # **Writes:** `models/` (if absent), `shapley/` (every Shapley run, keyed by its configuration), `findings/`.
-# **Runtime:** smoke ≈ 30 s; cpu ≈ 9 min on 2 busy cores (≈ 5 min of CPU time; + ≈ 11 min if the two base
-# models must be trained); gpu: not measured yet.
+# **Runtime:** smoke ≈ 30 s; cpu ≈ 14 min on 2 idle cores with notebooks 1 and 3's models (the Shapley runs,
+# kept in artifacts/shapley/: a rerun loads them); gpu: not measured yet.
 
 # %% tags=["remove-cell"]
 import numpy as np

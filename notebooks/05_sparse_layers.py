@@ -27,8 +27,8 @@
 #
 # **Reads:** `models/` (notebook 1's MLP model, trained if absent) or the model given by `model_path`, `data/`.
 # **Writes:** `sparse/` (every trained sparse and dense layer with its duty cycles and training curve),
-# `impairment/` (the specificity sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 12 min on 2 cores
-# (+ ≈ 6 min if notebook 1's model must be trained); gpu ≈ 30 min.
+# `impairment/` (the specificity sweeps), `findings/`. **Runtime:** smoke < 1 min; cpu ≈ 5.5 min on 2 idle cores
+# with notebook 1's model (3.8 of them fitting the k-WTA grid); gpu ≈ 30 min.
 
 # %% tags=["remove-cell"]
 import numpy as np
