@@ -121,3 +121,33 @@ def test_over_checkpoints_calibrates_chooses_reuses_and_checks_chain_length():
     assert (h["llc, first half"] + h["llc, second half"]) / 2 == pytest.approx(chosen.llc, rel=1e-6)
     none = llc.over_checkpoints(lambda m: m, {"two": two}, [("a", 0, two)], ids, [3e-4], [1.0], max_rise=1e-9, **kw)
     assert none[1].empty  # nothing qualifies: no estimate is made
+
+
+def test_plain_rows_and_no_garbage_collection_give_the_same_draws_as_devinterps_documented_path(monkeypatch):
+    """The tensor dataset and the skipped gc.collect() are speed only: every chain's loss trace is bit-identical to
+    the Hugging Face Dataset path with devinterp's collection (a loader that read the rows in another order, or as
+    other integers, would change the traces), and the skipped collection is put back afterwards."""
+    import devinterp.slt.sampler as sampler
+
+    from helpers import random_transformer
+    from lib.core.config import ModelConfig
+
+    cfg = ModelConfig(n_layers=1, n_heads=2, d_model=16, d_vocab=30, n_ctx=12, attention_only=True)
+    model = random_transformer(cfg, matrix_sd=0.3, vector_sd=0.1)
+    tokens = torch.randint(0, 30, (64, 12), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    kw = dict(lr=1e-3, localization=100.0, num_chains=2, num_draws=10, num_burnin=3, batch_size=8, seed=5)
+    calls = []
+    collect = sampler._gc_and_empty_cache
+    def counted():
+        calls.append(1)
+        collect()
+
+    monkeypatch.setattr(sampler, "_gc_and_empty_cache", counted)
+    fast = llc.estimate(model, tokens, **kw)
+    assert calls == [] and sampler._gc_and_empty_cache is counted  # skipped, then put back
+    slow = llc.estimate(model, tokens, rows=False, collect_garbage=True, **kw)
+    assert len(calls) == 2 * kw["num_chains"]  # devinterp's own path collects before and after every chain
+    assert np.array_equal(fast.trace, slow.trace) and fast.init_loss == slow.init_loss
+    assert np.array_equal(fast.per_chain, slow.per_chain) and fast.rhat == slow.rhat
+    shuffled = llc.estimate(model, tokens.flip(0), **kw)
+    assert not np.array_equal(shuffled.trace, fast.trace)  # the traces do depend on which rows the loader reads
