@@ -138,6 +138,7 @@ def test_plain_rows_and_no_garbage_collection_give_the_same_draws_as_devinterps_
     kw = dict(lr=1e-3, localization=100.0, num_chains=2, num_draws=10, num_burnin=3, batch_size=8, seed=5)
     calls = []
     collect = sampler._gc_and_empty_cache
+
     def counted():
         calls.append(1)
         collect()
@@ -145,7 +146,7 @@ def test_plain_rows_and_no_garbage_collection_give_the_same_draws_as_devinterps_
     monkeypatch.setattr(sampler, "_gc_and_empty_cache", counted)
     fast = llc.estimate(model, tokens, **kw)
     assert calls == [] and sampler._gc_and_empty_cache is counted  # skipped, then put back
-    slow = llc.estimate(model, tokens, rows=False, collect_garbage=True, **kw)
+    slow = llc.estimate(model, tokens, as_documented=True, **kw)
     assert len(calls) == 2 * kw["num_chains"]  # devinterp's own path collects before and after every chain
     assert np.array_equal(fast.trace, slow.trace) and fast.init_loss == slow.init_loss
     assert np.array_equal(fast.per_chain, slow.per_chain) and fast.rhat == slow.rhat

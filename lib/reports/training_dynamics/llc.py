@@ -104,13 +104,13 @@ def _for_sampler(model: torch.nn.Module, loss_fn: Callable | None) -> tuple[torc
 def estimate(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], *, lr: float, localization: float,
              nbeta: float | None = None, num_chains: int = 4, num_draws: int = 200, num_burnin: int = 50,
              batch_size: int = 32, seed: int = 0, loss_fn: Callable | None = None, device: str = "cpu",
-             rows: bool = True, collect_garbage: bool = False) -> LLC:
+             as_documented: bool = False) -> LLC:
     """The LLC of `model` at its current weights on `tokens` (SGLD with step `lr`, localisation `localization`,
     nβ default `default_nbeta(batch_size)`); the model is copied, never changed. loss_fn: devinterp's per-token loss
     `(model, input_ids) -> [batch, pos - 1]` (default: next-token cross-entropy).
 
-    devinterp reads the batches from a plain tensor dataset (`rows`; the Hugging Face `Dataset` it documents when
-    False) and skips its gc.collect() between chains on the CPU (unless `collect_garbage`). Neither changes a draw:
+    devinterp reads the batches from a plain tensor dataset and skips its gc.collect() between chains on the CPU
+    (`as_documented`: the Hugging Face `Dataset` devinterp documents, and its collection). Neither changes a draw:
     the loader's shuffle has the same generator and length, and garbage collection frees no tensor a chain uses, so
     the estimate is bit-identical either way (tests/reports/test_llc.py). In one cProfile run of a cpu-preset
     estimate (3 chains x 100 steps, 13.5 s) the two took 1.6 s and 0.6 s; no side-by-side bench yet."""
@@ -122,8 +122,8 @@ def estimate(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], *, lr: float,
     check(num_chains >= 2 and num_draws >= 4, "num_chains/num_draws", (num_chains, num_draws),
           "at least 2 chains and 4 draws (split-R̂ needs them)")
     nbeta = default_nbeta(batch_size) if nbeta is None else float(nbeta)
-    ds = _Rows(tokens) if rows else Dataset.from_dict({"input_ids": torch.as_tensor(tokens).tolist()}).with_format(
-        "torch")
+    ds = (Dataset.from_dict({"input_ids": torch.as_tensor(tokens).tolist()}).with_format("torch") if as_documented
+          else _Rows(tokens))
     twin, loss_fn = _for_sampler(copy.deepcopy(model), loss_fn)
     cfg = dict(lr=lr, localization=localization, nbeta=nbeta, num_chains=num_chains, num_draws=num_draws,
                num_burnin=num_burnin, batch_size=batch_size, seed=seed)
@@ -132,7 +132,7 @@ def estimate(model: torch.nn.Module, tokens: Int[Tensor, "n pos"], *, lr: float,
 
     quiet, collect = sampler.trange, sampler._gc_and_empty_cache
     sampler.trange = lambda *a, **k: trange(*a, **{**k, "disable": True})  # no progress bar per chain in the book
-    if not collect_garbage and not str(device).startswith("cuda"):
+    if not as_documented and not str(device).startswith("cuda"):
         # devinterp runs gc.collect() before and after every chain, to give CUDA memory back; on the CPU it frees
         # nothing the next chain needs, and it took 1.6 s of a 13.5 s cpu-preset estimate (cProfile, one run)
         sampler._gc_and_empty_cache = lambda: None
