@@ -316,8 +316,8 @@ def _steps(module: Compressor, acts: Tensor, cfg: CompressorConfig, step_loss, g
 def fit(acts: Float[Tensor, "n d_in"], cfg: CompressorConfig, progress: bool = False, max_threads: int | None = 1
         ) -> tuple[Compressor, pd.DataFrame]:
     """Fit cfg's compressor on activations (rows = tokens); returns (module in eval mode, training history).
-    max_threads: torch threads of the minibatch loop on the CPU (None: all; the result is the same,
-    bench/small_op_threads.py)."""
+    max_threads: torch threads of the minibatch loop on the CPU (None: all; the same fit up to float32 rounding,
+    since MKL may split a product differently on more threads; faster on one, bench/small_op_threads.py)."""
     acts = acts.reshape(-1, acts.shape[-1]).float()
     g = torch.Generator(device=acts.device).manual_seed(cfg.seed)
     with torch.random.fork_rng(devices=[]):  # nn.Linear initialises from the global RNG: seed it, then restore it
