@@ -8,7 +8,7 @@ collection before and after every chain), side by side in one run.
 Each timing is one estimate with notebook 6's settings for the preset (chains, draws + burn-in, SGLD batch,
 `n_llc_data` sequences of its training split) on its main run's model (the preset's attention-only transformer; at
 initialisation, since the time does not depend on the weights), at the grid's smallest step size and largest
-localisation. Repetitions run the two variants in turn (round robin) and the ratio is taken within a repetition.
+localisation. Repetitions run the two variants in turn (lib.core.bench.round_robin) and the ratio is taken within a repetition.
 Prints seconds per estimate, the ratio documented / ours (median and IQR over repetitions), and whether the two give the same chains (they must:
 the speed-up changes no draw).
 """
@@ -41,21 +41,20 @@ def main() -> None:
           f"batch {nb.llc_batch}, {len(tokens)} sequences of {tokens.shape[1]} tokens; lr {kw['lr']:g}, "
           f"localization {kw['localization']:g}")
     llc.estimate(model, tokens, **{**kw, "num_draws": 4, "num_burnin": 0})  # warm-up (imports, allocator)
-    times: dict[bool, list[float]] = {False: [], True: []}
     traces: dict[bool, np.ndarray] = {}
-    for _ in range(args.reps):
-        for documented in (True, False):
-            t0 = time.perf_counter()
-            e = llc.estimate(model, tokens, as_documented=documented, **kw)
-            times[documented].append(time.perf_counter() - t0)
-            traces[documented] = e.trace
-    ratios = [d / o for d, o in zip(times[True], times[False])]
+
+    def timed(documented: bool) -> float:
+        t0 = time.perf_counter()
+        traces[documented] = llc.estimate(model, tokens, as_documented=documented, **kw).trace
+        return time.perf_counter() - t0
+
+    names = {True: "devinterp's documented path (as_documented)", False: "ours (tensor rows, no gc)"}
+    times = bench.round_robin({names[d]: (lambda d=d: timed(d)) for d in names}, args.reps)
+    r = bench.summarize([a / b for a, b in zip(times[names[True]], times[names[False]])])
     print(f"{'variant':<44}{'s / estimate (each rep)':>34}")
-    for documented, name in ((True, "devinterp's documented path (as_documented)"), (False, "ours (tensor rows, no gc)")):
-        print(f"{name:<44}{'  '.join(f'{t:6.2f}' for t in times[documented]):>34}")
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-    print(f"ratio documented / ours per rep: {', '.join(f'{r:.3f}' for r in ratios)}; median {med:.3f} "
-          f"(IQR {q1:.3f}-{q3:.3f})")
+    for name, vals in times.items():
+        print(f"{name:<44}{'  '.join(f'{t:6.2f}' for t in vals):>34}")
+    print(f"ratio documented / ours: median {r.median:.3f} (IQR {r.q1:.3f}-{r.q3:.3f}) over {r.n} reps")
     print(f"same chains (bit-identical loss traces): {np.array_equal(traces[True], traces[False])}")
     print(bench.load())
 
